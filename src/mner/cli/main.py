@@ -1,0 +1,55 @@
+"""Entry point: ``mner <command> ...``. Errors a user can fix exit with code 2 and one
+clear line (no traceback); ``--debug`` (or ``MNER_DEBUG=1``) shows the traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from mner import __version__
+
+
+class UsageError(Exception):
+    """A problem with the user's input; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mner.cli import data as data_cmd
+    from mner.cli import score as score_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="mner",
+        description="Multimodal named entity recognition: data tools, scoring, training and inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"mner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cmd.register(sub)
+    score_cmd.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("MNER_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as err:  # noqa: BLE001 - turned into one readable line
+        from mner.cli.errors import is_user_error
+
+        if debug or not is_user_error(err):
+            raise
+        print(f"mner: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,442 @@
+"""Readers and writers: file -> :class:`~mner.data.example.Example` and back.
+
+Three formats, one function pair each, and :func:`read_file` / :func:`write_file` that pick
+the format from the file:
+
+``twitter``
+    The Twitter-2015/2017 benchmark format (Zhang et al. 2018; the UMT release): a line
+    ``IMGID:<id>``, then one ``token<TAB>tag`` line per token, a blank line between tweets.
+    The image of tweet ``<id>`` is ``<id>.jpg``. Quirks handled here: the 2015 files do not end
+    with a blank line (the last tweet is still read); tokens may be a non-breaking space or
+    other invisible characters (lines are split on TAB only, and files on ``\\n`` only, never on
+    Unicode line separators); extra TAB columns are allowed (``tag_column`` picks the tag,
+    default the last one, so ``token<TAB>gold<TAB>pred`` files read as predictions).
+``conll``
+    Column files: one token per line, columns separated by a TAB (or, when a line has no TAB,
+    by runs of spaces), the tag in ``tag_column`` (default: last), a blank line between
+    sentences, ``-DOCSTART-`` lines skipped. Optional comment lines before a sentence carry
+    its metadata: ``# id = ...``, ``# image = ...``, ``# caption = ...``. Without ``# id``,
+    sentences are numbered ``1, 2, ...`` in file order.
+``jsonl``
+    One JSON object per line: ``{"id", "tokens", "tags"?, "image"?, "caption"?}`` (plus
+    ``"text"`` and ``"offsets"`` when the tokens come from a raw text).
+
+Entity types are kept as written unless ``type_map`` says otherwise. Twitter-2015 writes
+``OTHER`` where Twitter-2017 writes ``MISC``; ``type_map={"OTHER": "MISC"}`` (or the preset
+``"other->misc"``) renames them at reading time. Nothing is renamed by default.
+
+Errors: a malformed file raises :class:`DataFormatError` naming the file and line and what
+to do. Validation (:mod:`mner.data.validate`) passes an ``errors`` list instead, so that
+every problem of a file is reported at once; the offending lines are then skipped and counted
+in that list, never silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from mner.data.example import Example
+
+__all__ = [
+    "DataFormatError",
+    "FORMATS",
+    "TYPE_MAP_PRESETS",
+    "resolve_type_map",
+    "detect_format",
+    "read_file",
+    "write_file",
+    "read_twitter",
+    "write_twitter",
+    "read_conll",
+    "write_conll",
+    "read_jsonl",
+    "write_jsonl",
+]
+
+FORMATS = ("twitter", "conll", "jsonl")
+
+#: Named type maps accepted wherever a ``type_map`` is.
+TYPE_MAP_PRESETS: dict[str, dict[str, str]] = {
+    "none": {},
+    "other->misc": {"OTHER": "MISC"},
+    "misc->other": {"MISC": "OTHER"},
+}
+
+_CONLL_META_KEYS = ("id", "image", "caption")
+
+
+class DataFormatError(ValueError):
+    """A file that does not follow its format. ``file``/``line`` say where (1-based)."""
+
+    def __init__(self, file: str | Path, line: int | None, message: str, hint: str = ""):
+        self.file = str(file)
+        self.line = line
+        self.message = message
+        self.hint = hint
+        where = f"{self.file}:{line}" if line is not None else self.file
+        super().__init__(f"{where}: {message}" + (f" ({hint})" if hint else ""))
+
+
+def resolve_type_map(type_map: str | Mapping[str, str] | None) -> dict[str, str]:
+    """A dict from a preset name, a ``"A=B,C=D"`` string, a mapping, or None."""
+    if type_map is None:
+        return {}
+    if isinstance(type_map, str):
+        key = type_map.strip().lower()
+        if key in TYPE_MAP_PRESETS:
+            return dict(TYPE_MAP_PRESETS[key])
+        out = {}
+        for part in type_map.split(","):
+            if "=" not in part:
+                raise ValueError(
+                    f"type map {type_map!r}: expected a preset ({', '.join(TYPE_MAP_PRESETS)}) "
+                    "or pairs like OTHER=MISC,PERSON=PER"
+                )
+            src, dst = (p.strip() for p in part.split("=", 1))
+            out[src] = dst
+        return out
+    return dict(type_map)
+
+
+def _map_tag(tag: str, type_map: Mapping[str, str]) -> str:
+    if not type_map or "-" not in tag:
+        return tag
+    prefix, typ = tag.split("-", 1)
+    return f"{prefix}-{type_map.get(typ, typ)}"
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines, split on ``\\n`` only (tokens may hold U+2028, U+0085...)."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataFormatError(
+            path, line, f"not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})",
+            "re-encode the file as UTF-8",
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+
+
+def _fail(errors: list | None, path: Path, line: int, message: str, hint: str = "") -> None:
+    err = DataFormatError(path, line, message, hint)
+    if errors is None:
+        raise err
+    errors.append(err)
+
+
+# ----------------------------------------------------------------------------- twitter
+
+
+def read_twitter(
+    path: str | Path,
+    type_map: str | Mapping[str, str] | None = None,
+    tag_column: int = -1,
+    errors: list | None = None,
+) -> list[Example]:
+    """Read a Twitter-2015/2017 file. ``Example.source`` is ``file:<line of first token>``."""
+    path = Path(path)
+    tmap = resolve_type_map(type_map)
+    lines = _read_lines(path)
+    examples: list[Example] = []
+    cur_id: str | None = None
+    cur_line = 0
+    tokens: list[str] = []
+    tags: list[str] = []
+
+    def flush() -> None:
+        nonlocal cur_id, tokens, tags
+        if cur_id is not None:
+            examples.append(
+                Example(
+                    id=cur_id, tokens=tuple(tokens), tags=tuple(tags), image=cur_id,
+                    source=f"{path}:{cur_line + 1}",
+                )
+            )
+        cur_id, tokens, tags = None, [], []
+
+    for n, line in enumerate(lines, start=1):
+        if line.startswith("IMGID:"):
+            if cur_id is not None and tokens:
+                _fail(errors, path, n, "IMGID line inside a tweet",
+                      "put a blank line between tweets")
+            flush()
+            cur_id = line[len("IMGID:"):].strip()
+            cur_line = n
+            if not cur_id:
+                _fail(errors, path, n, "empty IMGID", "give each tweet its image id")
+                cur_id = f"line{n}"
+            continue
+        if line == "":
+            flush()
+            continue
+        if cur_id is None:
+            _fail(errors, path, n, "token line outside a tweet",
+                  "each tweet starts with a line IMGID:<id>")
+            continue
+        cols = line.split("\t")
+        if len(cols) < 2:
+            _fail(errors, path, n, f"expected token<TAB>tag, got {line!r}",
+                  "separate token and tag with one TAB")
+            continue
+        try:
+            tag = cols[tag_column]
+        except IndexError:
+            _fail(errors, path, n, f"no column {tag_column} in {line!r}")
+            continue
+        tokens.append(cols[0])
+        tags.append(_map_tag(tag.strip(), tmap))
+    flush()
+    return examples
+
+
+def write_twitter(examples: Iterable[Example], path: str | Path) -> None:
+    """Write the Twitter format (always ending with a blank line)."""
+    out = []
+    for ex in examples:
+        _check_writable(ex, "\t")
+        out.append(f"IMGID:{ex.id}")
+        tags = ex.tags if ex.tags is not None else ("O",) * len(ex.tokens)
+        out.extend(f"{tok}\t{tag}" for tok, tag in zip(ex.tokens, tags))
+        out.append("")
+    _atomic_write(Path(path), "\n".join(out) + ("\n" if out else ""))
+
+
+# ----------------------------------------------------------------------------- conll
+
+
+def read_conll(
+    path: str | Path,
+    type_map: str | Mapping[str, str] | None = None,
+    tag_column: int = -1,
+    errors: list | None = None,
+) -> list[Example]:
+    """Read a CoNLL column file (see the module docstring)."""
+    path = Path(path)
+    tmap = resolve_type_map(type_map)
+    examples: list[Example] = []
+    meta: dict[str, str] = {}
+    tokens: list[str] = []
+    tags: list[str] = []
+    first_line = 0
+
+    def flush() -> None:
+        nonlocal meta, tokens, tags
+        if tokens:
+            sid = meta.get("id", str(len(examples) + 1))
+            examples.append(
+                Example(
+                    id=sid, tokens=tuple(tokens), tags=tuple(tags),
+                    image=meta.get("image"), caption=meta.get("caption"),
+                    source=f"{path}:{first_line}",
+                )
+            )
+        elif meta:
+            _fail(errors, path, first_line or 1, f"metadata {sorted(meta)} with no tokens after it")
+        meta, tokens, tags = {}, [], []
+
+    for n, line in enumerate(_read_lines(path), start=1):
+        if line.strip() == "" and "\t" not in line:
+            flush()
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not tokens and line.startswith("# ") and " = " in line:
+            key, value = line[2:].split(" = ", 1)
+            if key.strip() in _CONLL_META_KEYS:
+                meta[key.strip()] = value
+                first_line = n + 1
+                continue
+        cols = line.split("\t") if "\t" in line else [c for c in line.split(" ") if c != ""]
+        if len(cols) < 2:
+            _fail(errors, path, n, f"expected at least two columns (token and tag), got {line!r}",
+                  "separate columns with a TAB")
+            continue
+        try:
+            tag = cols[tag_column]
+        except IndexError:
+            _fail(errors, path, n, f"no column {tag_column} in {line!r}")
+            continue
+        if not tokens:
+            first_line = n
+        tokens.append(cols[0])
+        tags.append(_map_tag(tag.strip(), tmap))
+    flush()
+    return examples
+
+
+def write_conll(
+    examples: Iterable[Example],
+    path: str | Path,
+    predictions: Sequence[Sequence[str]] | None = None,
+    metadata: bool = True,
+) -> None:
+    """Write ``token<TAB>tag`` (or ``token<TAB>gold<TAB>pred`` with ``predictions``).
+
+    With ``metadata``, each sentence is preceded by ``# id = ...`` (and ``# image``,
+    ``# caption`` when known) so that reading the file back restores the examples.
+    """
+    examples = list(examples)
+    if predictions is not None and len(predictions) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+    out: list[str] = []
+    for i, ex in enumerate(examples):
+        _check_writable(ex, "\t")
+        if metadata:
+            out.append(f"# id = {ex.id}")
+            if ex.image is not None:
+                out.append(f"# image = {ex.image}")
+            if ex.caption is not None:
+                out.append(f"# caption = {_one_line(ex.caption)}")
+        gold = ex.tags if ex.tags is not None else ("O",) * len(ex.tokens)
+        if predictions is not None:
+            pred = predictions[i]
+            if len(pred) != len(ex.tokens):
+                raise ValueError(f"{ex.where}: {len(ex.tokens)} tokens but {len(pred)} predicted tags")
+            out.extend(f"{t}\t{g}\t{p}" for t, g, p in zip(ex.tokens, gold, pred))
+        else:
+            out.extend(f"{t}\t{g}" for t, g in zip(ex.tokens, gold))
+        out.append("")
+    _atomic_write(Path(path), "\n".join(out) + ("\n" if out else ""))
+
+
+# ----------------------------------------------------------------------------- jsonl
+
+
+def read_jsonl(
+    path: str | Path,
+    type_map: str | Mapping[str, str] | None = None,
+    errors: list | None = None,
+    require_tokens: bool = True,
+) -> list[Example]:
+    """Read JSONL examples. Without an ``"id"``, the 1-based line number is the id.
+
+    With ``require_tokens=False`` a line may give only ``"text"``; it is then tokenized by
+    :func:`mner.data.tokenize.tokenize_text` (inference input).
+    """
+    path = Path(path)
+    tmap = resolve_type_map(type_map)
+    examples: list[Example] = []
+    for n, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            _fail(errors, path, n, f"not valid JSON: {err.msg}", "one JSON object per line")
+            continue
+        if not isinstance(obj, dict):
+            _fail(errors, path, n, "expected a JSON object")
+            continue
+        obj.setdefault("id", str(n))
+        try:
+            if "tokens" not in obj:
+                if require_tokens or "text" not in obj:
+                    raise KeyError("tokens")
+                from mner.data.tokenize import tokenize_text
+
+                toks, offs = tokenize_text(str(obj["text"]))
+                obj = {**obj, "tokens": toks, "offsets": offs}
+            if not isinstance(obj["tokens"], list) or not all(isinstance(t, str) for t in obj["tokens"]):
+                raise TypeError("'tokens' must be a list of strings")
+            if obj.get("tags") is not None:
+                obj["tags"] = [_map_tag(str(t), tmap) for t in obj["tags"]]
+            examples.append(Example.from_dict(obj, source=f"{path}:{n}"))
+        except KeyError as err:
+            _fail(errors, path, n, f"missing field {err}",
+                  'each line needs "tokens" (a list of words)' + ("" if require_tokens else ' or "text"'))
+        except (TypeError, ValueError) as err:
+            _fail(errors, path, n, str(err))
+    return examples
+
+
+def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
+    lines = [json.dumps(ex.to_dict(), ensure_ascii=False) for ex in examples]
+    _atomic_write(Path(path), "\n".join(lines) + ("\n" if lines else ""))
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def detect_format(path: str | Path) -> str:
+    """``jsonl`` by extension (.jsonl/.json) or a first line starting with ``{``; ``twitter``
+    when the first non-blank line starts with ``IMGID:``; ``conll`` otherwise."""
+    path = Path(path)
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    with open(path, "rb") as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line:
+                continue
+            if line.startswith(b"{"):
+                return "jsonl"
+            if line.startswith(b"IMGID:"):
+                return "twitter"
+            return "conll"
+    return "conll"
+
+
+def read_file(
+    path: str | Path,
+    format: str = "auto",
+    type_map: str | Mapping[str, str] | None = None,
+    tag_column: int = -1,
+    errors: list | None = None,
+) -> list[Example]:
+    """Read any supported file (``format="auto"`` detects it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "twitter":
+        return read_twitter(path, type_map, tag_column, errors)
+    if fmt == "conll":
+        return read_conll(path, type_map, tag_column, errors)
+    if fmt == "jsonl":
+        return read_jsonl(path, type_map, errors)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
+
+
+def write_file(examples: Iterable[Example], path: str | Path, format: str = "auto") -> None:
+    """Write examples; ``auto`` picks jsonl for .jsonl/.json, conll for .conll/.tsv,
+    twitter otherwise."""
+    path = Path(path)
+    fmt = format
+    if fmt == "auto":
+        suffix = path.suffix.lower()
+        fmt = "jsonl" if suffix in (".jsonl", ".json") else "conll" if suffix in (".conll", ".tsv") else "twitter"
+    if fmt == "twitter":
+        write_twitter(examples, path)
+    elif fmt == "conll":
+        write_conll(examples, path)
+    elif fmt == "jsonl":
+        write_jsonl(examples, path)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _one_line(s: str) -> str:
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+def _check_writable(ex: Example, sep: str) -> None:
+    for tok in ex.tokens:
+        if sep in tok or "\n" in tok:
+            raise ValueError(f"{ex.where}: token {tok!r} contains a separator and cannot be written")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

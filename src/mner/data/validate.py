@@ -1,0 +1,209 @@
+"""``mner data validate``: every quirk of a corpus, with file and line.
+
+Each finding is an :class:`Issue` with a severity:
+
+``error``
+    the data cannot be used as it is: malformed lines, unknown tags, empty tokens, tweets
+    without tokens, duplicate ids, an image id in two splits, images that are missing (under
+    the ``error`` policy) or unreadable.
+``warning``
+    usable, but worth knowing: ``I-`` without ``B-`` (read as an entity start by conlleval),
+    tokens made only of invisible characters (they produce no sub-tokens and are encoded as
+    the unknown token), tweet texts repeated across splits, empty or missing captions.
+``info``
+    format notes, e.g. a file that does not end with a blank line.
+
+The exit code of the command is non-zero when there is an error (or, with ``--strict``, a
+warning).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from mner.data.captions import CaptionStore
+from mner.data.corpus import Corpus, find_split_files
+from mner.data.example import Example
+from mner.data.formats import DataFormatError, detect_format, read_file
+from mner.data.images import ImageError, ImageStore
+from mner.tagging import tag_problems
+
+__all__ = ["Issue", "validate_corpus", "is_invisible_token"]
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: str
+    code: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+    tweet: str | None = None
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else (self.file or "")
+        tweet = f" [tweet {self.tweet}]" if self.tweet else ""
+        return f"{where}:{tweet} {self.severity}: {self.message} ({self.code})".lstrip(": ")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_invisible_token(token: str) -> bool:
+    """True for a token made only of whitespace, control/format characters, variation
+    selectors or U+FFFD: the usual tokenizers give it no sub-token at all."""
+    for ch in token:
+        if ch == "\ufffd" or "\ufe00" <= ch <= "\ufe0f":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Co", "Cn"):
+            continue
+        return False
+    return True
+
+
+def _is_orphan(tags: Sequence[str], i: int) -> bool:
+    """An ``I-X`` whose previous tag is neither ``B-X`` nor ``I-X``."""
+    tag = tags[i]
+    if not tag.startswith("I-"):
+        return False
+    prev = tags[i - 1] if i > 0 else "O"
+    return prev not in ("B-" + tag[2:], "I-" + tag[2:])
+
+
+def _token_line(ex: Example, i: int, fmt: str) -> int | None:
+    """1-based line of token ``i`` (column formats put one token per line)."""
+    if not ex.source:
+        return None
+    first = int(ex.source.rsplit(":", 1)[1])
+    return first if fmt == "jsonl" else first + i
+
+
+def _check_file(path: Path, split: str, allowed_types: set[str] | None, out: list[Issue]) -> list[Example]:
+    fmt = detect_format(path)
+    errors: list[DataFormatError] = []
+    examples = read_file(path, fmt, errors=errors)
+    f = str(path)
+    for err in errors:
+        out.append(Issue("error", "format", err.message + (f" ({err.hint})" if err.hint else ""), f, err.line))
+    if fmt == "twitter" and path.stat().st_size:
+        with open(path, "rb") as fh:
+            fh.seek(-2, 2)
+            if not fh.read().endswith(b"\n\n"):
+                out.append(Issue("info", "no-final-blank-line",
+                                 "file does not end with a blank line (the last tweet is still read)", f))
+    seen: dict[str, int] = {}
+    for ex in examples:
+        line0 = _token_line(ex, 0, fmt)
+        if ex.id in seen:
+            out.append(Issue("error", "duplicate-id",
+                             f"tweet id {ex.id!r} already used at line {seen[ex.id]}", f, line0, ex.id))
+        seen.setdefault(ex.id, line0 or 0)
+        if not ex.tokens:
+            out.append(Issue("error", "empty-tweet", "tweet has no tokens", f, line0, ex.id))
+        for i, tok in enumerate(ex.tokens):
+            if tok == "":
+                out.append(Issue("error", "empty-token", "empty token", f, _token_line(ex, i, fmt), ex.id))
+            elif is_invisible_token(tok):
+                names = "+".join(f"U+{ord(c):04X}" for c in tok)
+                out.append(Issue("warning", "invisible-token",
+                                 f"token {names} has no visible character: tokenizers give it no "
+                                 "sub-token; mner encodes it as the unknown token",
+                                 f, _token_line(ex, i, fmt), ex.id))
+        if ex.tags is None:
+            continue
+        orphans = {i for i, tag in enumerate(ex.tags) if _is_orphan(ex.tags, i)}
+        for i in sorted(orphans):
+            out.append(Issue("warning", "orphan-i",
+                             f"{ex.tags[i]} without a B- before it (conlleval reads it as an entity start)",
+                             f, _token_line(ex, i, fmt), ex.id))
+        for i, msg in tag_problems(ex.tags):
+            if i not in orphans:
+                out.append(Issue("error", "bad-tag", msg, f, _token_line(ex, i, fmt), ex.id))
+        if allowed_types is not None:
+            for i, tag in enumerate(ex.tags):
+                typ = tag.partition("-")[2]
+                if tag != "O" and typ not in allowed_types:
+                    out.append(Issue("error", "unknown-type",
+                                     f"entity type {typ!r} not in {sorted(allowed_types)}",
+                                     f, _token_line(ex, i, fmt), ex.id))
+    return examples
+
+
+def validate_corpus(
+    path: str | Path,
+    image_dir: str | Path | None = None,
+    captions: CaptionStore | None = None,
+    missing_images: str = "error",
+    allowed_types: Sequence[str] | None = None,
+) -> tuple[list[Issue], dict[str, list[Example]]]:
+    """Check a corpus folder (or one file); return the issues and the examples read."""
+    path = Path(path)
+    files = {path.stem: path} if path.is_file() else find_split_files(path)
+    if not files:
+        raise FileNotFoundError(f"{path}: no train/valid/test files found")
+    issues: list[Issue] = []
+    types = set(allowed_types) if allowed_types else None
+    splits = {split: _check_file(f, split, types, issues) for split, f in files.items()}
+
+    # Across splits: image ids must not leak; repeated texts are worth knowing.
+    owner: dict[str, str] = {}
+    texts: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for split, exs in splits.items():
+        for ex in exs:
+            key = ex.image or ex.id
+            if key in owner and owner[key] != split:
+                issues.append(Issue("error", "image-in-two-splits",
+                                    f"image {key!r} is used in {owner[key]} and {split}",
+                                    str(files[split]), _token_line(ex, 0, detect_format(files[split])), ex.id))
+            owner.setdefault(key, split)
+            texts[" ".join(ex.tokens)].append((split, ex.id))
+    for text, where in texts.items():
+        split_names = {s for s, _ in where}
+        if len(split_names) > 1:
+            issues.append(Issue("warning", "text-in-two-splits",
+                                f"the same tweet text is in {', '.join(f'{s}:{i}' for s, i in where)}: "
+                                f"{text[:60]!r}"))
+
+    if image_dir is not None:
+        store = ImageStore(Path(image_dir))
+        for split, exs in splits.items():
+            fmt = detect_format(files[split])
+            for ex in exs:
+                if ex.image is None:
+                    continue
+                try:
+                    store.open(ex.image, ex.id).close()
+                except ImageError as err:
+                    if err.kind == "missing":
+                        sev = "error" if missing_images == "error" else "warning"
+                        msg = f"image missing: {err.path}" + (
+                            "" if sev == "error" else f" (policy {missing_images!r})")
+                    else:
+                        sev, msg = "error", f"image {err.kind}: {err.path}: {err.detail}"
+                    issues.append(Issue(sev, f"image-{err.kind}", msg, str(files[split]),
+                                        _token_line(ex, 0, fmt) and _token_line(ex, 0, fmt) - (fmt == "twitter"),
+                                        ex.id))
+    if captions is not None:
+        for split, exs in splits.items():
+            for ex in exs:
+                cap = ex.caption if ex.caption is not None else captions.get_caption(ex.image or ex.id)
+                if cap is None:
+                    issues.append(Issue("warning", "caption-missing", "no caption for this image",
+                                        str(files[split]), None, ex.id))
+                elif cap == "":
+                    issues.append(Issue("warning", "caption-empty", "the caption is empty",
+                                        str(captions.path) if captions.path else None, None, ex.id))
+    return issues, splits
+
+
+def summarize(issues: Iterable[Issue]) -> dict[str, int]:
+    counts = {s: 0 for s in SEVERITIES}
+    for i in issues:
+        counts[i.severity] += 1
+    return counts

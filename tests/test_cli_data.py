@@ -1,0 +1,148 @@
+"""``mner data stats|validate|convert|sample`` and ``mner score`` end to end (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mner.cli import main
+from mner.data.captions import CaptionStore, attach_captions
+from mner.data.formats import read_file
+from mner.resources import sample_corpus_dir
+
+SAMPLE = sample_corpus_dir()
+SAMPLE_IMAGES = SAMPLE.parent / "images"
+
+
+def run_json(capsys, *argv) -> tuple[int, dict]:
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_sample_stats(capsys):
+    code, out = run_json(capsys, "data", "stats", str(SAMPLE), "--images", str(SAMPLE_IMAGES))
+    assert code == 0
+    s = out["splits"]
+    assert [s[k]["tweets"] for k in ("train", "valid", "test")] == [12, 4, 6]
+    assert s["test"]["entities_b"] == {"LOC": 6, "MISC": 1, "ORG": 2, "PER": 3}
+    # the orphan I-ORG of tweet s106 is no B- but is a conlleval entity
+    assert s["train"]["orphan_i"] == 1
+    assert s["train"]["total_entities_conlleval"] == s["train"]["total_b"] + 1
+    assert s["valid"]["images"] == {"found": 3, "missing": 1, "no_image": 0}
+    assert s["train"]["captions"]["found"] == 12
+    assert any("found next to the corpus" in n for n in out["notes"])
+
+
+def test_stats_table_names_columns(capsys):
+    assert main(["data", "stats", str(SAMPLE), "--captions", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "B-PER" in out and "orphan I-" in out and "captions: not used" in out
+
+
+def test_twitter2015_counts(capsys, data_dir):
+    code, out = run_json(capsys, "data", "stats", str(data_dir / "twitter2015"))
+    s = out["splits"]
+    assert [s[k]["tweets"] for k in ("train", "valid", "test")] == [4000, 1000, 3257]
+    assert [s[k]["total_b"] for k in ("train", "valid", "test")] == [6166, 1541, 5072]
+    assert s["test"]["total_entities_conlleval"] == 5207
+    assert s["test"]["captions"]["missing"] == 0
+    assert s["train"]["captions"]["empty"] == 1 and s["valid"]["captions"]["empty"] == 1
+    assert s["test"]["entities_b"] == {"LOC": 1697, "ORG": 839, "OTHER": 720, "PER": 1816}
+
+
+def test_validate_sample(capsys):
+    code, out = run_json(capsys, "data", "validate", str(SAMPLE))
+    assert code == 0 and out["ok"]
+    codes = {(i["code"], i["tweet"], i["line"]) for i in out["issues"]}
+    assert ("orphan-i", "s106", 57) in codes
+    assert ("invisible-token", "s109", 92) in codes
+    # warnings fail under --strict
+    assert main(["data", "validate", str(SAMPLE), "--strict"]) == 1
+    capsys.readouterr()
+    # the missing image of s204 is an error under the default policy, a warning under blank
+    code, out = run_json(capsys, "data", "validate", str(SAMPLE), "--images", str(SAMPLE_IMAGES))
+    missing = [i for i in out["issues"] if i["code"] == "image-missing"]
+    assert code == 1 and [(i["tweet"], i["severity"]) for i in missing] == [("s204", "error")]
+    code, out = run_json(capsys, "data", "validate", str(SAMPLE), "--images", str(SAMPLE_IMAGES),
+                         "--missing-images", "blank")
+    assert code == 0
+
+
+def test_validate_reports_every_problem_with_lines(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text(
+        "IMGID:1\nParis\tB-LOC\n\tO\nx\tX-PER\n\n"
+        "IMGID:1\nbad line\n\n"
+        "IMGID:2\nfoo\tB-PER\n"
+    )
+    (tmp_path / "test.txt").write_text("IMGID:2\nfoo\tB-PER\n\n")
+    code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", "none")
+    assert code == 1
+    found = {(i["code"], i["line"]) for i in out["issues"]}
+    assert ("empty-token", 3) in found
+    assert ("bad-tag", 4) in found
+    assert ("format", 7) in found
+    assert ("duplicate-id", None) not in found and any(c == "duplicate-id" for c, _ in found)
+    assert any(c == "image-in-two-splits" for c, _ in found)
+    assert ("no-final-blank-line", None) in found
+    # text output: one line per issue with file:line
+    assert main(["data", "validate", str(tmp_path), "--captions", "none"]) == 1
+    text = capsys.readouterr().out
+    assert f"{tmp_path / 'train.txt'}:3:" in text and "result: FAILED" in text
+
+
+def test_score_gold_against_itself_and_predictions(capsys):
+    gold = SAMPLE / "test.txt"
+    code, out = run_json(capsys, "score", str(gold), str(gold))
+    assert code == 0 and out["f1"] == 1.0 and out["mode"] == "conlleval"
+    pred = SAMPLE.parent / "predictions" / "test.txt"
+    code, out = run_json(capsys, "score", str(gold), str(pred))
+    # 12 gold entities; 13 predicted (B-ORG I-LOC on "Apple Park" is two chunks), 9 correct
+    assert (out["precision"], out["recall"]) == (9 / 13, 9 / 12)
+    code, out = run_json(capsys, "score", str(gold), str(pred), "--mode", "strict")
+    assert (out["precision"], out["recall"]) == (9 / 12, 9 / 12)  # the orphan I-LOC is no entity
+    assert main(["score", str(gold), str(pred)]) == 0
+    text = capsys.readouterr().out
+    assert "mode: conlleval" in text
+
+
+def test_score_refuses_mismatched_files(tmp_path, capsys):
+    (tmp_path / "g.txt").write_text("IMGID:1\nNew\tB-LOC\nYork\tI-LOC\n\n")
+    (tmp_path / "p.txt").write_text("IMGID:1\nNew\tB-LOC\nYork!\tI-LOC\n\n")
+    (tmp_path / "q.txt").write_text("IMGID:9\nNew\tB-LOC\nYork\tI-LOC\n\n")
+    assert main(["score", str(tmp_path / "g.txt"), str(tmp_path / "p.txt")]) == 2
+    assert "tweet 1: tokens differ at position 1" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "g.txt"), str(tmp_path / "q.txt")]) == 2
+    assert "different tweets" in capsys.readouterr().err
+
+
+def test_score_single_file_with_gold_and_pred_columns(tmp_path, capsys):
+    (tmp_path / "gp.conll").write_text("New\tB-LOC\tB-LOC\nYork\tI-LOC\tO\n\n")
+    code, out = run_json(capsys, "score", str(tmp_path / "gp.conll"), "--mode", "strict")
+    assert code == 0 and out["mode"] == "strict" and out["precision"] == 0.0 and out["recall"] == 0.0
+
+
+def test_convert_and_sample(tmp_path, capsys):
+    assert main(["data", "convert", str(SAMPLE / "train.txt"), str(tmp_path / "t.jsonl")]) == 0
+    assert [e.tokens for e in read_file(tmp_path / "t.jsonl")] == [e.tokens for e in read_file(SAMPLE / "train.txt")]
+    assert main(["data", "sample", "--out", str(tmp_path / "s")]) == 0
+    assert (tmp_path / "s" / "test.txt").is_file()
+
+
+def test_missing_path_is_one_clear_line(tmp_path, capsys):
+    assert main(["data", "stats", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mner: error:") and "no such file or folder" in err
+
+
+def test_caption_store_parses_the_release_format(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("10.jpg :a dog on a beach\n11.jpg :\n")
+    store = CaptionStore.from_file(p)
+    assert store.get_caption("10") == "a dog on a beach" and store.get_caption("11.jpg") == ""
+    exs, rep = attach_captions(read_file(SAMPLE / "valid.txt"), store)
+    assert rep.found == 0 and len(rep.missing) == 4
+    p.write_text("10.jpg :a\n10.jpg :b\n")
+    with pytest.raises(ValueError, match="two different captions"):
+        CaptionStore.from_file(p)
