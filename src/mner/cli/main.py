@@ -18,6 +18,9 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     from mner.cli import data as data_cmd
     from mner.cli import score as score_cmd
+    from mner.cli import infer as infer_cmd
+    from mner.cli import quickstart as quickstart_cmd
+    from mner.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
         prog="mner",
@@ -28,12 +31,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cmd.register(sub)
     score_cmd.register(sub)
+    train_cmd.register(sub)
+    infer_cmd.register(sub)
+    quickstart_cmd.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.environ.get("MNER_VERBOSE") != "1":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     debug = args.debug or os.environ.get("MNER_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,121 @@
+"""Typed configs: nested dataclasses <-> plain dicts (JSON/YAML), with strict keys.
+
+Every config of the project is a dataclass of named, defaulted fields. :func:`from_dict` builds
+one from a dict and refuses unknown keys with the dotted path of the key and the known ones
+(a typo must not be ignored silently); :func:`to_dict` goes back. :func:`apply_overrides` applies
+``--set section.key=value`` strings (values parsed as YAML: ``3``, ``true``, ``null``, ``[a, b]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Mapping, Sequence, TypeVar
+
+import yaml
+
+__all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_yaml"]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config that does not fit its dataclass; the message names the key."""
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _dataclass_type(tp: Any) -> type | None:
+    """The dataclass inside ``tp`` (``X``, ``X | None``, ``Optional[X]``), if any."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg
+    return None
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T:
+    """Build dataclass ``cls`` from ``data`` (nested dataclasses recursively)."""
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(where + k for k in unknown)}; known keys{' of ' + path if path else ''}: "
+            f"{', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_type(hints.get(name))
+        key = f"{path}.{name}" if path else name
+        if sub is not None and isinstance(value, Mapping):
+            kwargs[name] = from_dict(sub, value, key)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{path or cls.__name__}: {err}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``["training.epochs=3", "model.no_image=true"]`` applied to a nested dict (in a copy)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. training.epochs=3")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {p} is a value, not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(value.strip())
+    return out
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping (model:, data:, training:)")
+    return data

@@ -1,0 +1,308 @@
+"""The image encoder: a (by default frozen) vision backbone turned into region vectors.
+
+Backbones, chosen by name and, for transformers checkpoints, by the config's ``model_type``:
+
+=====================  ==========================================  ==============================
+name / model_type      regions (``tokens``)                        ``pooled``
+=====================  ==========================================  ==============================
+``efficientnet-lite0`` ``extract_features`` grid: 7x7 x 1280 @224  mean of the grid
+``resnet``             ``last_hidden_state`` grid (7x7 x 2048 for   pooler output (grid average)
+                       ResNet-152 @224, MAF's regions)
+``vit``                patch tokens                                the CLS token state
+``clip`` (full model)  patch tokens of the vision tower             ``pooler_output`` (CLS after
+or ``clip_vision_model``                                           the post layer norm)
+=====================  ==========================================  ==============================
+
+Preprocessing (mean, std, size) comes from the checkpoint's ``preprocessor_config.json`` when it
+has one (found through transformers' file resolution, so hub names and folders both work), else
+ImageNet values; :meth:`ImageEncoder.eval_transform` / :meth:`ImageEncoder.train_transform` build the
+matching PIL transforms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from mner.encoders.features import VisualFeatures
+from mner.encoders.fingerprint import WeightsDigest
+from mner.encoders.offline import efficientnet_lite0_weights, efficientnet_module
+from mner.encoders.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
+
+__all__ = ["ImageEncoderConfig", "ImageEncoder", "Preprocessing", "SUPPORTED_MODEL_TYPES"]
+
+SUPPORTED_MODEL_TYPES = ("resnet", "vit", "clip", "clip_vision_model")
+_EFFICIENTNET_LITE = tuple(f"efficientnet-lite{i}" for i in range(5))
+_PIL_RESAMPLE_NAMES = {2: "bilinear", 3: "bicubic"}
+
+
+@dataclass
+class ImageEncoderConfig:
+    """How to build an :class:`ImageEncoder`.
+
+    Attributes:
+        name: ``"efficientnet-lite0"`` (offline default), or a transformers ResNet / ViT / CLIP
+            checkpoint by hub name (``"microsoft/resnet-152"``, ``"google/vit-base-patch16-224"``,
+            ``"openai/clip-vit-base-patch32"``) or folder.
+        image_size: input side in pixels; ``None`` = the model's own (224 for all the above).
+        pretrained: load the weights; False builds the same architecture randomly initialised
+            (tests; a transformers name still needs its ``config.json``).
+        trainable: fine-tune the backbone. False (default) freezes it: no gradient, always in eval
+            mode (batch-norm statistics never move), which also makes its features cacheable.
+    """
+
+    name: str = "efficientnet-lite0"
+    image_size: int | None = None
+    pretrained: bool = True
+    trainable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.image_size is not None and self.image_size < 8:
+            raise ValueError(f"ImageEncoderConfig.image_size must be >= 8 pixels, not {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ImageEncoderConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"ImageEncoderConfig: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the backbone expects of its input."""
+
+    image_size: int = 224
+    resize: int | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bicubic"
+
+
+def _side(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Mapping):
+        for key in ("shortest_edge", "height"):
+            if value.get(key):
+                return int(value[key])
+    return None
+
+
+def read_preprocessing(name: str, default_size: int, image_size: int | None) -> Preprocessing:
+    """Preprocessing of a transformers checkpoint from its ``preprocessor_config.json`` (if any)."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(name, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
+    except (OSError, ValueError):
+        path = None
+    if path is None:
+        size = image_size or default_size
+        return Preprocessing(image_size=size)
+    with open(path, encoding="utf-8") as handle:
+        cfg = json.load(handle)
+    size_cfg = cfg.get("size")
+    crop = _side(cfg.get("crop_size")) if cfg.get("do_center_crop", True) else None
+    native = crop or _side(size_cfg) or default_size
+    if isinstance(size_cfg, Mapping) and size_cfg.get("shortest_edge"):
+        resize = int(size_cfg["shortest_edge"])
+        if cfg.get("crop_pct"):
+            resize = int(round(resize / float(cfg["crop_pct"])))
+    else:
+        resize = native  # (height, width) resize: no margin to crop
+    size = image_size or native
+    if size != native:
+        resize = int(round(resize * size / native))
+    return Preprocessing(
+        image_size=size,
+        resize=max(resize, size),
+        mean=tuple(float(v) for v in cfg.get("image_mean") or IMAGENET_MEAN),
+        std=tuple(float(v) for v in cfg.get("image_std") or IMAGENET_STD),
+        interpolation=_PIL_RESAMPLE_NAMES.get(cfg.get("resample"), "bicubic"),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report (a CLIP checkpoint's text tower is expected to go unused)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class ImageEncoder(nn.Module):
+    """Region features of images (see the module docstring).
+
+    ``forward(pixel_values (B, 3, S, S)) -> VisualFeatures(tokens (B, R, D), mask (B, R), pooled (B, D))``.
+    """
+
+    def __init__(self, config: ImageEncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ImageEncoderConfig()
+        self._digest = WeightsDigest()
+        name = config.name
+        if name.lower().startswith("efficientnet-"):
+            self.kind = "efficientnet"
+            self.backbone, self.preprocessing, self.output_dim = self._load_efficientnet(config)
+        else:
+            self.backbone, self.preprocessing, self.output_dim = self._load_transformers(config)
+        if not config.trainable:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    # ----------------------------------------------------------------------------------------- build
+    def _load_efficientnet(self, config: ImageEncoderConfig):
+        name = config.name.lower()
+        if name not in _EFFICIENTNET_LITE:
+            raise ValueError(f"unknown EfficientNet {config.name!r}; this encoder knows {list(_EFFICIENTNET_LITE)}")
+        if config.pretrained and name != "efficientnet-lite0":
+            raise ValueError(f"no offline weights for {config.name!r}: only efficientnet-lite0 ships them; "
+                             "use pretrained=False for a random one")
+        module = efficientnet_module()
+        size = config.image_size or int(module.EfficientNet.get_image_size(name))
+        model = module.EfficientNet.from_name(name, image_size=size)
+        if config.pretrained:
+            state = torch.load(efficientnet_lite0_weights(), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        dim = model._conv_head.out_channels
+        model._fc = nn.Identity()  # classifier head: unused, the encoder stops at extract_features
+        side = math.ceil(size / 32)  # 'same' padding: each of the 5 stride-2 stages rounds up
+        self._grid = (side, side)
+        return model, Preprocessing(image_size=size), dim
+
+    def _load_transformers(self, config: ImageEncoderConfig):
+        from transformers import AutoConfig, CLIPVisionModel, ResNetModel, ViTModel
+
+        hf_config = AutoConfig.from_pretrained(config.name)
+        model_type = hf_config.model_type
+        if model_type == "resnet":
+            self.kind, cls, model_config, kwargs = "resnet", ResNetModel, hf_config, {}
+        elif model_type == "vit":
+            self.kind, cls, model_config, kwargs = "vit", ViTModel, hf_config, {"add_pooling_layer": False}
+        elif model_type in ("clip", "clip_vision_model"):
+            vision = hf_config.vision_config if model_type == "clip" else hf_config
+            self.kind, cls, model_config, kwargs = "clip", CLIPVisionModel, vision, {}
+        else:
+            raise ValueError(f"{config.name!r} is a {model_type!r} model; the image encoder supports "
+                             f"efficientnet-lite0 and the transformers model types {list(SUPPORTED_MODEL_TYPES)}")
+        if config.pretrained:
+            with _quiet_transformers() if self.kind == "clip" else contextlib.nullcontext():
+                model = cls.from_pretrained(config.name, **kwargs)
+        else:
+            model = cls(model_config, **kwargs)
+        native = int(getattr(model_config, "image_size", 224) or 224)
+        pre = read_preprocessing(config.name, native, config.image_size)
+        size = pre.image_size
+        self._native_size = native
+        if self.kind == "resnet":
+            side = _conv_out(size, 7, 2, 3)       # embedder convolution
+            side = _conv_out(side, 3, 2, 1)       # max pool
+            for stage in range(len(model_config.depths)):
+                if stage > 0 or model_config.downsample_in_first_stage:
+                    side = _conv_out(side, 3, 2, 1)
+            self._grid = (side, side)
+            dim = model_config.hidden_sizes[-1]
+        else:
+            side = size // model_config.patch_size
+            self._grid = (side, side)
+            dim = model_config.hidden_size
+        return model, pre, dim
+
+    @classmethod
+    def from_config(cls, config: ImageEncoderConfig | Mapping[str, Any]) -> "ImageEncoder":
+        if not isinstance(config, ImageEncoderConfig):
+            config = ImageEncoderConfig.from_dict(config)
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, name: str = "efficientnet-lite0", **options: Any) -> "ImageEncoder":
+        return cls(ImageEncoderConfig(name=name, **options))
+
+    # ------------------------------------------------------------------------------------ properties
+    @property
+    def image_size(self) -> int:
+        return self.preprocessing.image_size
+
+    @property
+    def num_regions(self) -> int:
+        """Regions per image at ``image_size`` (49 for the 224-pixel defaults)."""
+        return self._grid[0] * self._grid[1]
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self._grid
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def fingerprint(self) -> str:
+        """Model name + a hash of the weights (+ input size): equal fingerprints give equal features."""
+        return f"image:{self.config.name}:{self.kind}:size={self.image_size}:sha256={self._digest(self.backbone)}"
+
+    def eval_transform(self) -> EvalTransform:
+        pre = self.preprocessing
+        return EvalTransform(image_size=pre.image_size, resize=pre.resize, mean=pre.mean, std=pre.std,
+                             interpolation=pre.interpolation)
+
+    def train_transform(self, **options: Any) -> TrainTransform:
+        """A :class:`TrainTransform` with this model's size and normalisation (``options`` override)."""
+        pre = self.preprocessing
+        base = dict(image_size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
+        base.update(options)
+        return TrainTransform(**base)
+
+    def train(self, mode: bool = True) -> "ImageEncoder":
+        super().train(mode)
+        if not self.config.trainable:
+            self.backbone.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------- forward
+    def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"ImageEncoder expects pixel_values (B, 3, H, W); got {tuple(pixel_values.shape)}")
+        if tuple(pixel_values.shape[2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"ImageEncoder {self.config.name!r} expects {self.image_size}x{self.image_size} images "
+                             f"(its transforms make them); got {pixel_values.shape[3]}x{pixel_values.shape[2]}")
+        param = next(self.backbone.parameters())
+        x = pixel_values.to(device=param.device, dtype=param.dtype)
+        with torch.set_grad_enabled(self.config.trainable and torch.is_grad_enabled()):
+            if self.kind == "efficientnet":
+                grid = self.backbone.extract_features(x)
+                tokens = grid.flatten(2).transpose(1, 2)
+                pooled = tokens.mean(1)
+            elif self.kind == "resnet":
+                out = self.backbone(pixel_values=x)
+                tokens = out.last_hidden_state.flatten(2).transpose(1, 2)
+                pooled = out.pooler_output.flatten(1)
+            else:
+                resized = self.image_size != self._native_size
+                out = self.backbone(pixel_values=x, interpolate_pos_encoding=resized)
+                tokens = out.last_hidden_state[:, 1:]
+                pooled = out.last_hidden_state[:, 0] if self.kind == "vit" else out.pooler_output
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)

@@ -1,0 +1,134 @@
+"""Checkpoints: ``config.json`` + ``model.safetensors`` + encoder assets; never pickles.
+
+A model folder holds:
+
+* ``config.json``: ``{"model_type": ..., "mner_version": ..., "config": {...}}``, the model's
+  typed config as plain JSON;
+* ``model.safetensors``: every weight, frozen encoders included, so the folder is complete;
+* ``assets/<encoder>/``: what rebuilds each pretrained encoder *without its weights* and
+  without a network: the transformers ``config.json``, the tokenizer files, the image
+  preprocessing.
+
+Writing is atomic (a temporary folder renamed into place), so a kill never leaves a half
+written checkpoint behind. Loading refuses folders that hold only pickled weights
+(``pytorch_model.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``): unpickling runs code, and the
+project's format is safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mner import __version__
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "CheckpointError",
+    "atomic_folder",
+    "read_config",
+    "resolve_model_dir",
+    "save_state_dict",
+    "load_state_dict",
+    "write_config",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a loadable mner model."""
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model folder for ``path``: the folder itself, or a training run's ``best/``."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file():
+        return path
+    if (path / "best" / CONFIG_NAME).is_file():
+        return path / "best"
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model folder")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+    if pickles and not (path / WEIGHTS_NAME).is_file():
+        raise CheckpointError(
+            f"{path}: holds pickled weights ({', '.join(pickles)}) and no {WEIGHTS_NAME}; mner loads "
+            "safetensors only (unpickling can run arbitrary code). Convert the weights with "
+            "safetensors.torch.save_file in a trusted environment"
+        )
+    raise CheckpointError(
+        f"{path}: not an mner model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME}, "
+        "or a training run with best/)"
+    )
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict) or "model_type" not in data or "config" not in data:
+        raise CheckpointError(f"{path}: missing 'model_type' or 'config'; not written by mner")
+    return data
+
+
+def write_config(folder: Path, model_type: str, config: dict[str, Any], **extra: Any) -> None:
+    data = {"model_type": model_type, "mner_version": __version__, "config": config, **extra}
+    (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors needs contiguous, unshared tensors: clone the ones that share storage."""
+    seen: set[int] = set()
+    clean = {}
+    for name, tensor in state.items():
+        t = tensor.detach()
+        ptr = t.untyped_storage().data_ptr() if t.numel() else -1
+        if ptr in seen or not t.is_contiguous():
+            t = t.contiguous().clone()
+        elif ptr != -1:
+            seen.add(ptr)
+        clean[name] = t.cpu()
+    save_file(clean, str(path), metadata=metadata or {"format": "pt"})
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    return load_file(str(path))
+
+
+class atomic_folder:
+    """``with atomic_folder(target) as tmp:`` write into ``tmp``; on success it replaces
+    ``target`` in one rename (the old folder is removed after), on error it is deleted."""
+
+    def __init__(self, target: str | Path):
+        self.target = Path(target)
+        self.tmp = self.target.with_name(f".{self.target.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+    def __enter__(self) -> Path:
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.target, old)
+        os.replace(self.tmp, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

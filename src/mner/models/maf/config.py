@@ -1,0 +1,99 @@
+"""The configuration of MAF (Xu et al., WSDM 2023), with the defaults of the authors' code.
+
+Loss (slides): ``L = alpha * L_ca + beta * L_cm + (1 - alpha - beta) * L_mner``. The authors'
+code writes it ``L = lambda * L_crf + (1 - lambda) * (L_cm + L_ca)`` with lambda = 0.62, i.e.
+alpha = beta = 0.19: those are the defaults here.
+
+Ablations of the paper are switches: ``no_alignment`` (w/o CA), ``no_matching`` (w/o CM), both
+(w/o CA + CM), and ``no_image``: the text-only CRF tagger through the same code path (text
+encoder -> emissions -> CRF; no visual side at all), the "BERT-CRF" row of the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mner.encoders.caption import CaptionEncoderConfig
+from mner.encoders.image import ImageEncoderConfig
+from mner.encoders.text import TextEncoderConfig
+from mner.models.visual import VIEWS
+
+__all__ = ["MAFConfig"]
+
+
+@dataclass
+class MAFConfig:
+    """Every choice of a MAF model.
+
+    Attributes:
+        labels: the tag set, ``O`` first (set from the training data by ``mner train``).
+        text_encoder: the (fine-tuned) text encoder; the paper uses BERT-base-cased.
+        visual_view: ``pixels`` (image regions, the paper), ``caption`` (caption tokens: image
+            content as text), or ``both``.
+        image_encoder: the image encoder of the pixels view (frozen by default, as in the paper;
+            the paper uses ResNet-152, the offline default is EfficientNet-Lite0).
+        caption_encoder: the frozen text encoder of the caption view.
+        hidden_dim: width ``d`` of the interaction; None = the text encoder's hidden size.
+        interaction_heads, interaction_layers, ffn_dim: the cross-attention block (CI).
+        dropout: dropout in CI, CM and before the emission layer.
+        matching_pooling: how CM reads ``[T; C]``: ``mean`` (default, any length), ``max``, or
+            ``flatten`` (the reference code's flatten over ``matching_max_len`` words).
+        negative_fraction: share of a training batch turned into swapped negatives (2k / N);
+            the authors' code uses 16 of 64 = 0.25.
+        negative_swap: ``image`` (swap the visual tokens before CI, the paper's words) or
+            ``interaction`` (swap the CI outputs, the authors' code).
+        alignment_dim: width of the shared space of CA; None = ``hidden_dim``.
+        temperature, direction_weight: tau and lambda_c of CA (0.179 and 0.7 in the code).
+        alpha, beta: weights of L_ca and L_cm; L_mner gets ``1 - alpha - beta``.
+        no_alignment, no_matching, no_image: the ablations.
+        crf_constraints: ``iob2`` forbids O -> I-x and B-x/I-x -> I-y in the CRF; None allows all.
+    """
+
+    labels: list[str] = field(default_factory=lambda: ["O"])
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    visual_view: str = "pixels"
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    caption_encoder: CaptionEncoderConfig = field(default_factory=CaptionEncoderConfig)
+    hidden_dim: int | None = None
+    interaction_heads: int = 12
+    interaction_layers: int = 1
+    ffn_dim: int | None = None
+    dropout: float = 0.1
+    matching_pooling: str = "mean"
+    matching_max_len: int = 128
+    negative_fraction: float = 0.25
+    negative_swap: str = "image"
+    alignment_dim: int | None = None
+    temperature: float = 0.179
+    direction_weight: float = 0.7
+    alpha: float = 0.19
+    beta: float = 0.19
+    no_alignment: bool = False
+    no_matching: bool = False
+    no_image: bool = False
+    crf_constraints: str | None = "iob2"
+
+    def __post_init__(self) -> None:
+        if self.visual_view not in VIEWS:
+            raise ValueError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
+        if self.negative_swap not in ("image", "interaction"):
+            raise ValueError(f"negative_swap {self.negative_swap!r}: choose image or interaction")
+        if not 0.0 <= self.negative_fraction < 1.0:
+            raise ValueError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
+        if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta >= 1:
+            raise ValueError(f"alpha {self.alpha} and beta {self.beta} must be >= 0 with alpha + beta < 1")
+        if isinstance(self.labels, tuple):
+            self.labels = list(self.labels)
+
+    @property
+    def variant(self) -> str:
+        """The paper's name of this configuration."""
+        if self.no_image:
+            return "text-only CRF"
+        if self.no_alignment and self.no_matching:
+            return "MAF w/o CA+CM"
+        if self.no_alignment:
+            return "MAF w/o CA"
+        if self.no_matching:
+            return "MAF w/o CM"
+        return "MAF"

@@ -1,0 +1,71 @@
+"""Cross-modal interaction (CI), MAF section "Cross-Modal Interaction Module".
+
+A transformer cross-attention block: the text states are the queries, the (projected) visual
+tokens the keys and values, and the output ``C`` has the length of the text:
+
+    a_i  = softmax( [W_qi T]^T [W_ki V] / sqrt(d/m) )        (one head i of m)
+    CV_i = a_i [W_vi V]^T
+    CV   = W' [CV_1; ...; CV_m]^T
+    V'   = LN(T + CV)
+    C    = LN(V' + FFN(V'))
+
+(The slides write ``W_vi T`` for the values, a typo: the authors' code, like every
+cross-attention, takes values from the visual side.)
+
+A tweet with no visual token at all (no image, no caption) attends to a single all-zero token,
+so that its ``C`` is well defined (``V' = LN(T + W' b_v)``); the matching probability then
+learns to switch such a visual stream off.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["CrossModalInteraction"]
+
+
+class CrossModalInteraction(nn.Module):
+    """``C = CI(T, V)``: text queries attend over visual tokens (one block, ``layers`` deep).
+
+    Args:
+        dim: width ``d`` of text and visual states.
+        heads: number of attention heads ``m``.
+        ffn_dim: hidden width of the position-wise feed-forward network.
+        dropout: dropout on attention weights and sub-layer outputs.
+        layers: number of stacked blocks (the paper uses one).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, ffn_dim: int | None = None, dropout: float = 0.1,
+                 layers: int = 1):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"cross-modal interaction: dim {dim} is not divisible by heads {heads}")
+        self.blocks = nn.ModuleList(_Block(dim, heads, ffn_dim or 4 * dim, dropout) for _ in range(layers))
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:
+        """``text`` (B, W, d), ``visual`` (B, R, d), ``visual_mask`` (B, R) bool -> ``C`` (B, W, d)."""
+        empty = ~visual_mask.any(dim=1)
+        if empty.any():
+            visual = visual.masked_fill(empty[:, None, None], 0.0)
+            visual_mask = visual_mask.clone()
+            visual_mask[empty, 0] = True
+        out = text
+        for block in self.blocks:
+            out = block(out, visual, ~visual_mask)
+        return out
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float):
+        super().__init__()
+        self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
+        cv, _ = self.attention(text, visual, visual, key_padding_mask=key_padding, need_weights=False)
+        v_prime = self.norm1(text + self.dropout(cv))                      # V' = LN(T + CV)
+        return self.norm2(v_prime + self.dropout(self.ffn(v_prime)))      # C = LN(V' + FFN(V'))

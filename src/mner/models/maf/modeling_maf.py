@@ -1,0 +1,204 @@
+"""MAF: a general Matching and Alignment Framework for multimodal NER (Xu et al., WSDM 2023).
+
+``forward`` reads top to bottom as the paper's figure:
+
+1. text encoder -> word states ``T`` (first sub-token per word, casing features mixed in by a
+   linear layer since the offline encoders are uncased) and ``t_0``;
+2. visual view -> visual tokens ``V`` projected to width ``d`` (one projection per component
+   view) and a global vector;
+3. training only: cross-modal matching draws negatives (2k swapped pairs);
+4. cross-modal interaction ``C = CI(T, V)`` (:mod:`.cross_modal_interaction`);
+5. cross-modal matching ``y^_m``, ``M = y^_m * C``, ``L_cm`` (:mod:`.cross_modal_matching`);
+6. fusion gate ``H = [T; g * M]`` (:mod:`.fusion_gate`), emissions ``Linear(H)``;
+7. CRF negative log-likelihood ``L_mner`` over the batch *with* its negatives;
+8. cross-modal alignment ``L_ca`` on the matched pairs (:mod:`.cross_modal_alignment`);
+9. ``L = alpha L_ca + beta L_cm + (1 - alpha - beta) L_mner``.
+
+With ``no_image`` steps 2-5 and 8 vanish: ``H = T`` and the model is the text-only CRF tagger.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mner.crf import CRF
+from mner.data.images import ImageStore
+from mner.encoders.cache import FeatureCache
+from mner.encoders.caption import CaptionEncoder
+from mner.encoders.features import VisualFeatures
+from mner.encoders.image import ImageEncoder
+from mner.encoders.text import TextEncoder
+from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
+from mner.models.base import TaggerOutput, TaggingModel
+from mner.models.batch import IGNORE_INDEX, TaggingBatch, TaggingCollator
+from mner.models.maf.config import MAFConfig
+from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
+from mner.models.maf.cross_modal_interaction import CrossModalInteraction
+from mner.models.maf.cross_modal_matching import CrossModalMatching, MatchingLoss, sample_negatives
+from mner.models.maf.fusion_gate import FusionGate
+from mner.models.visual import VisualInputs, VisualProvider, view_names
+
+__all__ = ["MAFModel"]
+
+
+class MAFModel(TaggingModel):
+    model_type = "maf"
+    config_class = MAFConfig
+
+    def __init__(self, config: MAFConfig, *, text_encoder: TextEncoder | None = None,
+                 image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
+        super().__init__(config)
+        self.text_encoder = text_encoder or TextEncoder(config.text_encoder)
+        hidden = self.text_encoder.hidden_size
+        d = config.hidden_dim or hidden
+        self.dim = d
+        self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
+        self.views = () if config.no_image else view_names(config.visual_view)
+        self.image_encoder = None
+        self.caption_encoder = None
+        if "pixels" in self.views:
+            self.image_encoder = image_encoder or ImageEncoder(config.image_encoder)
+        if "caption" in self.views:
+            self.caption_encoder = caption_encoder or CaptionEncoder(config.caption_encoder)
+        self.dropout = nn.Dropout(config.dropout)
+        num_labels = len(self.label_set)
+        if self.views:
+            dims = {"pixels": getattr(self.image_encoder, "output_dim", 0),
+                    "caption": getattr(self.caption_encoder, "output_dim", 0)}
+            self.visual_proj = nn.ModuleDict({v: nn.Linear(dims[v], d) for v in self.views})
+            self.interaction = CrossModalInteraction(d, config.interaction_heads, config.ffn_dim,
+                                                     config.dropout, config.interaction_layers)
+            if not config.no_matching:
+                self.matching = CrossModalMatching(d, config.matching_pooling, config.matching_max_len,
+                                                   config.dropout)
+                self.matching_loss = MatchingLoss()
+            if not config.no_alignment:
+                p = config.alignment_dim or d
+                self.align_text = AlignmentProjection(hidden, p)
+                self.align_visual = AlignmentProjection(sum(dims[v] for v in self.views), p)
+                self.alignment_loss = ContrastiveAlignmentLoss(config.temperature, config.direction_weight)
+            self.fusion = FusionGate(d)
+            self.emissions = nn.Linear(2 * d, num_labels)
+        else:
+            self.emissions = nn.Linear(d, num_labels)
+        self.crf = CRF(num_labels, labels=self.label_set.labels, constraints=config.crf_constraints)
+
+    # ------------------------------------------------------------------------------ data
+    def collator(self, train: bool = False, image_store: ImageStore | None = None,
+                 cache: FeatureCache | None = None, seed: int = 0) -> TaggingCollator:
+        return TaggingCollator(self.text_encoder.tokenizer, self.label_set,
+                               self.visual_provider(image_store, cache, seed), train)
+
+    def visual_provider(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
+                        seed: int = 0) -> VisualProvider | None:
+        if not self.views:
+            return None
+        return VisualProvider(self.config.visual_view, self.image_encoder, self.caption_encoder,
+                              image_store, cache, seed)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        pretrained = {id(p) for p in self.text_encoder.model.parameters()}
+        if self.image_encoder is not None:
+            pretrained |= {id(p) for p in self.image_encoder.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
+        for p in self.parameters():
+            if p.requires_grad:
+                groups["pretrained" if id(p) in pretrained else "new"].append(p)
+        return groups
+
+    # ------------------------------------------------------------------------------ model
+    def _visual(self, visual: VisualInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected visual tokens (B, R, d), their mask, the raw global vector, presence (B,)."""
+        tokens, masks, pooled, present = [], [], [], []
+        for view in self.views:
+            if view == "pixels" and visual.pixel_values is not None:
+                feats = self.image_encoder(visual.pixel_values)
+                feats = VisualFeatures(feats.tokens, feats.mask & visual.present["pixels"][:, None],
+                                       feats.pooled * visual.present["pixels"][:, None].to(feats.pooled.dtype))
+            else:
+                feats = visual.features[view]
+            dtype = self.text_proj.weight.dtype
+            tokens.append(self.visual_proj[view](feats.tokens.to(dtype)))
+            masks.append(feats.mask)
+            pooled.append(feats.pooled.to(dtype))
+            present.append(visual.present[view])
+        return (torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, -1),
+                torch.stack(present, 0).any(0))
+
+    def forward(self, batch: TaggingBatch) -> TaggerOutput:
+        cfg = self.config
+        words = self.text_encoder(batch.words)
+        mask = words.mask
+        text = self.text_proj(words.states)                                            # T (B, W, d)
+        losses: dict[str, torch.Tensor] = {}
+        if not self.views:
+            emissions = self.emissions(self.dropout(text))
+            tags = batch.tags
+        else:
+            v_tokens, v_mask, v_global, present = self._visual(batch.visual)          # V, global
+            n = text.shape[0]
+            train_negatives = self.training and not cfg.no_matching and batch.tags is not None
+            if train_negatives:
+                perm, match_labels = sample_negatives(n, cfg.negative_fraction, device=text.device)
+            else:
+                perm = torch.arange(n, device=text.device)
+                match_labels = torch.ones(n, device=text.device)
+            if cfg.negative_swap == "image":
+                c = self.interaction(text, v_tokens[perm], v_mask[perm])               # C = CI(T, V_swapped)
+            else:
+                c = self.interaction(text, v_tokens, v_mask)[perm]                     # swapped C (code)
+                c = c * mask[..., None].to(c.dtype)
+            if cfg.no_matching:
+                m = c                                                                  # M = C
+            else:
+                logits = self.matching(text, c, mask)                                  # y^_m
+                m = torch.sigmoid(logits)[:, None, None].to(c.dtype) * c               # M = y^_m * C
+                if train_negatives:
+                    losses["cm"] = self.matching_loss(logits.float(), match_labels)
+            h = self.fusion(text, m)                                                   # H = [T; g * M]
+            emissions = self.emissions(self.dropout(h))
+            tags = batch.tags
+            if self.training and not cfg.no_alignment and batch.tags is not None:
+                z_t = self.align_text(torch.tanh(words.sentence))                     # T_s = tanh(t_0)
+                z_v = self.align_visual(v_global)
+                losses["ca"] = self.alignment_loss(z_t.float(), z_v.float(), present)
+        loss = None
+        if tags is not None:
+            losses["mner"] = self.crf_loss(emissions, tags, mask)
+            if self.views and self.training:
+                # L = alpha L_ca + beta L_cm + (1 - alpha - beta) L_mner; an ablated term is
+                # dropped, the weights of the others stay (the code's lambda form)
+                loss = (1.0 - cfg.alpha - cfg.beta) * losses["mner"]
+                if "ca" in losses:
+                    loss = loss + cfg.alpha * losses["ca"]
+                if "cm" in losses:
+                    loss = loss + cfg.beta * losses["cm"]
+            else:
+                loss = losses["mner"]
+        return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) for k, v in losses.items()})
+
+    # ------------------------------------------------------------------------------ saving
+    def _save_assets(self, folder: Path) -> None:
+        save_text_assets(self.text_encoder.model, self.text_encoder.tokenizer.tokenizer, folder / "text_encoder")
+        if self.caption_encoder is not None:
+            save_text_assets(self.caption_encoder.model, self.caption_encoder.tokenizer, folder / "caption_encoder")
+        if self.image_encoder is not None:
+            save_image_assets(self.image_encoder, folder / "image_encoder")
+
+    @classmethod
+    def _from_assets(cls, config: MAFConfig, assets: Path) -> "MAFModel":
+        model, tok = load_text_parts(assets / "text_encoder", word_level=True)
+        text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
+        caption = image = None
+        views = () if config.no_image else view_names(config.visual_view)
+        if "caption" in views:
+            cm, ct = load_text_parts(assets / "caption_encoder")
+            caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
+        if "pixels" in views:
+            image = load_image_encoder(config.image_encoder, assets / "image_encoder")
+        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption)

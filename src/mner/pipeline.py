@@ -1,0 +1,142 @@
+"""Inference on new text + image pairs: ``Pipeline.from_pretrained(path)(text, image)``.
+
+>>> pipe = Pipeline.from_pretrained("runs/quickstart")            # doctest: +SKIP
+>>> pipe("Handsome Rob after a fish dinner", image="rob.jpg")     # doctest: +SKIP
+[{'text': 'Rob', 'type': 'MISC', 'start': 9, 'end': 12, 'confidence': 0.97, ...}]
+
+Inputs: a text (a string, tokenized by :func:`mner.data.tokenize.tokenize_text`, offsets into
+the string) or a list of tokens (offsets into the tokens joined by spaces); an image as a
+path, a PIL image, or None; a caption (for models with a caption view) or None. Lists of each
+make a batch. Long texts are encoded in overlapping windows by the text encoder (never cut).
+
+Output per input: a list of entities ``{"text", "type", "start", "end", "token_start",
+"token_end", "confidence"}`` with character offsets (``end`` exclusive) and the confidence of
+the span: the smallest CRF marginal probability of its tags (the model's belief that each of
+its words carries that tag; an upper bound of the probability of the whole span).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from mner.data.example import Example
+from mner.data.images import ImageStore, to_rgb
+from mner.data.tokenize import tokenize_text
+from mner.models import load_model
+from mner.models.base import TaggingModel
+from mner.tagging import get_spans
+
+__all__ = ["Pipeline"]
+
+TextInput = str | Sequence[str]
+ImageInput = str | Path | Image.Image | None
+
+
+class Pipeline:
+    """A trained tagger ready for raw inputs (see the module docstring)."""
+
+    def __init__(self, model: TaggingModel, batch_size: int = 16, device: str | torch.device | None = None):
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.batch_size = batch_size
+        self.collate = model.collator(train=False)
+        provider = self.collate.visual
+        self.views = provider.views if provider is not None else ()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16) -> "Pipeline":
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(load_model(path, map_location=device), batch_size=batch_size, device=device)
+
+    # ------------------------------------------------------------------------------ inputs
+    @staticmethod
+    def _example(i: int, text: TextInput, caption: str | None) -> Example:
+        if isinstance(text, str):
+            tokens, offsets = tokenize_text(text)
+            return Example(str(i), tokens, caption=caption, text=text, offsets=offsets)
+        tokens = [str(t) for t in text]
+        return Example(str(i), tokens, caption=caption)
+
+    @staticmethod
+    def _image(image: ImageInput) -> Image.Image | None:
+        if image is None or isinstance(image, Image.Image):
+            return to_rgb(image) if image is not None else None
+        return ImageStore(None).open(Path(image))
+
+    # ------------------------------------------------------------------------------ main
+    def __call__(self, text: TextInput | Sequence[TextInput], image: ImageInput | Sequence[ImageInput] = None,
+                 caption: str | None | Sequence[str | None] = None,
+                 is_split_into_words: bool = False) -> list[dict] | list[list[dict]]:
+        """Entities of one input, or of each input of a batch.
+
+        One input: ``text`` a string (or a token list with ``is_split_into_words=True``), ``image``
+        a path / PIL image / None, ``caption`` a string or None. A batch: ``text`` a list of
+        strings (or of token lists), ``image`` and ``caption`` lists of the same length (or one
+        value for all).
+        """
+        single = isinstance(text, str) or (is_split_into_words and all(isinstance(t, str) for t in text))
+        texts = [text] if single else list(text)
+
+        def per_input(value, name):
+            if single:
+                return [value]
+            if isinstance(value, (list, tuple)):
+                if len(value) != len(texts):
+                    raise ValueError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
+                return list(value)
+            return [value] * len(texts)
+
+        images, captions = per_input(image, "image"), per_input(caption, "caption")
+        examples = [self._example(i, t, c) for i, (t, c) in enumerate(zip(texts, captions))]
+        results = self.predict(examples, images)
+        return results[0] if single else results
+
+    @torch.no_grad()
+    def predict(self, examples: Sequence[Example], images: Sequence[ImageInput] | None = None) -> list[list[dict]]:
+        """Entities of each example (images: per example, overriding ``Example.image``)."""
+        out: list[list[dict]] = []
+        for start in range(0, len(examples), self.batch_size):
+            chunk = list(examples[start:start + self.batch_size])
+            empty = [i for i, ex in enumerate(chunk) if not ex.tokens]
+            todo = [ex for ex in chunk if ex.tokens]
+            imgs = None
+            if images is not None:
+                imgs = [self._image(img) for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
+            elif "pixels" in self.views:
+                imgs = [self._image(ex.image) for ex in todo]
+            decoded_by_pos: dict[int, list[dict]] = {i: [] for i in empty}
+            if todo:
+                batch = self.collate(todo)
+                if self.collate.visual is not None and imgs is not None and "pixels" in self.views:
+                    batch.visual = self.collate.visual(todo, images=imgs)
+                decoded = self.model.decode(batch.to(self.device), confidences=True)
+                k = 0
+                for i, ex in enumerate(chunk):
+                    if i in decoded_by_pos:
+                        continue
+                    decoded_by_pos[i] = self._entities(ex, decoded.tags[k], decoded.confidences[k])
+                    k += 1
+            out += [decoded_by_pos[i] for i in range(len(chunk))]
+        return out
+
+    @staticmethod
+    def _entities(ex: Example, tags: list[str], conf: list[float]) -> list[dict]:
+        ents = []
+        for span in get_spans(tags, mode="conlleval"):
+            s, e = ex.offsets[span.start][0], ex.offsets[span.end - 1][1]
+            ents.append({
+                "text": ex.text[s:e], "type": span.label, "start": s, "end": e,
+                "token_start": span.start, "token_end": span.end,
+                "confidence": round(min(conf[span.start:span.end]), 4),
+            })
+        return ents
+
+    def info(self) -> dict[str, Any]:
+        cfg = self.model.config
+        return {"model_type": self.model.model_type, "labels": list(self.model.label_set.labels),
+                "views": list(self.views), "variant": getattr(cfg, "variant", None)}

@@ -1,0 +1,241 @@
+"""Image encoder backbones, PIL transforms, and the caption view."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mner.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CaptionEncoder,
+    CaptionEncoderConfig,
+    EvalTransform,
+    ImageEncoder,
+    ImageEncoderConfig,
+    TrainTransform,
+    VisualFeatures,
+    caption_key,
+)
+from tiny_models import make_tiny_bert, make_tiny_clip, make_tiny_resnet, make_tiny_vit, write_preprocessor_config
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vision")
+    return {
+        "resnet": make_tiny_resnet(root / "resnet"),
+        "vit": make_tiny_vit(root / "vit", image_size=32, patch_size=8),
+        "clip": make_tiny_clip(root / "clip", image_size=32, patch_size=8),
+        "bert": make_tiny_bert(root / "bert", max_position_embeddings=32),
+    }
+
+
+def _image(width=50, height=40, seed=0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return Image.fromarray(pixels, "RGB")
+
+
+# ------------------------------------------------------------------------------------- backbones
+def _check(encoder: ImageEncoder, regions: int, dim: int) -> VisualFeatures:
+    x = torch.randn(2, 3, encoder.image_size, encoder.image_size, generator=torch.Generator().manual_seed(0))
+    out = encoder(x)
+    assert encoder.num_regions == regions and encoder.output_dim == dim
+    assert out.tokens.shape == (2, regions, dim) and out.pooled.shape == (2, dim)
+    assert out.mask.dtype == torch.bool and out.mask.shape == (2, regions) and out.mask.all()
+    assert torch.isfinite(out.tokens).all() and torch.isfinite(out.pooled).all()
+    return out
+
+
+def test_efficientnet_lite0_random():
+    encoder = ImageEncoder(ImageEncoderConfig(pretrained=False, image_size=64))
+    assert encoder.kind == "efficientnet" and encoder.grid == (2, 2)
+    out = _check(encoder, 4, 1280)
+    torch.testing.assert_close(out.pooled, out.tokens.mean(1))
+
+
+def test_resnet(folders):
+    encoder = ImageEncoder(ImageEncoderConfig(name=str(folders["resnet"]), image_size=64))
+    assert encoder.kind == "resnet"
+    out = _check(encoder, 8 * 8, 16)  # 2 stages: stride 4 then 2
+    torch.testing.assert_close(out.pooled, out.tokens.mean(1), atol=1e-5, rtol=1e-5)
+
+
+def test_vit(folders):
+    encoder = ImageEncoder(ImageEncoderConfig(name=str(folders["vit"])))
+    assert encoder.kind == "vit" and encoder.image_size == 32
+    out = _check(encoder, 16, 32)
+    with torch.no_grad():
+        hidden = encoder.backbone(pixel_values=torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(out.pooled, hidden.last_hidden_state[:, 0])
+
+
+def test_clip_vision_tower_from_full_clip_checkpoint(folders):
+    from transformers import CLIPModel
+
+    encoder = ImageEncoder(ImageEncoderConfig(name=str(folders["clip"])))
+    assert encoder.kind == "clip"
+    out = _check(encoder, 16, 32)
+    full = CLIPModel.from_pretrained(str(folders["clip"]))
+    ours = {name.removeprefix("vision_model."): p for name, p in encoder.backbone.named_parameters()}
+    theirs = dict(full.vision_model.named_parameters())
+    assert ours.keys() == theirs.keys()
+    for name, param in theirs.items():  # the weights were loaded, not re-drawn
+        assert torch.equal(ours[name], param), name
+    with torch.no_grad():
+        x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(out.pooled, full.vision_model(pixel_values=x).pooler_output)
+
+
+def test_clip_random_init_differs(folders):
+    loaded = ImageEncoder(ImageEncoderConfig(name=str(folders["clip"])))
+    random_ = ImageEncoder(ImageEncoderConfig(name=str(folders["clip"]), pretrained=False))
+    assert loaded.fingerprint != random_.fingerprint
+    _check(random_, 16, 32)
+
+
+def test_preprocessing_read_from_preprocessor_config(folders, tmp_path):
+    folder = shutil.copytree(folders["vit"], tmp_path / "vit")
+    write_preprocessor_config(folder, image_size=32, shortest_edge=40, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    encoder = ImageEncoder(ImageEncoderConfig(name=str(folder)))
+    transform = encoder.eval_transform()
+    assert transform.mean == (0.5, 0.5, 0.5) and transform.std == (0.25, 0.25, 0.25)
+    assert transform.image_size == 32 and transform.resize_to == 40
+    plain = ImageEncoder(ImageEncoderConfig(name=str(folders["vit"]))).eval_transform()
+    assert plain.mean == IMAGENET_MEAN and plain.std == IMAGENET_STD
+    assert transform.signature != plain.signature
+    assert encoder.train_transform().mean == (0.5, 0.5, 0.5)
+
+
+def test_unsupported_model_and_wrong_size(folders):
+    with pytest.raises(ValueError, match="supports"):
+        ImageEncoder(ImageEncoderConfig(name=str(folders["bert"])))
+    encoder = ImageEncoder(ImageEncoderConfig(pretrained=False, image_size=64))
+    with pytest.raises(ValueError, match="64x64"):
+        encoder(torch.zeros(1, 3, 32, 32))
+
+
+def test_frozen_encoder_has_no_gradient_and_stays_in_eval():
+    encoder = ImageEncoder(ImageEncoderConfig(pretrained=False, image_size=64))
+    assert not any(p.requires_grad for p in encoder.parameters())
+    encoder.train()
+    assert not encoder.backbone.training
+    bn = encoder.backbone._bn0
+    before = bn.running_mean.clone()
+    out = encoder(torch.randn(2, 3, 64, 64))
+    assert not out.tokens.requires_grad and not out.pooled.requires_grad
+    assert torch.equal(bn.running_mean, before)  # batch-norm statistics never move
+
+
+def test_trainable_encoder_gets_gradients(folders):
+    encoder = ImageEncoder(ImageEncoderConfig(name=str(folders["vit"]), trainable=True))
+    encoder(torch.randn(2, 3, 32, 32)).pooled.sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)
+
+
+def test_fingerprint_follows_the_weights(folders):
+    a = ImageEncoder(ImageEncoderConfig(name=str(folders["vit"])))
+    b = ImageEncoder(ImageEncoderConfig(name=str(folders["vit"])))
+    first = a.fingerprint
+    assert first == b.fingerprint and str(folders["vit"]) in first
+    with torch.no_grad():
+        next(a.parameters()).add_(1e-3)
+    assert a.fingerprint != first
+    a.load_state_dict(b.state_dict())
+    assert a.fingerprint == first
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_pretrained():
+    encoder = ImageEncoder()
+    assert encoder.image_size == 224 and encoder.num_regions == 49
+    pixels = encoder.eval_transform()(_image(300, 200))
+    out = _check(encoder, 49, 1280)
+    real = encoder(pixels[None])
+    assert real.tokens.shape == (1, 49, 1280) and torch.isfinite(real.tokens).all()
+
+
+# ------------------------------------------------------------------------------------ transforms
+def test_eval_transform_is_deterministic_and_normalises():
+    transform = EvalTransform(image_size=32)
+    image = _image()
+    a, b = transform(image), transform(image)
+    assert a.shape == (3, 32, 32) and a.dtype == torch.float32 and torch.equal(a, b)
+    flat = Image.new("RGB", (64, 48), (255, 0, 128))
+    out = transform(flat)
+    expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    torch.testing.assert_close(out[:, 5, 7], expected)
+    assert transform.resize_to == 37 and "size=32" in transform.signature
+
+
+def test_eval_transform_center_crops():
+    image = Image.new("RGB", (60, 30), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, 15, 30))  # a white band at the left edge, cropped away
+    out = EvalTransform(image_size=30, resize=30, mean=(0, 0, 0), std=(1, 1, 1))(image)
+    assert out.shape == (3, 30, 30) and out.max() < 0.05
+
+
+def test_train_transform_reproducible_and_uses_no_global_rng():
+    transform = TrainTransform(image_size=24)
+    image = _image(64, 48)
+    py_state, torch_state = random.getstate(), torch.get_rng_state()
+    a = transform(image, random.Random(1))
+    b = transform(image, random.Random(1))
+    c = transform(image, random.Random(2))
+    g1 = transform(image, torch.Generator().manual_seed(5))
+    g2 = transform(image, torch.Generator().manual_seed(5))
+    assert a.shape == (3, 24, 24) and torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(g1, g2)
+    assert random.getstate() == py_state and torch.equal(torch.get_rng_state(), torch_state)
+    outputs = {transform(image, random.Random(seed)).sum().item() for seed in range(8)}
+    assert len(outputs) == 8
+    with pytest.raises(TypeError, match="rng"):
+        transform(image, None)
+    assert transform.signature.startswith("train:") and not transform.deterministic
+
+
+def test_transforms_want_rgb():
+    with pytest.raises(ValueError, match="RGB"):
+        EvalTransform(image_size=8)(Image.new("L", (10, 10)))
+
+
+# ---------------------------------------------------------------------------------- caption view
+@pytest.fixture(scope="module")
+def captioner(folders):
+    return CaptionEncoder(CaptionEncoderConfig(name=str(folders["bert"])))
+
+
+def test_caption_view_shapes_and_empty_caption(captioner):
+    captions = ["two people holding hands at a wedding", "", None, "a cat"]
+    out = captioner.encode(captions)
+    assert isinstance(out, VisualFeatures) and captioner.output_dim == 32
+    assert out.tokens.shape[0] == 4 and out.tokens.shape[2] == 32 and out.pooled.shape == (4, 32)
+    lengths = out.mask.sum(1).tolist()
+    assert lengths[1] == lengths[2] == 2  # [CLS] [SEP]
+    assert lengths[0] == out.tokens.shape[1] and lengths[3] == 4
+    assert torch.isfinite(out.pooled).all() and (out.tokens[~out.mask] == 0).all()
+    torch.testing.assert_close(out.pooled[3], out.tokens[3, :4].mean(0))
+    assert not out.tokens.requires_grad
+
+
+def test_caption_first_pooling_and_fingerprint(folders, captioner):
+    first = CaptionEncoder(CaptionEncoderConfig(name=str(folders["bert"]), pooling="first"))
+    out = first.encode(["a cat", ""])
+    torch.testing.assert_close(out.pooled, out.tokens[:, 0])
+    assert first.fingerprint != captioner.fingerprint
+    assert caption_key("a cat") == caption_key("a cat") != caption_key("a dog")
+    assert caption_key(None) == caption_key("")
+
+
+def test_caption_longer_than_limit_is_truncated_with_warning(folders, caplog):
+    encoder = CaptionEncoder(CaptionEncoderConfig(name=str(folders["bert"]), max_length=6))
+    with caplog.at_level("WARNING"):
+        out = encoder.encode(["the cat in the city of london", "a cat"])
+    assert out.tokens.shape[1] == 6 and "truncated" in caplog.text
