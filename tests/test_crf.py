@@ -169,7 +169,7 @@ def test_decode_never_returns_a_disallowed_transition(scheme, labels, use_start_
 
 def test_allowed_transitions_iob2_rules():
     labels = ["O", "B-PER", "I-PER", "B-MISC-X", "I-MISC-X"]
-    trans_ok, start_ok, end_ok = allowed_transitions(labels, "iob2")
+    trans_ok, start_ok, end_ok = allowed_transitions(labels, "BIO")
     idx = {lab: i for i, lab in enumerate(labels)}
 
     def ok(a, b):
@@ -187,7 +187,9 @@ def test_allowed_transitions_iob2_rules():
 
 def test_allowed_transitions_bioes_rules():
     labels = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "E-LOC"]
-    trans_ok, start_ok, end_ok = allowed_transitions(labels, "BIOES")
+    trans_ok, start_ok, end_ok = allowed_transitions(labels, "IOBES")
+    for alias, canonical in zip(allowed_transitions(labels, "bioes"), (trans_ok, start_ok, end_ok)):
+        assert torch.equal(alias, canonical)
     idx = {lab: i for i, lab in enumerate(labels)}
 
     def ok(a, b):

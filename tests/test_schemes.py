@@ -351,3 +351,17 @@ def test_entity_types():
     assert entity_types([["O"], ["B-PER", "I-LOC"], ["S-MISC", "O"]]) == ["LOC", "MISC", "PER"]
     with pytest.raises(TypeError):
         entity_types(["B-PER", "O"])
+
+
+def test_orphan_positions_agree_with_tag_problems():
+    import random
+
+    from mner.tagging import orphan_positions
+
+    assert orphan_positions(["O", "I-PER", "I-PER", "B-LOC", "I-ORG", "I-ORG"]) == [1, 4]
+    assert orphan_positions(["I-X"]) == [0] and orphan_positions([]) == []
+    rng = random.Random(5)
+    for _ in range(2000):
+        tags = [rng.choice(["O", "B-A", "I-A", "B-B", "I-B"]) for _ in range(rng.randrange(12))]
+        from_problems = [i for i, msg in tag_problems(tags, "iob2") if msg.startswith("orphan")]
+        assert orphan_positions(tags) == from_problems, tags

@@ -40,9 +40,11 @@ Conventions (all functions):
 Constraints are *added* scores, never infinities: a disallowed transition gets
 :data:`DISALLOWED` (``-1e4``). The log-partition then carries the disallowed paths with weight
 ``exp(-1e4) = 0``, Viterbi never picks them while an allowed path exists, and all gradients stay
-finite (no ``-inf - -inf = NaN``). A gold sequence that itself breaks the constraints (e.g. an
-IOB1 ``O I-PER`` left unconverted) costs about ``1e4`` in its loss, which is the signal to
-convert the data to IOB2 first.
+finite (no ``-inf - -inf = NaN``). A gold sequence that itself breaks the constraints costs
+about ``1e4`` in its loss: IOB1 data and the orphan ``I-`` tags of Twitter-2015 (an ``I-x``
+after ``O``) must be made well-formed first (``mner.tagging.convert_tags(tags, "iob1" or
+"iob2", "iob2")``) to train a constrained CRF, or the constraints kept to decoding only (the
+functional API).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ __all__ = [
 #: penalty, it beat every allowed path by more than 1e4, far beyond any sane emission scale.
 DISALLOWED = -1e4
 
-_SCHEMES = ("iob2", "bioes")
+#: Constraint schemes and their aliases (the same names as mner.tagging.schemes).
+_SCHEMES = {"iob2": "iob2", "bio": "iob2", "bioes": "bioes", "iobes": "bioes"}
 _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 
 
@@ -451,11 +454,15 @@ def allowed_transitions(
       ``S-y``; after ``B-x`` or ``I-x`` only ``I-x`` or ``E-x``; a sentence ends with ``O``,
       ``E-x`` or ``S-x``.
 
-    Labels are ``O`` or ``<prefix>-<type>`` (the type may itself contain ``-``).
+    Labels are ``O`` or ``<prefix>-<type>`` (the type may itself contain ``-``). Scheme names
+    are case-insensitive; ``bio`` means ``iob2`` and ``iobes`` means ``bioes``.
     """
-    scheme = scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ValueError(f"unknown tagging scheme {scheme!r}; choose one of {_SCHEMES}")
+    if scheme.lower() not in _SCHEMES:
+        raise ValueError(
+            f"unknown tagging scheme {scheme!r} for CRF constraints; choose one of "
+            f"{sorted(_SCHEMES)} (IOB1 and IO tags have no transition constraints)"
+        )
+    scheme = _SCHEMES[scheme.lower()]
     parsed = [_parse_label(label, i, scheme) for i, label in enumerate(labels)]
     n = len(parsed)
     trans_ok = torch.zeros(n, n, dtype=torch.bool)

@@ -69,6 +69,17 @@ class DataConfig:
     max_train: int | None = None
     feature_cache: str | None = "auto"
 
+    def __post_init__(self) -> None:
+        from mner.data.formats import FORMATS
+        from mner.data.images import POLICIES
+
+        if self.format not in ("auto",) + FORMATS:
+            raise ValueError(f"format {self.format!r}: choose auto, {', '.join(FORMATS)}")
+        if self.missing_images not in POLICIES:
+            raise ValueError(f"missing_images {self.missing_images!r}: choose {', '.join(POLICIES)}")
+        if self.max_train is not None and self.max_train < 1:
+            raise ValueError(f"max_train must be >= 1, got {self.max_train}")
+
 
 @dataclass
 class ExperimentConfig:
@@ -149,7 +160,7 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
         for split, rep in work.reports.items():
             notes.append(f"{split} {rep['captions'].summary()}")
     elif needs_captions:
-        raise ValueError("the caption view needs captions: set data.captions to a caption file")
+        raise ValueError("this model reads captions: give a caption file (data.captions, or --captions FILE)")
 
     store = None
     if cfg.images is not None:
@@ -159,8 +170,8 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
             notes.append(f"{split} {rep['images'].summary()}")
     elif needs_images:
         if cfg.missing_images != "blank":
-            raise ValueError("the pixels view needs images: set data.images to the image folder "
-                             "(or data.missing_images: blank to train without any image)")
+            raise ValueError("this model looks at pixels: give the image folder (data.images, or --images DIR), "
+                             "or choose missing_images blank to go on without any image")
         work = Corpus({k: [ex.replace(image=None) for ex in v] for k, v in work.splits.items()}, work.files, work.root)
         notes.append("images: no image folder; every tweet is kept without image (missing_images: blank)")
 
@@ -201,6 +212,9 @@ def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
     label_source = [ex.tags for s in ("train", "valid") for ex in data.splits.get(s, []) if ex.tags]
     mcfg.labels = list(LabelSet.from_tag_sequences(label_source).labels)
     say(f"labels: {' '.join(mcfg.labels)}")
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.training.seed)  # the new layers' initial weights come from this seed
     model = model_cls(mcfg)
     say(f"model: {getattr(mcfg, 'variant', cfg.model_type)}, {model.num_parameters() / 1e6:.1f} M parameters "
         f"({model.num_parameters(trainable_only=True) / 1e6:.1f} M trainable)")
@@ -243,4 +257,4 @@ def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
                         "test_f1": report.micro.f1,
                         "test_f1_per_type": {t: s.f1 for t, s in report.per_type.items()}})
     acc.wait_for_everyone()
-    return summary
+    return summary if acc.is_main_process else {}

@@ -44,9 +44,12 @@ class Pipeline:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
+        # words and labels through the collator, the visual side through its provider, so that
+        # images given to the pipeline (PIL, or paths resolved by the caller) replace Example.image
         self.collate = model.collator(train=False)
-        provider = self.collate.visual
-        self.views = provider.views if provider is not None else ()
+        self.provider = self.collate.visual
+        self.collate.visual = None
+        self.views = self.provider.views if self.provider is not None else ()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16) -> "Pipeline":
@@ -104,16 +107,16 @@ class Pipeline:
             chunk = list(examples[start:start + self.batch_size])
             empty = [i for i, ex in enumerate(chunk) if not ex.tokens]
             todo = [ex for ex in chunk if ex.tokens]
-            imgs = None
-            if images is not None:
-                imgs = [self._image(img) for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
-            elif "pixels" in self.views:
-                imgs = [self._image(ex.image) for ex in todo]
             decoded_by_pos: dict[int, list[dict]] = {i: [] for i in empty}
             if todo:
                 batch = self.collate(todo)
-                if self.collate.visual is not None and imgs is not None and "pixels" in self.views:
-                    batch.visual = self.collate.visual(todo, images=imgs)
+                if self.provider is not None:
+                    imgs = None
+                    if "pixels" in self.views:
+                        refs = ([img for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
+                                if images is not None else [ex.image for ex in todo])
+                        imgs = [self._image(ref) for ref in refs]
+                    batch.visual = self.provider(todo, images=imgs)
                 decoded = self.model.decode(batch.to(self.device), confidences=True)
                 k = 0
                 for i, ex in enumerate(chunk):

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        from mner.cli.launch import relaunch_if_needed
+
+        code = relaunch_if_needed(list(sys.argv[1:] if argv is None else argv))
+        if code is not None:
+            return code
     if os.environ.get("MNER_VERBOSE") != "1":
         from transformers.utils import logging as hf_logging
 

@@ -30,5 +30,6 @@ def cmd_train(args) -> int:
         overrides.append(f"training.output_dir={args.output_dir}")
     cfg = load_experiment(args.config, overrides)
     summary = train(cfg)
-    print(json.dumps(summary))
+    if summary:  # the main process only, when several train together
+        print(json.dumps(summary))
     return 0

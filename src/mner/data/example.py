@@ -69,7 +69,9 @@ class Example:
                 )
         if isinstance(self.image, Path):
             object.__setattr__(self, "image", str(self.image))
-        if not self.offsets:
+        if not self.offsets and not self.tokens:
+            pass  # no token: any text (e.g. only spaces) has no token in it; nothing to place
+        elif not self.offsets:
             text, offsets = reconstruct_text(self.tokens)
             if self.text and self.text != text:
                 raise ValueError(

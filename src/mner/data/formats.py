@@ -198,16 +198,35 @@ def read_twitter(
     return examples
 
 
-def write_twitter(examples: Iterable[Example], path: str | Path) -> None:
-    """Write the Twitter format (always ending with a blank line)."""
-    out = []
-    for ex in examples:
-        _check_writable(ex, "\t")
+def write_twitter(
+    examples: Iterable[Example], path: str | Path, predictions: Sequence[Sequence[str]] | None = None
+) -> None:
+    """Write the Twitter format (always ending with a blank line); with ``predictions``, a third
+    column holds the predicted tags (``read_twitter(tag_column=-2)`` reads the gold back)."""
+    out: list[str] = []
+    for ex, pred in _with_predictions(examples, predictions):
         out.append(f"IMGID:{ex.id}")
-        tags = ex.tags if ex.tags is not None else ("O",) * len(ex.tokens)
-        out.extend(f"{tok}\t{tag}" for tok, tag in zip(ex.tokens, tags))
+        out.extend(_column_lines(ex, pred))
         out.append("")
     _atomic_write(Path(path), "\n".join(out) + ("\n" if out else ""))
+
+
+def _with_predictions(examples: Iterable[Example], predictions: Sequence[Sequence[str]] | None):
+    examples = list(examples)
+    if predictions is not None and len(predictions) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
+    return zip(examples, predictions if predictions is not None else [None] * len(examples))
+
+
+def _column_lines(ex: Example, pred: Sequence[str] | None) -> list[str]:
+    """``token<TAB>gold`` lines (``O`` without gold), plus ``<TAB>pred`` when given."""
+    _check_writable(ex, "\t")
+    gold = ex.tags if ex.tags is not None else ("O",) * len(ex.tokens)
+    if pred is None:
+        return [f"{t}\t{g}" for t, g in zip(ex.tokens, gold)]
+    if len(pred) != len(ex.tokens):
+        raise ValueError(f"{ex.where}: {len(ex.tokens)} tokens but {len(pred)} predicted tags")
+    return [f"{t}\t{g}\t{p}" for t, g, p in zip(ex.tokens, gold, pred)]
 
 
 # ----------------------------------------------------------------------------- conll
@@ -284,26 +303,15 @@ def write_conll(
     With ``metadata``, each sentence is preceded by ``# id = ...`` (and ``# image``,
     ``# caption`` when known) so that reading the file back restores the examples.
     """
-    examples = list(examples)
-    if predictions is not None and len(predictions) != len(examples):
-        raise ValueError(f"{len(examples)} examples but {len(predictions)} predictions")
     out: list[str] = []
-    for i, ex in enumerate(examples):
-        _check_writable(ex, "\t")
+    for ex, pred in _with_predictions(examples, predictions):
         if metadata:
             out.append(f"# id = {ex.id}")
             if ex.image is not None:
                 out.append(f"# image = {ex.image}")
             if ex.caption is not None:
                 out.append(f"# caption = {_one_line(ex.caption)}")
-        gold = ex.tags if ex.tags is not None else ("O",) * len(ex.tokens)
-        if predictions is not None:
-            pred = predictions[i]
-            if len(pred) != len(ex.tokens):
-                raise ValueError(f"{ex.where}: {len(ex.tokens)} tokens but {len(pred)} predicted tags")
-            out.extend(f"{t}\t{g}\t{p}" for t, g, p in zip(ex.tokens, gold, pred))
-        else:
-            out.extend(f"{t}\t{g}" for t, g in zip(ex.tokens, gold))
+        out.extend(_column_lines(ex, pred))
         out.append("")
     _atomic_write(Path(path), "\n".join(out) + ("\n" if out else ""))
 

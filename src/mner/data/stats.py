@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from mner.data.example import Example
-from mner.tagging import get_spans
+from mner.tagging import get_spans, orphan_positions
 
 __all__ = ["SplitStats", "split_stats"]
 
@@ -66,14 +66,8 @@ def split_stats(examples: Sequence[Example]) -> SplitStats:
         if ex.tags is None:
             st.unlabelled += 1
             continue
-        prev_type = None
-        for tag in ex.tags:
-            prefix, _, typ = tag.partition("-")
-            if prefix == "B":
-                b_counts[typ] += 1
-            elif prefix == "I" and prev_type != typ:
-                st.orphan_i += 1
-            prev_type = typ if prefix in ("B", "I") else None
+        b_counts.update(tag[2:] for tag in ex.tags if tag.startswith("B-"))
+        st.orphan_i += len(orphan_positions(ex.tags))
         chunk_counts.update(span.label for span in get_spans(ex.tags, mode="conlleval"))
     st.entities_b = dict(b_counts)
     st.entities = dict(chunk_counts)

@@ -30,7 +30,7 @@ from mner.data.corpus import Corpus, find_split_files
 from mner.data.example import Example
 from mner.data.formats import DataFormatError, detect_format, read_file
 from mner.data.images import ImageError, ImageStore
-from mner.tagging import tag_problems
+from mner.tagging import orphan_positions, tag_problems
 
 __all__ = ["Issue", "validate_corpus", "is_invisible_token"]
 
@@ -65,15 +65,6 @@ def is_invisible_token(token: str) -> bool:
             continue
         return False
     return True
-
-
-def _is_orphan(tags: Sequence[str], i: int) -> bool:
-    """An ``I-X`` whose previous tag is neither ``B-X`` nor ``I-X``."""
-    tag = tags[i]
-    if not tag.startswith("I-"):
-        return False
-    prev = tags[i - 1] if i > 0 else "O"
-    return prev not in ("B-" + tag[2:], "I-" + tag[2:])
 
 
 def _token_line(ex: Example, i: int, fmt: str) -> int | None:
@@ -117,7 +108,7 @@ def _check_file(path: Path, split: str, allowed_types: set[str] | None, out: lis
                                  f, _token_line(ex, i, fmt), ex.id))
         if ex.tags is None:
             continue
-        orphans = {i for i, tag in enumerate(ex.tags) if _is_orphan(ex.tags, i)}
+        orphans = set(orphan_positions(ex.tags))
         for i in sorted(orphans):
             out.append(Issue("warning", "orphan-i",
                              f"{ex.tags[i]} without a B- before it (conlleval reads it as an entity start)",
@@ -186,8 +177,10 @@ def validate_corpus(
                             "" if sev == "error" else f" (policy {missing_images!r})")
                     else:
                         sev, msg = "error", f"image {err.kind}: {err.path}: {err.detail}"
-                    issues.append(Issue(sev, f"image-{err.kind}", msg, str(files[split]),
-                                        _token_line(ex, 0, fmt) and _token_line(ex, 0, fmt) - (fmt == "twitter"),
+                    line = _token_line(ex, 0, fmt)
+                    if line is not None and fmt == "twitter":
+                        line -= 1  # the IMGID line
+                    issues.append(Issue(sev, f"image-{err.kind}", msg, str(files[split]), line,
                                         ex.id))
     if captions is not None:
         for split, exs in splits.items():

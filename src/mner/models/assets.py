@@ -50,10 +50,11 @@ def save_image_assets(encoder: ImageEncoder, folder: Path) -> None:
         return  # the architecture is fully named by the config (efficientnet-lite0 and its size)
     encoder.backbone.config.save_pretrained(folder)
     pre = encoder.preprocessing
+    resize = encoder.eval_transform().resize_to  # the effective one (a default when the model has none)
     (folder / "preprocessor_config.json").write_text(json.dumps({
         "do_center_crop": True,
         "crop_size": {"height": pre.image_size, "width": pre.image_size},
-        "size": {"shortest_edge": pre.resize or pre.image_size},
+        "size": {"shortest_edge": resize},
         "image_mean": list(pre.mean),
         "image_std": list(pre.std),
         "resample": {"bilinear": 2, "bicubic": 3}.get(pre.interpolation, 3),

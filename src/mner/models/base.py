@@ -131,7 +131,11 @@ class TaggingModel(nn.Module):
         config = from_dict(cls.config_class, data["config"], "config")
         model = cls._from_assets(config, folder / "assets")
         state = load_state_dict(folder / WEIGHTS_NAME)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes that do not fit
+            first = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
+            raise CheckpointError(f"{folder / WEIGHTS_NAME}: weights do not fit the config: {first.strip()}") from None
         if missing or unexpected:
             raise CheckpointError(
                 f"{folder / WEIGHTS_NAME}: weights do not fit the config "

@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointError",
     "atomic_folder",
+    "replace_folder",
     "read_config",
     "resolve_model_dir",
     "save_state_dict",
@@ -106,12 +107,29 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError for torn files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err}); the checkpoint is "
+                              "damaged, save or copy it again") from None
+
+
+def replace_folder(source: Path, target: Path) -> None:
+    """Put the finished folder ``source`` in the place of ``target``: two renames, the old
+    ``target`` (kept as ``.<name>.old-*`` in between) removed last. A kill between the renames
+    leaves the old folder complete under its ``.old`` name (the trainer resumes from it)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    os.replace(source, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class atomic_folder:
     """``with atomic_folder(target) as tmp:`` write into ``tmp``; on success it replaces
-    ``target`` in one rename (the old folder is removed after), on error it is deleted."""
+    ``target`` (:func:`replace_folder`), on error it is deleted."""
 
     def __init__(self, target: str | Path):
         self.target = Path(target)
@@ -125,10 +143,4 @@ class atomic_folder:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_folder(self.tmp, self.target)

@@ -170,12 +170,17 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save(self, name: str, with_state: bool, extra: dict | None = None) -> None:
+        """Write ``<output_dir>/<name>``: the model, and with ``with_state`` the training state and
+        a ``COMPLETE`` marker, all into a staging folder first, then swapped in whole."""
+        from mner.models.checkpoint import replace_folder
+
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
             target = self.output_dir / name
-            unwrapped = acc.unwrap_model(self.model)
-            unwrapped.save_pretrained(target, extra=extra)
+            staging = self.output_dir / f".{name}.staging"
+            shutil.rmtree(staging, ignore_errors=True)
+            acc.unwrap_model(self.model).save_pretrained(staging, extra=extra)
             if with_state:
                 components = {
                     "optimizer": self.optimizer.state_dict(),
@@ -190,15 +195,9 @@ class Trainer:
                 }
                 if acc.scaler is not None:
                     components["scaler"] = acc.scaler.state_dict()
-                # written into the finished model folder, then the folder is complete
-                tmp = target.with_name(f".{name}.state-tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                save_training_state(tmp, components)
-                for f in tmp.iterdir():
-                    os.replace(f, target / f.name)
-                tmp.rmdir()
-                (target / "COMPLETE").write_text(str(self.global_step))
+                save_training_state(staging, components)
+                (staging / "COMPLETE").write_text(str(self.global_step))
+            replace_folder(staging, target)
         acc.wait_for_everyone()
 
     def _find_resume(self) -> Path | None:
@@ -364,13 +363,16 @@ class Trainer:
 
 def make_accelerator(config: TrainingConfig):
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 
     mp = config.mixed_precision
     if mp == "auto":
         mp = "bf16" if (not config.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()) else "no"
+    # find_unused_parameters: pretrained encoders carry layers the tagger never uses (BERT's
+    # pooler); without it distributed training stops at the second step
     return Accelerator(mixed_precision=mp, cpu=config.cpu,
-                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed))
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def _seed_worker(worker_id: int) -> None:
