@@ -10,7 +10,9 @@
    on the preprocessed pixels, no grad). Overhead = pipeline / bare - 1, for images given as PIL
    images in memory and as file paths (decoding included).
 
-Every figure is the median of ``--repeats`` timings after a warm-up.
+Every time is the median of ``--repeats`` timings after a warm-up, the compared functions
+timed in turns; every ratio is the median of the per-turn ratios, so that a load that comes
+and goes on a shared machine hits both sides alike.
 
     .venv/bin/python bench/speed.py
 
@@ -34,14 +36,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def paired_times(fns: dict, repeats: int) -> dict[str, float]:
+    """Median time of each function, timed in turns (a, b, c, a, b, c, ...) after a warm-up,
+    so that a load that comes and goes hits all of them alike; plus the median of each one's
+    ratio to the first, pair by pair (``ratio_<name>``)."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    first = next(iter(fns))
+    out = {name: statistics.median(ts) for name, ts in times.items()}
+    for name in fns:
+        out[f"ratio_{name}"] = statistics.median(t / b for t, b in zip(times[name], times[first]))
+    return out
 
 
 def train_steps(model, collate, examples, batch_size: int, steps: int) -> callable:
@@ -74,9 +85,9 @@ def cache_ratio(view: str, examples, image_store, repeats: int, batch_size: int,
     nocache = FeatureCache(max_in_memory=0)  # every lookup misses: the encoder runs at every step
     slow = train_steps(model, model.collator(train=True, image_store=image_store, cache=nocache), examples,
                        batch_size, steps)
-    t_fast, t_slow = median_time(fast, repeats), median_time(slow, repeats)
-    return {"view": view, "steps": steps, "batch_size": batch_size, "cached_s": t_fast, "recompute_s": t_slow,
-            "speedup": t_slow / t_fast}
+    t = paired_times({"cached": fast, "recompute": slow}, repeats)
+    return {"view": view, "steps": steps, "batch_size": batch_size, "cached_s": t["cached"],
+            "recompute_s": t["recompute"], "speedup": t["ratio_recompute"]}
 
 
 def pipeline_overhead(examples, image_dir: Path, repeats: int, batch: int) -> dict:
@@ -110,20 +121,18 @@ def pipeline_overhead(examples, image_dir: Path, repeats: int, batch: int) -> di
 
     words_pre = tok([t.split(" ") for t in texts])
     pixels_pre = torch.stack([transform(im) for im in pil])
-    t_forward = median_time(bare_forward_only, repeats)
-    t_bare = median_time(bare, repeats)
-    t_pil = median_time(lambda: pipe(texts, image=pil), repeats)
-    t_path = median_time(lambda: pipe(texts, image=paths), repeats)
-    return {"batch": batch, "encoders_forward_s": t_forward, "encoders_with_preprocessing_s": t_bare,
-            "pipeline_pil_s": t_pil, "pipeline_paths_s": t_path,
-            "overhead_vs_forward_pil": t_pil / t_forward - 1, "overhead_vs_forward_paths": t_path / t_forward - 1,
-            "overhead_vs_preprocessed_pil": t_pil / t_bare - 1,
-            "pipeline_inputs_per_s": batch / t_pil}
+    t = paired_times({"forward": bare_forward_only, "bare": bare, "pil": lambda: pipe(texts, image=pil),
+                      "paths": lambda: pipe(texts, image=paths)}, repeats)
+    return {"batch": batch, "encoders_forward_s": t["forward"], "encoders_with_preprocessing_s": t["bare"],
+            "pipeline_pil_s": t["pil"], "pipeline_paths_s": t["paths"],
+            "overhead_vs_forward_pil": t["ratio_pil"] - 1, "overhead_vs_forward_paths": t["ratio_paths"] - 1,
+            "overhead_vs_preprocessed_pil": t["ratio_pil"] / t["ratio_bare"] - 1,
+            "pipeline_inputs_per_s": batch / t["pil"]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)

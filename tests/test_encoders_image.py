@@ -157,7 +157,7 @@ def test_efficientnet_lite0_pretrained():
     encoder = ImageEncoder()
     assert encoder.image_size == 224 and encoder.num_regions == 49
     pixels = encoder.eval_transform()(_image(300, 200))
-    out = _check(encoder, 49, 1280)
+    _check(encoder, 49, 1280)
     real = encoder(pixels[None])
     assert real.tokens.shape == (1, 49, 1280) and torch.isfinite(real.tokens).all()
 

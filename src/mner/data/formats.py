@@ -133,6 +133,21 @@ def _fail(errors: list | None, path: Path, line: int, message: str, hint: str = 
     errors.append(err)
 
 
+def _token_and_tag(cols: list[str], line: str, path: Path, n: int, tag_column: int,
+                   tmap: Mapping[str, str], errors: list | None) -> tuple[str, str] | None:
+    """The token (first column) and the tag (``tag_column``) of a column line, or None after
+    reporting why the line has none."""
+    if len(cols) < 2:
+        _fail(errors, path, n, f"expected token<TAB>tag, got {line!r}", "separate the columns with a TAB")
+        return None
+    try:
+        tag = cols[tag_column]
+    except IndexError:
+        _fail(errors, path, n, f"no column {tag_column} in {line!r}")
+        return None
+    return cols[0], _map_tag(tag.strip(), tmap)
+
+
 # ----------------------------------------------------------------------------- twitter
 
 
@@ -182,18 +197,10 @@ def read_twitter(
             _fail(errors, path, n, "token line outside a tweet",
                   "each tweet starts with a line IMGID:<id>")
             continue
-        cols = line.split("\t")
-        if len(cols) < 2:
-            _fail(errors, path, n, f"expected token<TAB>tag, got {line!r}",
-                  "separate token and tag with one TAB")
-            continue
-        try:
-            tag = cols[tag_column]
-        except IndexError:
-            _fail(errors, path, n, f"no column {tag_column} in {line!r}")
-            continue
-        tokens.append(cols[0])
-        tags.append(_map_tag(tag.strip(), tmap))
+        parsed = _token_and_tag(line.split("\t"), line, path, n, tag_column, tmap, errors)
+        if parsed is not None:
+            tokens.append(parsed[0])
+            tags.append(parsed[1])
     flush()
     return examples
 
@@ -275,19 +282,13 @@ def read_conll(
                 first_line = n + 1
                 continue
         cols = line.split("\t") if "\t" in line else [c for c in line.split(" ") if c != ""]
-        if len(cols) < 2:
-            _fail(errors, path, n, f"expected at least two columns (token and tag), got {line!r}",
-                  "separate columns with a TAB")
-            continue
-        try:
-            tag = cols[tag_column]
-        except IndexError:
-            _fail(errors, path, n, f"no column {tag_column} in {line!r}")
+        parsed = _token_and_tag(cols, line, path, n, tag_column, tmap, errors)
+        if parsed is None:
             continue
         if not tokens:
             first_line = n
-        tokens.append(cols[0])
-        tags.append(_map_tag(tag.strip(), tmap))
+        tokens.append(parsed[0])
+        tags.append(parsed[1])
     flush()
     return examples
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mner.data.captions import CaptionStore
-from mner.data.corpus import Corpus, find_split_files
+from mner.data.corpus import find_split_files
 from mner.data.example import Example
 from mner.data.formats import DataFormatError, detect_format, read_file
 from mner.data.images import ImageError, ImageStore

@@ -19,9 +19,7 @@ With ``no_image`` steps 2-5 and 8 vanish: ``H = T`` and the model is the text-on
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -35,7 +33,7 @@ from mner.encoders.image import ImageEncoder
 from mner.encoders.text import TextEncoder
 from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
 from mner.models.base import TaggerOutput, TaggingModel
-from mner.models.batch import IGNORE_INDEX, TaggingBatch, TaggingCollator
+from mner.models.batch import TaggingBatch, TaggingCollator
 from mner.models.maf.config import MAFConfig
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
