@@ -63,11 +63,10 @@ class CaptionEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CaptionEncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"CaptionEncoderConfig: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        """Strict: unknown keys and values of the wrong type are refused (:func:`mner.config.from_dict`)."""
+        from mner.config import from_dict
+
+        return from_dict(cls, data)
 
 
 class CaptionEncoder(nn.Module):

@@ -78,11 +78,10 @@ class TextEncoderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TextEncoderConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"TextEncoderConfig: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        """Strict: unknown keys and values of the wrong type are refused (:func:`mner.config.from_dict`)."""
+        from mner.config import from_dict
+
+        return from_dict(cls, data)
 
 
 def model_max_length(model_config, tokenizer=None) -> int:
