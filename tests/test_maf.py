@@ -546,3 +546,43 @@ def test_truncated_weights_file_is_refused_with_a_checkpoint_error(saved, tmp_pa
     (folder / WEIGHTS_NAME).write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match=WEIGHTS_NAME):
         load_model(folder)
+
+
+def test_fine_tuned_image_encoder_trains_from_pixels(encoders, examples, tmp_path):
+    """``image_encoder.trainable``: the batch carries (augmented) pixels instead of cached
+    features, the image encoder gets gradients and moves, its features are never cached, and the
+    saved model predicts from image files like a frozen one."""
+    from mner.encoders import ImageEncoderConfig
+    from mner.encoders.cache import FeatureCache
+
+    torch.manual_seed(0)
+    cfg = maf_config(encoders, view="pixels",
+                     image_encoder=ImageEncoderConfig(name=str(encoders["resnet"]), pretrained=False,
+                                                      image_size=32, trainable=True))
+    model = MAFModel(cfg)
+    assert any(p in set(model.param_groups()["pretrained"]) for p in model.image_encoder.parameters())
+    cache = FeatureCache()
+    batch = model.collator(train=True, cache=cache, seed=3)(examples)
+    assert batch.visual.pixel_values is not None and batch.visual.pixel_values.shape == (len(examples), 3, 32, 32)
+    assert "pixels" not in batch.visual.features and len(cache) == 0
+    assert not batch.visual.pixel_values[3].any()  # the tweet without image: zero pixels, not present
+    again = model.collator(train=True, cache=cache, seed=3)(examples)
+    assert torch.equal(batch.visual.pixel_values, again.visual.pixel_values)  # seeded augmentation
+    before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    model(batch).loss.backward()
+    grads = [p.grad for p in model.image_encoder.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    opt.step()
+    after = model.image_encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    model.save_pretrained(tmp_path / "ft")
+    loaded = load_model(tmp_path / "ft")
+    assert loaded.config.image_encoder.trainable
+    pipe = Pipeline(loaded)
+    ents = pipe(" ".join(examples[0].tokens), image=examples[0].image)
+    assert isinstance(ents, list)
+    model.eval()
+    evaluated = model.collator(train=False)(examples[:2])
+    assert torch.allclose(model(evaluated).emissions, loaded(evaluated).emissions, atol=1e-5)
