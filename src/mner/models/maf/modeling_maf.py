@@ -134,13 +134,13 @@ class MAFModel(TaggingModel):
         mask = words.mask
         text = self.text_proj(words.states)                                            # T (B, W, d)
         losses: dict[str, torch.Tensor] = {}
+        tags = batch.tags
         if not self.views:
             emissions = self.emissions(self.dropout(text))
-            tags = batch.tags
         else:
             v_tokens, v_mask, v_global, present = self._visual(batch.visual)          # V, global
             n = text.shape[0]
-            train_negatives = self.training and not cfg.no_matching and batch.tags is not None
+            train_negatives = self.training and not cfg.no_matching and tags is not None
             if train_negatives:
                 perm, match_labels = sample_negatives(n, cfg.negative_fraction, device=text.device)
             else:
@@ -160,8 +160,7 @@ class MAFModel(TaggingModel):
                     losses["cm"] = self.matching_loss(logits.float(), match_labels)
             h = self.fusion(text, m)                                                   # H = [T; g * M]
             emissions = self.emissions(self.dropout(h))
-            tags = batch.tags
-            if self.training and not cfg.no_alignment and batch.tags is not None:
+            if self.training and not cfg.no_alignment and tags is not None:
                 z_t = self.align_text(torch.tanh(words.sentence))                     # T_s = tanh(t_0)
                 z_v = self.align_visual(v_global)
                 losses["ca"] = self.alignment_loss(z_t.float(), z_v.float(), present)
