@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         if (DATA / "twitter2017").is_dir():
             from mner.data.captions import CaptionStore, attach_captions
 
-            real = read_file(DATA / "twitter2017" / "train.txt", type_map="other->misc")[: args.batch_size * args.steps]
+            real = read_file(DATA / "twitter2017" / "train.txt", type_map="OTHER=MISC")[: args.batch_size * args.steps]
             real, _ = attach_captions(real, CaptionStore.from_file(DATA / "captions" / "twitter2017_blip2.txt"))
             figures["cache_caption"] = cache_ratio("caption", real, None, args.repeats, args.batch_size, args.steps)
             print(f"feature cache, caption view (Twitter-2017): {figures['cache_caption']['recompute_s']:.2f} s "

@@ -63,6 +63,8 @@ def test_type_map_is_explicit(tmp_path):
     p = write(tmp_path, "t.txt", TWITTER)
     assert read_twitter(p)[1].tags[0] == "I-OTHER"
     assert read_twitter(p, type_map="other->misc")[1].tags[0] == "I-MISC"
+    assert read_twitter(p, type_map="other-to-misc")[1].tags[0] == "I-MISC"
+    assert read_twitter(p, type_map="OTHER=MISC")[1].tags[0] == "I-MISC"
     assert read_twitter(p, type_map={"PER": "PERSON"})[0].tags[2] == "B-PERSON"
     assert resolve_type_map("OTHER=MISC, PER=PERSON") == {"OTHER": "MISC", "PER": "PERSON"}
     with pytest.raises(ValueError, match="preset"):

@@ -46,7 +46,7 @@ class DataConfig:
         corpus: a folder with train/valid/test files (any supported format).
         train, valid, test: single files (override the corpus' splits).
         format: ``auto``, ``twitter``, ``conll`` or ``jsonl``.
-        type_map: rename entity types while reading (e.g. ``other->misc``).
+        type_map: rename entity types while reading (e.g. ``OTHER=MISC``).
         captions: a caption file, ``auto`` (next to the corpus, see ``mner data stats``) or None.
         images: the image folder (None: no pixels).
         missing_images: ``error`` | ``blank`` | ``drop`` for tweets whose image is missing or unreadable.

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", type=Path)
     p.add_argument("--split", default="test", help="split of a corpus folder (default test)")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
-    p.add_argument("--map-types", default=None, metavar="SPEC", help="e.g. other->misc")
+    p.add_argument("--map-types", default=None, metavar="SPEC", help="e.g. OTHER=MISC")
     p.add_argument("--captions", default="auto", metavar="FILE", help="caption file, auto or none")
     p.add_argument("--images", default=None, metavar="DIR", help="image folder")
     p.add_argument("--missing-images", default="error", choices=POLICIES)
@@ -71,7 +71,7 @@ def cmd_evaluate(args) -> int:
     unknown = {t for ex in examples for t in ex.tags or () if t not in model.label_set.labels}
     if unknown:
         raise ValueError(f"{args.data}: tags {sorted(unknown)} are not in the model's label set "
-                         f"{list(model.label_set.labels)}; use --map-types (e.g. other->misc)")
+                         f"{list(model.label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
     collate = model.collator(train=False, image_store=data.image_store)
     preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
     report = evaluate_examples(examples, preds, mode=args.mode)

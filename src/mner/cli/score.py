@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "entity; strict: IOB2, only B- starts an entity")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
     p.add_argument("--map-types", default=None, metavar="SPEC",
-                   help="rename entity types in both files (e.g. other->misc)")
+                   help="rename entity types in both files (e.g. OTHER=MISC)")
     p.add_argument("--json", action="store_true", help="print JSON (fractions in [0, 1])")
     p.set_defaults(func=cmd_score)
 

@@ -23,7 +23,7 @@ the format from the file:
 
 Entity types are kept as written unless ``type_map`` says otherwise. Twitter-2015 writes
 ``OTHER`` where Twitter-2017 writes ``MISC``; ``type_map={"OTHER": "MISC"}`` (or the preset
-``"other->misc"``) renames them at reading time. Nothing is renamed by default.
+``"other-to-misc"``, or the pair ``"OTHER=MISC"``) renames them at reading time. Nothing is renamed by default.
 
 Errors: a malformed file raises :class:`DataFormatError` naming the file and line and what
 to do. Validation (:mod:`mner.data.validate`) passes an ``errors`` list instead, so that
@@ -60,9 +60,11 @@ FORMATS = ("twitter", "conll", "jsonl")
 #: Named type maps accepted wherever a ``type_map`` is.
 TYPE_MAP_PRESETS: dict[str, dict[str, str]] = {
     "none": {},
-    "other->misc": {"OTHER": "MISC"},
-    "misc->other": {"MISC": "OTHER"},
+    "other-to-misc": {"OTHER": "MISC"},
+    "misc-to-other": {"MISC": "OTHER"},
 }
+# also accepted in config files (on a command line, ``>`` would redirect the output)
+_PRESET_ALIASES = {"other->misc": "other-to-misc", "misc->other": "misc-to-other"}
 
 _CONLL_META_KEYS = ("id", "image", "caption")
 
@@ -85,6 +87,7 @@ def resolve_type_map(type_map: str | Mapping[str, str] | None) -> dict[str, str]
         return {}
     if isinstance(type_map, str):
         key = type_map.strip().lower()
+        key = _PRESET_ALIASES.get(key, key)
         if key in TYPE_MAP_PRESETS:
             return dict(TYPE_MAP_PRESETS[key])
         out = {}
