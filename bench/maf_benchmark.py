@@ -43,9 +43,11 @@ VARIANTS = {
 VARIANT_NAMES = {"text-only": "text-only CRF", "maf": "MAF", "maf-no-ca": "MAF w/o CA",
                  "maf-no-cm": "MAF w/o CM", "maf-no-ca-cm": "MAF w/o CA+CM"}
 ENCODERS = {"minilm": "minilm", "mpnet": "mpnet"}
-# Epochs per dataset and encoder (the paper: 24 / 23 epochs with BERT-base on a GPU).
+# Epochs per dataset and encoder (the paper: 24 / 23 epochs with BERT-base on a GPU). MPNet's
+# forward+backward costs 6.5x MiniLM's on 2 CPU cores (measured: 12.9 s vs 2.0 s for 32 x 40
+# tokens, one thread), so its cells get the 2 epochs a CPU session can afford; pass --epochs on a GPU.
 EPOCHS = {("twitter2015", "minilm"): 8, ("twitter2017", "minilm"): 10,
-          ("twitter2015", "mpnet"): 5, ("twitter2017", "mpnet"): 6}
+          ("twitter2015", "mpnet"): 2, ("twitter2017", "mpnet"): 2}
 # The paper's numbers (BERT-base-cased, ResNet-152 on the real images): P, R, F1, per-type F1.
 PAPER = {
     ("twitter2015", "text-only"): (69.22, 74.59, 71.81, {"PER": 84.74, "LOC": 80.51, "ORG": 60.27, "MISC": 37.29}),
