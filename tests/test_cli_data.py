@@ -145,3 +145,12 @@ def test_caption_store_parses_the_release_format(tmp_path):
     p.write_text("10.jpg :a\n10.jpg :b\n")
     with pytest.raises(ValueError, match="two different captions"):
         CaptionStore.from_file(p)
+
+
+def test_validate_malformed_i_tag_is_an_error_not_an_orphan(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("IMGID:1\nParis\tI-\nis\tO\nnice\tI-LOC\n\n")
+    code, out = run_json(capsys, "data", "validate", str(tmp_path / "train.txt"), "--captions", "none")
+    found = {(i["code"], i["severity"], i["line"]) for i in out["issues"]}
+    assert code == 1
+    assert ("bad-tag", "error", 2) in found and ("orphan-i", "warning", 2) not in found
+    assert ("orphan-i", "warning", 4) in found

@@ -365,3 +365,17 @@ def test_orphan_positions_agree_with_tag_problems():
         tags = [rng.choice(["O", "B-A", "I-A", "B-B", "I-B"]) for _ in range(rng.randrange(12))]
         from_problems = [i for i, msg in tag_problems(tags, "iob2") if msg.startswith("orphan")]
         assert orphan_positions(tags) == from_problems, tags
+
+
+def test_orphan_positions_skip_malformed_tags():
+    from mner.tagging import orphan_positions
+
+    # "I-" and "I-PER " are malformed, not orphans; a malformed tag continues nothing
+    assert orphan_positions(["I-", "I-PER ", "O", "I-PER"]) == [3]
+    assert orphan_positions(["B-PER ", "I-PER"]) == [1]
+    rng = random.Random(7)
+    pool = ["O", "B-A", "I-A", "I-B", "I-", "I-A ", "B-", "X-A", "E-A", "S-B", "-"]
+    for _ in range(2000):
+        tags = [rng.choice(pool) for _ in range(rng.randrange(12))]
+        from_problems = [i for i, msg in tag_problems(tags, "iob2") if msg.startswith("orphan")]
+        assert orphan_positions(tags) == from_problems, tags

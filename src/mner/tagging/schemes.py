@@ -406,13 +406,23 @@ def tag_problems(tags: Sequence[str], scheme: str = "iob2") -> list[tuple[int, s
 
 def orphan_positions(tags: Sequence[str]) -> list[int]:
     """Indices of the ``I-X`` tags that continue no ``B-X``/``I-X`` (IOB2 orphans): conlleval
-    reads each as the start of an entity, strict mode drops it. Twitter-2015 has 374 of them."""
+    reads each as the start of an entity, strict mode drops it. Twitter-2015 has 374 of them.
+
+    Only tags that :func:`parse_tag` accepts count (the rule of :func:`tag_problems` for
+    iob2): a malformed tag such as ``"I-"`` or ``"I-PER "`` is no orphan but a malformed tag,
+    and a malformed tag continues no entity."""
     out = []
-    prev = "O"
+    prev: tuple[str, str] | None = ("O", "")  # None: the previous tag is malformed
     for i, tag in enumerate(tags):
-        if tag.startswith("I-") and prev not in ("B-" + tag[2:], "I-" + tag[2:]):
+        try:
+            cur: tuple[str, str] | None = parse_tag(tag, i)
+        except ValueError:
+            cur = None
+        if cur is not None and cur[0] == "I" and not (
+            prev is not None and prev[1] == cur[1] and prev[0] in "BI"
+        ):
             out.append(i)
-        prev = tag
+        prev = cur
     return out
 
 
