@@ -184,3 +184,13 @@ def test_tokenize_text_offsets_cover_tokens():
     assert all(text[s:e] == t for t, (s, e) in zip(toks, offs))
     assert "http://t.co/abc1" in toks and "@CNN" in toks and "#Kenya" in toks and "Obama's" in toks
     assert "\ufe0f" in toks  # kept as a token of its own: never dropped
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".ndjson", ".NDJSON"])
+def test_jsonl_suffixes_write_what_they_read(tmp_path, suffix):
+    exs = read_twitter(write(tmp_path, "t.txt", TWITTER))
+    out = tmp_path / f"out{suffix}"
+    write_file(exs, out)  # auto: the suffix picks the format
+    assert out.read_text(encoding="utf-8").startswith("{")
+    assert detect_format(out) == "jsonl"
+    assert [(e.id, e.tokens, e.tags) for e in read_file(out)] == [(e.id, e.tokens, e.tags) for e in exs]

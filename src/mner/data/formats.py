@@ -67,6 +67,8 @@ TYPE_MAP_PRESETS: dict[str, dict[str, str]] = {
 _PRESET_ALIASES = {"other->misc": "other-to-misc", "misc->other": "misc-to-other"}
 
 _CONLL_META_KEYS = ("id", "image", "caption")
+#: File name endings that mean JSONL, for reading (``detect_format``) and writing alike.
+_JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
 class DataFormatError(ValueError):
@@ -379,10 +381,10 @@ def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
 
 
 def detect_format(path: str | Path) -> str:
-    """``jsonl`` by extension (.jsonl/.json) or a first line starting with ``{``; ``twitter``
+    """``jsonl`` by extension (.jsonl/.json/.ndjson) or a first line starting with ``{``; ``twitter``
     when the first non-blank line starts with ``IMGID:``; ``conll`` otherwise."""
     path = Path(path)
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+    if path.suffix.lower() in _JSONL_SUFFIXES:
         return "jsonl"
     with open(path, "rb") as fh:
         for raw in fh:
@@ -419,13 +421,13 @@ def read_file(
 
 
 def write_file(examples: Iterable[Example], path: str | Path, format: str = "auto") -> None:
-    """Write examples; ``auto`` picks jsonl for .jsonl/.json, conll for .conll/.tsv,
+    """Write examples; ``auto`` picks jsonl for .jsonl/.json/.ndjson, conll for .conll/.tsv,
     twitter otherwise."""
     path = Path(path)
     fmt = format
     if fmt == "auto":
         suffix = path.suffix.lower()
-        fmt = "jsonl" if suffix in (".jsonl", ".json") else "conll" if suffix in (".conll", ".tsv") else "twitter"
+        fmt = "jsonl" if suffix in _JSONL_SUFFIXES else "conll" if suffix in (".conll", ".tsv") else "twitter"
     if fmt == "twitter":
         write_twitter(examples, path)
     elif fmt == "conll":
