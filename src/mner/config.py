@@ -45,6 +45,11 @@ def _dataclass_type(tp: Any) -> type | None:
     return None
 
 
+def _allows_none(tp: Any) -> bool:
+    """Whether annotation ``tp`` admits None (``X | None``, ``Optional[X]``)."""
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -113,8 +118,16 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, path: str = "") -> T
     for name, value in data.items():
         sub = _dataclass_type(hints.get(name))
         key = f"{path}.{name}" if path else name
-        if sub is not None and isinstance(value, Mapping):
-            kwargs[name] = from_dict(sub, value, key)
+        if sub is not None:
+            if isinstance(value, Mapping):
+                kwargs[name] = from_dict(sub, value, key)
+            elif isinstance(value, sub) or (value is None and _allows_none(hints[name])):
+                kwargs[name] = value
+            else:
+                raise ConfigError(
+                    f"{key}: expected a mapping of {sub.__name__} keys, got {type(value).__name__} "
+                    f"{value!r}"
+                )
         else:
             kwargs[name] = _check_type(value, hints[name], key) if name in hints else value
     try:
