@@ -154,3 +154,14 @@ def test_validate_malformed_i_tag_is_an_error_not_an_orphan(tmp_path, capsys):
     assert code == 1
     assert ("bad-tag", "error", 2) in found and ("orphan-i", "warning", 2) not in found
     assert ("orphan-i", "warning", 4) in found
+
+
+@pytest.mark.parametrize("name, text", [
+    ("g.jsonl", '{"id": "1", "tokens": ["New", "York"], "tags": ["B-LOC", "I-LOC"]}\n'),
+    ("g.txt", "IMGID:1\nNew\tB-LOC\nYork\tI-LOC\n\n"),
+])
+def test_score_single_file_without_pred_column_is_refused(tmp_path, capsys, name, text):
+    (tmp_path / name).write_text(text)
+    assert main(["score", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / name) in err and "no gold+pred columns" in err

@@ -194,3 +194,27 @@ def test_jsonl_suffixes_write_what_they_read(tmp_path, suffix):
     assert out.read_text(encoding="utf-8").startswith("{")
     assert detect_format(out) == "jsonl"
     assert [(e.id, e.tokens, e.tags) for e in read_file(out)] == [(e.id, e.tokens, e.tags) for e in exs]
+
+
+def test_tag_column_never_reads_the_token_column(tmp_path):
+    p = write(tmp_path, "two.txt", "IMGID:1\nParis\tB-LOC\nrocks\tO\n\n")
+    with pytest.raises(DataFormatError, match="no gold\\+pred columns") as err:
+        read_file(p, tag_column=-2)
+    assert err.value.file == str(p) and err.value.line == 2
+    errors: list = []
+    assert read_twitter(p, tag_column=-2, errors=errors)[0].tokens == ()
+    assert [e.line for e in errors] == [2, 3]
+    c = write(tmp_path, "two.conll", "Paris\tB-LOC\n\n")
+    with pytest.raises(DataFormatError, match="token column"):
+        read_conll(c, tag_column=0)
+    # three columns: -2 is the gold one, as before
+    three = write(tmp_path, "three.conll", "Paris\tB-LOC\tO\n\n")
+    assert read_file(three, tag_column=-2)[0].tags == ("B-LOC",)
+
+
+def test_jsonl_refuses_a_tag_column(tmp_path):
+    p = write(tmp_path, "g.jsonl", '{"id": "1", "tokens": ["Paris"], "tags": ["B-LOC"]}\n')
+    assert read_file(p, tag_column=-1)[0].tags == ("B-LOC",)
+    with pytest.raises(DataFormatError, match="no gold\\+pred columns") as err:
+        read_file(p, tag_column=-2)
+    assert err.value.file == str(p) and "two files" in str(err.value)

@@ -150,6 +150,13 @@ def _token_and_tag(cols: list[str], line: str, path: Path, n: int, tag_column: i
     except IndexError:
         _fail(errors, path, n, f"no column {tag_column} in {line!r}")
         return None
+    if (tag_column if tag_column >= 0 else len(cols) + tag_column) == 0:
+        msg = f"tag column {tag_column} of {line!r} is its token column"
+        if tag_column < 0:
+            msg += f" (the line has {len(cols)} columns): this file has no gold+pred columns"
+        _fail(errors, path, n, msg, "a gold+pred file has token<TAB>gold<TAB>pred lines; "
+              "otherwise give the gold and the predictions as two files")
+        return None
     return cols[0], _map_tag(tag.strip(), tmap)
 
 
@@ -406,11 +413,22 @@ def read_file(
     tag_column: int = -1,
     errors: list | None = None,
 ) -> list[Example]:
-    """Read any supported file (``format="auto"`` detects it)."""
+    """Read any supported file (``format="auto"`` detects it).
+
+    ``tag_column`` picks the tag column of the column formats; JSONL has no columns (its tags
+    are the ``"tags"`` field), so any other value than the default -1 is refused for it.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     fmt = detect_format(path) if format == "auto" else format
+    if fmt == "jsonl" and tag_column != -1:
+        raise DataFormatError(
+            path, None,
+            f"tag column {tag_column} asked of a JSONL file: JSONL has one \"tags\" field, so "
+            "this file has no gold+pred columns",
+            "give the gold and the predictions as two files: mner score GOLD PRED",
+        )
     if fmt == "twitter":
         return read_twitter(path, type_map, tag_column, errors)
     if fmt == "conll":
