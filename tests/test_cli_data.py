@@ -8,7 +8,7 @@ import pytest
 
 from mner.cli import main
 from mner.data.captions import CaptionStore, attach_captions
-from mner.data.formats import read_file
+from mner.data.formats import DataFormatError, read_file
 from mner.resources import sample_corpus_dir
 
 SAMPLE = sample_corpus_dir()
@@ -165,3 +165,15 @@ def test_score_single_file_without_pred_column_is_refused(tmp_path, capsys, name
     assert main(["score", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / name) in err and "no gold+pred columns" in err
+
+
+def test_caption_file_bom_and_bad_utf8(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_bytes("\ufeff10.jpg :a dog\r\n11.png :a cat\r\n".encode("utf-8"))
+    store = CaptionStore.from_file(p)
+    assert store.get_caption("10") == "a dog" and store.get_caption("11") == "a cat"
+    assert sorted(store) == ["10", "11"]
+    p.write_bytes(b"10.jpg :a dog\n11.jpg :caf\xe9\n")
+    with pytest.raises(DataFormatError, match="not valid UTF-8") as err:
+        CaptionStore.from_file(p)
+    assert err.value.file == str(p) and err.value.line == 2

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from mner.data.example import Example
-from mner.data.formats import DataFormatError
+from mner.data.formats import DataFormatError, _read_lines
+from mner.data.images import EXTENSIONS
 
 __all__ = ["CaptionStore", "CaptionReport", "attach_captions", "find_caption_file"]
 
@@ -22,7 +23,7 @@ def _image_key(ref: str) -> str:
     """``"123.jpg"`` and ``"123"`` and ``"/x/123.jpg"`` all give ``"123"``."""
     name = Path(ref).name
     stem, dot, ext = name.rpartition(".")
-    return stem if dot and ext.lower() in ("jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff") else name
+    return stem if dot and f".{ext.lower()}" in EXTENSIONS else name
 
 
 @dataclass
@@ -36,9 +37,7 @@ class CaptionStore(Mapping[str, str]):
     def from_file(cls, path: str | Path) -> "CaptionStore":
         path = Path(path)
         captions: dict[str, str] = {}
-        data = path.read_bytes().decode("utf-8")
-        for n, line in enumerate(data.split("\n"), start=1):
-            line = line.rstrip("\r")
+        for n, line in enumerate(_read_lines(path), start=1):
             if not line.strip():
                 continue
             name, sep, caption = line.partition(" :")
