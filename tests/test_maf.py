@@ -386,6 +386,28 @@ def test_negatives_see_the_swapped_visual_side(encoders, examples, monkeypatch, 
         torch.testing.assert_close(out.emissions[0], as_if[0])
 
 
+def test_pairs_without_visual_side_are_not_matches(encoders, examples, monkeypatch):
+    """Tweet 3 has no image and no caption: as a positive it is labelled 0 (the gate should close
+    on an empty visual stream), and so is a swapped pair; the other positives stay 1."""
+    import mner.models.maf.modeling_maf as modeling
+
+    def fixed(n, fraction, generator=None, device=None):
+        perm = torch.arange(n, device=device)
+        perm[0], perm[1] = 1, 0
+        labels = torch.ones(n, device=device)
+        labels[:2] = 0.0
+        return perm, labels
+
+    monkeypatch.setattr(modeling, "sample_negatives", fixed)
+    torch.manual_seed(0)
+    model = MAFModel(maf_config(encoders, view="both"))
+    seen = []
+    model.matching_loss.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
+    model.train()
+    model(model.collator(train=True)(examples))
+    assert seen[0].tolist() == [0, 0, 1, 0, 1, 1, 1, 1]
+
+
 def test_efficientnet_lite0_random_model_round_trip(encoders, examples, tmp_path):
     from mner.encoders import ImageEncoderConfig
 
@@ -413,9 +435,11 @@ def test_config_checks_and_variants():
                        ({"negative_fraction": 1.0}, "negative_fraction"), ({"alpha": 0.6, "beta": 0.5}, "alpha")]:
         with pytest.raises(ValueError, match=match):
             MAFConfig(**bad)
-    # the authors' code: lambda = 0.62 on L_crf, 0.38 on L_cm + L_ca
+    # the authors' code: 0.62 L_crf + 0.38 L_cm + 0.38 L_ca, as alpha, beta, 1 - alpha - beta
     cfg = MAFConfig()
-    assert cfg.alpha == cfg.beta == 0.19 and 1 - cfg.alpha - cfg.beta == pytest.approx(0.62)
+    weights = torch.tensor([1 - cfg.alpha - cfg.beta, cfg.beta, cfg.alpha])
+    torch.testing.assert_close(weights / weights[0] * 0.62, torch.tensor([0.62, 0.38, 0.38]))
+    assert cfg.alpha + cfg.beta + (1 - cfg.alpha - cfg.beta) == pytest.approx(1.0)
     assert (cfg.temperature, cfg.direction_weight, cfg.negative_fraction) == (0.179, 0.7, 0.25)
 
 

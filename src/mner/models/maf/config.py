@@ -1,8 +1,10 @@
 """The configuration of MAF (Xu et al., WSDM 2023), with the defaults of the authors' code.
 
 Loss (slides): ``L = alpha * L_ca + beta * L_cm + (1 - alpha - beta) * L_mner``. The authors'
-code writes it ``L = lambda * L_crf + (1 - lambda) * (L_cm + L_ca)`` with lambda = 0.62, i.e.
-alpha = beta = 0.19: those are the defaults here.
+code writes it ``L = lambda * L_crf + (1 - lambda) * (L_cm + L_ca)`` with lambda = 0.62: weights
+0.62 : 0.38 : 0.38, which sum to 1.38. In the slides' normalised form that is
+alpha = beta = 0.38 / 1.38 (about 0.275, leaving 0.449 for L_mner): the same gradients up to the
+factor 1.38, which AdamW does not see. Those are the defaults here.
 
 Ablations of the paper are switches: ``no_alignment`` (w/o CA), ``no_matching`` (w/o CM), both
 (w/o CA + CM), and ``no_image``: the text-only CRF tagger through the same code path (text
@@ -16,9 +18,12 @@ from dataclasses import dataclass, field
 from mner.encoders.caption import CaptionEncoderConfig
 from mner.encoders.image import ImageEncoderConfig
 from mner.encoders.text import TextEncoderConfig
-from mner.models.visual import VIEWS
+from mner.models.visual import VIEWS, view_names
 
-__all__ = ["MAFConfig"]
+__all__ = ["CODE_AUX_WEIGHT", "MAFConfig"]
+
+# lambda = 0.62 of the authors' code, as the slides' alpha = beta: (1 - 0.62) / (1 + (1 - 0.62))
+CODE_AUX_WEIGHT = 0.38 / 1.38
 
 
 @dataclass
@@ -44,7 +49,8 @@ class MAFConfig:
             ``interaction`` (swap the CI outputs, the authors' code).
         alignment_dim: width of the shared space of CA; None = ``hidden_dim``.
         temperature, direction_weight: tau and lambda_c of CA (0.179 and 0.7 in the code).
-        alpha, beta: weights of L_ca and L_cm; L_mner gets ``1 - alpha - beta``.
+        alpha, beta: weights of L_ca and L_cm; L_mner gets ``1 - alpha - beta``. Default: the
+            ratio of the authors' code (see the module docstring).
         no_alignment, no_matching, no_image: the ablations.
         crf_constraints: ``iob2`` forbids O -> I-x and B-x/I-x -> I-y in the CRF; None allows all.
     """
@@ -66,8 +72,8 @@ class MAFConfig:
     alignment_dim: int | None = None
     temperature: float = 0.179
     direction_weight: float = 0.7
-    alpha: float = 0.19
-    beta: float = 0.19
+    alpha: float = CODE_AUX_WEIGHT
+    beta: float = CODE_AUX_WEIGHT
     no_alignment: bool = False
     no_matching: bool = False
     no_image: bool = False
@@ -84,6 +90,11 @@ class MAFConfig:
             raise ValueError(f"alpha {self.alpha} and beta {self.beta} must be >= 0 with alpha + beta < 1")
         if isinstance(self.labels, tuple):
             self.labels = list(self.labels)
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The visual views the model reads: none for ``no_image``, else those of ``visual_view``."""
+        return () if self.no_image else view_names(self.visual_view)
 
     @property
     def variant(self) -> str:

@@ -39,7 +39,7 @@ from mner.models.maf.cross_modal_alignment import AlignmentProjection, Contrasti
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
 from mner.models.maf.cross_modal_matching import CrossModalMatching, MatchingLoss, sample_negatives
 from mner.models.maf.fusion_gate import FusionGate
-from mner.models.visual import VisualInputs, VisualProvider, view_names
+from mner.models.visual import VisualInputs, VisualProvider
 
 __all__ = ["MAFModel"]
 
@@ -54,9 +54,8 @@ class MAFModel(TaggingModel):
         self.text_encoder = text_encoder or TextEncoder(config.text_encoder)
         hidden = self.text_encoder.hidden_size
         d = config.hidden_dim or hidden
-        self.dim = d
         self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
-        self.views = () if config.no_image else view_names(config.visual_view)
+        self.views = config.views
         self.image_encoder = None
         self.caption_encoder = None
         if "pixels" in self.views:
@@ -143,6 +142,9 @@ class MAFModel(TaggingModel):
             train_negatives = self.training and not cfg.no_matching and tags is not None
             if train_negatives:
                 perm, match_labels = sample_negatives(n, cfg.negative_fraction, device=text.device)
+                # a pair is a match only where both sides have visual content: a tweet without
+                # image (or caption) teaches the gate to close, as for a swapped image
+                match_labels = match_labels * (present & present[perm]).to(match_labels.dtype)
             else:
                 perm = torch.arange(n, device=text.device)
                 match_labels = torch.ones(n, device=text.device)
@@ -150,7 +152,6 @@ class MAFModel(TaggingModel):
                 c = self.interaction(text, v_tokens[perm], v_mask[perm])               # C = CI(T, V_swapped)
             else:
                 c = self.interaction(text, v_tokens, v_mask)[perm]                     # swapped C (code)
-                c = c * mask[..., None].to(c.dtype)
             if cfg.no_matching:
                 m = c                                                                  # M = C
             else:
@@ -192,7 +193,7 @@ class MAFModel(TaggingModel):
         model, tok = load_text_parts(assets / "text_encoder", word_level=True)
         text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
         caption = image = None
-        views = () if config.no_image else view_names(config.visual_view)
+        views = config.views
         if "caption" in views:
             cm, ct = load_text_parts(assets / "caption_encoder")
             caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
