@@ -135,3 +135,19 @@ def test_policy_blank_and_drop_are_counted(image_dir):
     assert [e.id for e in kept] == ["a", "d"] and rep.affected == 2 and "dropped" in rep.summary()
     with pytest.raises(ValueError, match="policy"):
         apply_image_policy(exs, ImageStore(image_dir), "ignore")
+
+
+@pytest.mark.parametrize("policy", ["blank", "drop"])
+def test_policy_hits_only_the_bad_tweet_when_ids_repeat(image_dir, policy):
+    save(Image.new("RGB", (8, 8)), image_dir / "good.jpg")
+    exs = [
+        Example("7", ["x"], ["O"], image="good"),
+        Example("7", ["y"], ["O"], image="gone"),  # same tweet id, missing image
+        Example("8", ["z"], ["O"], image="good"),
+    ]
+    kept, rep = apply_image_policy(exs, ImageStore(image_dir), policy)
+    if policy == "blank":
+        assert [e.image for e in kept] == ["good", None, "good"]
+    else:
+        assert [e.tokens for e in kept] == [("x",), ("z",)]
+    assert rep.missing == ["7"] and rep.found == 2 and rep.action.startswith("1 tweets")

@@ -259,9 +259,9 @@ def apply_image_policy(
         raise ValueError(f"unknown missing-image policy {policy!r}; choose one of {POLICIES}")
     report = ImageReport(policy=policy)
     errors: list[ImageError] = []
-    bad: set[str] = set()
+    bad: set[int] = set()  # positions, not ids: a duplicate id must not hit a healthy tweet
     examples = list(examples)
-    for ex in examples:
+    for k, ex in enumerate(examples):
         if ex.image is None:
             report.no_image += 1
             continue
@@ -274,7 +274,7 @@ def apply_image_policy(
             report.found += 1
         except ImageError as err:
             errors.append(err)
-            bad.add(ex.id)
+            bad.add(k)
             if err.kind == "missing":
                 report.missing.append(ex.id)
             else:
@@ -287,6 +287,6 @@ def apply_image_policy(
         raise MissingImagesError(report, errors)
     if policy == "blank":
         report.action = f"{len(bad)} tweets kept without image"
-        return [ex.replace(image=None) if ex.id in bad else ex for ex in examples], report
+        return [ex.replace(image=None) if k in bad else ex for k, ex in enumerate(examples)], report
     report.action = f"{len(bad)} tweets dropped"
-    return [ex for ex in examples if ex.id not in bad], report
+    return [ex for k, ex in enumerate(examples) if k not in bad], report
