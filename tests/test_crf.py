@@ -211,7 +211,16 @@ def test_allowed_transitions_bioes_rules():
         (["[CLS]", "O"], "iob2", r"'\[CLS\]' at index 0"),
         (["O", "S-PER"], "iob2", "'S-PER' at index 1"),
         (["O", "B-"], "bioes", "'B-' at index 1"),
+        (["O", "BI-PER", "I-PER"], "iob2", "'BI-PER' at index 1"),
+        (["O", "-LOC"], "iob2", "'-LOC' at index 1"),
+        (["O", "IE-PER"], "bioes", "'IE-PER' at index 1"),
+        (["O", "-PER"], "bioes", "'-PER' at index 1"),
+        (["O", "B-PER "], "iob2", "'B-PER ' at index 1"),
+        (["O", "o"], "iob2", "'o' at index 1"),
+        (["O", None], "iob2", "None at index 1"),
         (["O"], "iob1", "unknown tagging scheme"),
+        (["O"], "io", "unknown tagging scheme"),
+        (["O"], "bilou", "unknown tagging scheme"),
     ],
 )
 def test_allowed_transitions_rejects_bad_labels(labels, scheme, match):

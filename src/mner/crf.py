@@ -54,6 +54,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
+from mner.tagging.schemes import normalize_scheme, parse_tag
+
 __all__ = [
     "CRF",
     "DISALLOWED",
@@ -71,8 +73,9 @@ __all__ = [
 #: penalty, it beat every allowed path by more than 1e4, far beyond any sane emission scale.
 DISALLOWED = -1e4
 
-#: Constraint schemes and their aliases (the same names as mner.tagging.schemes).
-_SCHEMES = {"iob2": "iob2", "bio": "iob2", "bioes": "bioes", "iobes": "bioes"}
+#: Schemes with transition constraints (canonical names of mner.tagging.schemes) and the
+#: prefixes their labels may use besides ``O``.
+_PREFIXES = {"iob2": "BI", "bioes": "BIES"}
 _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 
 
@@ -426,12 +429,14 @@ def crf_marginals(
 # --------------------------------------------------------------------------------------------
 
 
-def _parse_label(label: str, index: int, scheme: str) -> tuple[str, str | None]:
-    prefixes = "BI" if scheme == "iob2" else "BIES"
-    if label == "O":
-        return "O", None
-    prefix, sep, entity_type = label.partition("-")
-    if sep and prefix in prefixes and entity_type:
+def _parse_label(label: str, index: int, scheme: str) -> tuple[str, str]:
+    """``(prefix, type)`` of a label (``("O", "")`` for ``O``), read by
+    :func:`mner.tagging.parse_tag`; ValueError if it is malformed or not a tag of ``scheme``."""
+    try:
+        prefix, entity_type = parse_tag(label, index)
+    except ValueError:
+        prefix = None
+    if prefix == "O" or (prefix is not None and prefix in _PREFIXES[scheme]):
         return prefix, entity_type
     expected = "O, B-<type> or I-<type>" if scheme == "iob2" else "O or B-/I-/E-/S-<type>"
     raise ValueError(
@@ -457,12 +462,16 @@ def allowed_transitions(
     Labels are ``O`` or ``<prefix>-<type>`` (the type may itself contain ``-``). Scheme names
     are case-insensitive; ``bio`` means ``iob2`` and ``iobes`` means ``bioes``.
     """
-    if scheme.lower() not in _SCHEMES:
+    try:
+        canonical = normalize_scheme(scheme)
+    except ValueError:
+        canonical = None
+    if canonical not in _PREFIXES:
         raise ValueError(
             f"unknown tagging scheme {scheme!r} for CRF constraints; choose one of "
-            f"{sorted(_SCHEMES)} (IOB1 and IO tags have no transition constraints)"
+            "['bio', 'bioes', 'iob2', 'iobes'] (IOB1 and IO tags have no transition constraints)"
         )
-    scheme = _SCHEMES[scheme.lower()]
+    scheme = canonical
     parsed = [_parse_label(label, i, scheme) for i, label in enumerate(labels)]
     n = len(parsed)
     trans_ok = torch.zeros(n, n, dtype=torch.bool)
