@@ -129,10 +129,14 @@ def test_convert_and_sample(tmp_path, capsys):
     assert (tmp_path / "s" / "test.txt").is_file()
 
 
-def test_missing_path_is_one_clear_line(tmp_path, capsys):
-    assert main(["data", "stats", str(tmp_path / "nope")]) == 2
+@pytest.mark.parametrize("command", ["stats", "validate"])
+def test_missing_path_is_one_clear_line(tmp_path, capsys, command):
+    assert main(["data", command, str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mner: error:") and "no such file or folder" in err
+    # an existing folder without split files is told apart
+    assert main(["data", command, str(tmp_path), "--captions", "none"]) == 2
+    assert "no train/valid/test files found" in capsys.readouterr().err
 
 
 def test_caption_store_parses_the_release_format(tmp_path):

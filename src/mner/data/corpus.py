@@ -20,7 +20,7 @@ from mner.data.example import Example
 from mner.data.formats import read_file
 from mner.data.images import ImageStore, apply_image_policy
 
-__all__ = ["Corpus", "SPLIT_ALIASES", "SPLIT_EXTENSIONS", "find_split_files"]
+__all__ = ["Corpus", "SPLIT_ALIASES", "SPLIT_EXTENSIONS", "corpus_files", "find_split_files"]
 
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
@@ -56,6 +56,24 @@ def find_split_files(folder: str | Path) -> dict[str, Path]:
     return found
 
 
+def corpus_files(path: str | Path) -> dict[str, Path]:
+    """The files of the corpus at ``path``: ``{stem: path}`` for one file, else the split files
+    of the folder (:func:`find_split_files`). Raises FileNotFoundError, saying which, when
+    ``path`` does not exist or the folder holds no split file."""
+    path = Path(path)
+    if path.is_file():
+        return {path.stem: path}
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    files = find_split_files(path)
+    if not files:
+        raise FileNotFoundError(
+            f"{path}: no train/valid/test files found (looked for "
+            f"{{train,valid,dev,test}}{{{','.join(SPLIT_EXTENSIONS)}}})"
+        )
+    return files
+
+
 @dataclass(frozen=True)
 class Corpus(Mapping[str, list[Example]]):
     """Named splits of examples, the files they came from, and check reports."""
@@ -73,17 +91,9 @@ class Corpus(Mapping[str, list[Example]]):
         format: str = "auto",
     ) -> "Corpus":
         path = Path(path)
-        if path.is_file():
-            return cls({path.stem: read_file(path, format, type_map)}, {path.stem: path}, path.parent)
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such file or folder")
-        files = find_split_files(path)
-        if not files:
-            raise FileNotFoundError(
-                f"{path}: no train/valid/test files found (looked for "
-                f"{{train,valid,dev,test}}{{{','.join(SPLIT_EXTENSIONS)}}})"
-            )
-        return cls({s: read_file(f, format, type_map) for s, f in files.items()}, files, path)
+        files = corpus_files(path)
+        root = path.parent if path.is_file() else path
+        return cls({s: read_file(f, format, type_map) for s, f in files.items()}, files, root)
 
     # Mapping interface -------------------------------------------------------------
     def __getitem__(self, split: str) -> list[Example]:

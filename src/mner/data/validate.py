@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from mner.data.captions import CaptionStore
-from mner.data.corpus import find_split_files
+from mner.data.corpus import corpus_files
 from mner.data.example import Example
 from mner.data.formats import DataFormatError, detect_format, read_file
 from mner.data.images import ImageError, ImageStore
@@ -135,9 +135,7 @@ def validate_corpus(
 ) -> tuple[list[Issue], dict[str, list[Example]]]:
     """Check a corpus folder (or one file); return the issues and the examples read."""
     path = Path(path)
-    files = {path.stem: path} if path.is_file() else find_split_files(path)
-    if not files:
-        raise FileNotFoundError(f"{path}: no train/valid/test files found")
+    files = corpus_files(path)
     issues: list[Issue] = []
     types = set(allowed_types) if allowed_types else None
     splits = {split: _check_file(f, split, types, issues) for split, f in files.items()}
