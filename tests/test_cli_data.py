@@ -181,3 +181,20 @@ def test_caption_file_bom_and_bad_utf8(tmp_path):
     with pytest.raises(DataFormatError, match="not valid UTF-8") as err:
         CaptionStore.from_file(p)
     assert err.value.file == str(p) and err.value.line == 2
+
+
+def test_validate_reads_with_format_and_map_types(tmp_path, capsys):
+    (tmp_path / "train.txt").write_text("IMGID:1\n#Hopkins\tB-OTHER\nrocks\tO\n\n")
+    argv = ["data", "validate", str(tmp_path), "--captions", "none", "--types", "PER,LOC,ORG,MISC"]
+    code, out = run_json(capsys, *argv)
+    assert code == 1 and [i["code"] for i in out["issues"]] == ["unknown-type"]
+    code, out = run_json(capsys, *argv, "--map-types", "other-to-misc")
+    assert code == 0 and out["issues"] == []
+    # a CoNLL file whose first token is "{" is detected as JSONL; --format says otherwise
+    (tmp_path / "train.txt").unlink()
+    (tmp_path / "train.conll").write_text("{\tO\nParis\tB-LOC\n}\tO\n\n")
+    code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", "none")
+    assert code == 1 and out["issues"][0]["code"] == "format"
+    code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", "none",
+                         "--format", "conll")
+    assert code == 0 and out["issues"] == [] and out["tweets"] == {"train": 1}

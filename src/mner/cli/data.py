@@ -148,6 +148,7 @@ def cmd_validate(args) -> int:
     issues, splits = validate_corpus(
         args.path, image_dir=args.images, captions=captions, missing_images=args.missing_images,
         allowed_types=args.types.split(",") if args.types else None,
+        format=args.format, type_map=args.map_types,
     )
     counts = summarize(issues)
     failed = counts["error"] > 0 or (args.strict and counts["warning"] > 0)

@@ -23,7 +23,7 @@ import unicodedata
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from mner.data.captions import CaptionStore
 from mner.data.corpus import corpus_files
@@ -75,10 +75,11 @@ def _token_line(ex: Example, i: int, fmt: str) -> int | None:
     return first if fmt == "jsonl" else first + i
 
 
-def _check_file(path: Path, split: str, allowed_types: set[str] | None, out: list[Issue]) -> list[Example]:
-    fmt = detect_format(path)
+def _check_file(path: Path, split: str, allowed_types: set[str] | None, out: list[Issue],
+                format: str = "auto", type_map: str | Mapping[str, str] | None = None) -> list[Example]:
+    fmt = detect_format(path) if format == "auto" else format
     errors: list[DataFormatError] = []
-    examples = read_file(path, fmt, errors=errors)
+    examples = read_file(path, fmt, type_map, errors=errors)
     f = str(path)
     for err in errors:
         out.append(Issue("error", "format", err.message + (f" ({err.hint})" if err.hint else ""), f, err.line))
@@ -132,13 +133,19 @@ def validate_corpus(
     captions: CaptionStore | None = None,
     missing_images: str = "error",
     allowed_types: Sequence[str] | None = None,
+    format: str = "auto",
+    type_map: str | Mapping[str, str] | None = None,
 ) -> tuple[list[Issue], dict[str, list[Example]]]:
-    """Check a corpus folder (or one file); return the issues and the examples read."""
+    """Check a corpus folder (or one file); return the issues and the examples read.
+
+    ``format`` and ``type_map`` are those of :func:`~mner.data.formats.read_file`: the files
+    are checked as they will be read (``allowed_types`` applies to the mapped types).
+    """
     path = Path(path)
     files = corpus_files(path)
     issues: list[Issue] = []
     types = set(allowed_types) if allowed_types else None
-    splits = {split: _check_file(f, split, types, issues) for split, f in files.items()}
+    splits = {split: _check_file(f, split, types, issues, format, type_map) for split, f in files.items()}
 
     # Across splits: image ids must not leak; repeated texts are worth knowing.
     owner: dict[str, str] = {}
