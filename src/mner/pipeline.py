@@ -117,7 +117,7 @@ class Pipeline:
                                 if images is not None else [ex.image for ex in todo])
                         imgs = [self._image(ref) for ref in refs]
                     batch.visual = self.provider(todo, images=imgs)
-                decoded = self.model.decode(batch.to(self.device), confidences=True)
+                decoded = self.model.decode(batch, confidences=True)
                 k = 0
                 for i, ex in enumerate(chunk):
                     if i in decoded_by_pos:

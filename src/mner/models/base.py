@@ -84,7 +84,10 @@ class TaggingModel(nn.Module):
 
     @torch.no_grad()
     def decode(self, batch: TaggingBatch, confidences: bool = False) -> Decoded:
-        """Viterbi tags per tweet (and each word's marginal probability of its tag)."""
+        """Viterbi tags per tweet (and each word's marginal probability of its tag).
+
+        The batch is moved to the model's device first (a plain DataLoader gives CPU batches)."""
+        batch = batch.to(next(self.parameters()).device)
         was_training = self.training
         self.eval()
         try:

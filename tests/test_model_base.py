@@ -1,0 +1,68 @@
+"""What every tagging model shares (mner.models.base): decoding and the CRF loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mner.data.example import Example
+from mner.models import MAFModel
+from mner.models.batch import TaggingBatch
+from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+_TEXTS = [["Obama", "meets", "Merkel", "in", "Berlin"], ["Paris", "at", "night"], ["New", "York"]]
+_TAGS = [["B-PER", "O", "B-PER", "O", "B-LOC"], ["B-LOC", "O", "O"], ["B-LOC", "I-LOC"]]
+
+
+@pytest.fixture(scope="module")
+def model(encoders) -> MAFModel:
+    torch.manual_seed(0)
+    return MAFModel(maf_config(encoders, view="both")).eval()
+
+
+@pytest.fixture(scope="module")
+def batch(model, tmp_path_factory) -> TaggingBatch:
+    folder = tmp_path_factory.mktemp("base-images")
+    examples = []
+    for i, (tokens, tags) in enumerate(zip(_TEXTS, _TAGS)):
+        random_image(i).save(folder / f"t{i}.png")
+        examples.append(Example(f"t{i}", tuple(tokens), tuple(tags), image=str(folder / f"t{i}.png"),
+                                caption=f"a photo number {i}"))
+    out = model.collator(train=False)(examples)
+    assert out.tags is not None
+    return out
+
+
+class _Forwards:
+    """Wraps a model's forward and keeps each batch it saw and each output it gave."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls: list[tuple] = []
+        self._forward = model.forward
+        monkeypatch.setattr(model, "forward", self)
+
+    def __call__(self, batch):
+        out = self._forward(batch)
+        self.calls.append((batch, out))
+        return out
+
+
+def test_decode_moves_the_batch_to_the_models_device(model, batch, monkeypatch):
+    """A plain DataLoader leaves batches on the CPU; decode must bring them to the model (a GPU)."""
+    moves: list[tuple[torch.device, TaggingBatch]] = []
+    real_to = TaggingBatch.to
+
+    def to(self, device):
+        moved = real_to(self, device)
+        moves.append((torch.device(device), moved))
+        return moved
+
+    monkeypatch.setattr(TaggingBatch, "to", to)
+    forwards = _Forwards(model, monkeypatch)
+    model.decode(batch)
+    device = next(model.parameters()).device
+    assert [d for d, _ in moves] == [device]
+    seen = forwards.calls[0][0]
+    assert seen is moves[0][1], "the forward did not get the moved batch"
