@@ -66,3 +66,19 @@ def test_decode_moves_the_batch_to_the_models_device(model, batch, monkeypatch):
     assert [d for d, _ in moves] == [device]
     seen = forwards.calls[0][0]
     assert seen is moves[0][1], "the forward did not get the moved batch"
+
+
+def test_decode_computes_no_loss_and_the_same_tags(model, batch, monkeypatch):
+    """Decoding a batch with gold tags runs the forward without them (no CRF NLL thrown away);
+    in eval mode the tags only gate the loss, so the emissions are the same."""
+    with torch.no_grad():
+        with_gold = model(batch)
+    assert with_gold.loss is not None
+    forwards = _Forwards(model, monkeypatch)
+    decoded = model.decode(batch, confidences=True)
+    seen, out = forwards.calls[0]
+    assert seen.tags is None and out.loss is None and out.losses == {}
+    assert torch.equal(out.emissions, with_gold.emissions) and torch.equal(out.mask, with_gold.mask)
+    assert batch.tags is not None, "decode changed the caller's batch"
+    assert decoded.tags == [model.label_set.decode(p) for p in model.crf.decode(with_gold.emissions.float(),
+                                                                                  with_gold.mask)]

@@ -86,8 +86,9 @@ class TaggingModel(nn.Module):
     def decode(self, batch: TaggingBatch, confidences: bool = False) -> Decoded:
         """Viterbi tags per tweet (and each word's marginal probability of its tag).
 
-        The batch is moved to the model's device first (a plain DataLoader gives CPU batches)."""
-        batch = batch.to(next(self.parameters()).device)
+        The batch is moved to the model's device first (a plain DataLoader gives CPU batches).
+        Gold tags are left out: in eval mode they would only add a loss nobody reads."""
+        batch = dataclasses.replace(batch, tags=None).to(next(self.parameters()).device)
         was_training = self.training
         self.eval()
         try:
