@@ -198,3 +198,27 @@ def test_validate_reads_with_format_and_map_types(tmp_path, capsys):
     code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", "none",
                          "--format", "conll")
     assert code == 0 and out["issues"] == [] and out["tweets"] == {"train": 1}
+
+
+def test_each_file_format_is_detected_once(monkeypatch, capsys):
+    import mner.cli.data
+    import mner.data.corpus
+    import mner.data.formats
+    import mner.data.validate
+
+    real = mner.data.formats.detect_format
+    calls: list[str] = []
+
+    def counting(path):
+        calls.append(str(path))
+        return real(path)
+
+    for mod in (mner.data.formats, mner.data.corpus, mner.data.validate, mner.cli.data):
+        if hasattr(mod, "detect_format"):
+            monkeypatch.setattr(mod, "detect_format", counting)
+    files = sorted(str(SAMPLE / f"{s}.txt") for s in ("train", "valid", "test"))
+    for cmd in ("validate", "stats"):
+        calls.clear()
+        main(["data", cmd, str(SAMPLE), "--images", str(SAMPLE_IMAGES), "--json"])
+        capsys.readouterr()
+        assert sorted(calls) == files, cmd

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mner.data.captions import CaptionStore, find_caption_file
 from mner.data.corpus import Corpus
-from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, detect_format, read_file, write_file
+from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, read_file, write_file
 from mner.data.images import POLICIES, ImageStore
 from mner.data.stats import split_stats
 from mner.data.validate import summarize, validate_corpus
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load(args) -> tuple[Corpus, list[str]]:
     notes = []
     corpus = Corpus.from_folder(args.path, type_map=args.map_types, format=args.format)
-    fmts = sorted({detect_format(f) if args.format == "auto" else args.format for f in corpus.files.values()})
+    fmts = sorted(set(corpus.formats.values()))
     notes.append(f"corpus: {args.path} ({', '.join(fmts)} format)")
     store, note = resolve_captions(args.path, args.captions)
     notes.append(note)

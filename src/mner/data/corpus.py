@@ -17,7 +17,7 @@ from typing import Iterator, Mapping
 
 from mner.data.captions import CaptionStore, attach_captions
 from mner.data.example import Example
-from mner.data.formats import read_file
+from mner.data.formats import detect_format, read_file
 from mner.data.images import ImageStore, apply_image_policy
 
 __all__ = ["Corpus", "SPLIT_ALIASES", "SPLIT_EXTENSIONS", "corpus_files", "find_split_files"]
@@ -76,12 +76,14 @@ def corpus_files(path: str | Path) -> dict[str, Path]:
 
 @dataclass(frozen=True)
 class Corpus(Mapping[str, list[Example]]):
-    """Named splits of examples, the files they came from, and check reports."""
+    """Named splits of examples, the files they came from (and their formats), and check
+    reports."""
 
     splits: dict[str, list[Example]]
     files: dict[str, Path] = field(default_factory=dict)
     root: Path | None = None
     reports: dict[str, dict[str, object]] = field(default_factory=dict)
+    formats: dict[str, str] = field(default_factory=dict)  # split -> format its file was read in
 
     @classmethod
     def from_folder(
@@ -93,7 +95,9 @@ class Corpus(Mapping[str, list[Example]]):
         path = Path(path)
         files = corpus_files(path)
         root = path.parent if path.is_file() else path
-        return cls({s: read_file(f, format, type_map) for s, f in files.items()}, files, root)
+        fmts = {s: detect_format(f) if format == "auto" else format for s, f in files.items()}
+        splits = {s: read_file(f, fmts[s], type_map) for s, f in files.items()}
+        return cls(splits, files, root, formats=fmts)
 
     # Mapping interface -------------------------------------------------------------
     def __getitem__(self, split: str) -> list[Example]:

@@ -75,9 +75,8 @@ def _token_line(ex: Example, i: int, fmt: str) -> int | None:
     return first if fmt == "jsonl" else first + i
 
 
-def _check_file(path: Path, split: str, allowed_types: set[str] | None, out: list[Issue],
-                format: str = "auto", type_map: str | Mapping[str, str] | None = None) -> list[Example]:
-    fmt = detect_format(path) if format == "auto" else format
+def _check_file(path: Path, split: str, fmt: str, allowed_types: set[str] | None, out: list[Issue],
+                type_map: str | Mapping[str, str] | None = None) -> list[Example]:
     errors: list[DataFormatError] = []
     examples = read_file(path, fmt, type_map, errors=errors)
     f = str(path)
@@ -145,7 +144,10 @@ def validate_corpus(
     files = corpus_files(path)
     issues: list[Issue] = []
     types = set(allowed_types) if allowed_types else None
-    splits = {split: _check_file(f, split, types, issues, format, type_map) for split, f in files.items()}
+    # each file's format, detected once
+    fmts = {split: detect_format(f) if format == "auto" else format for split, f in files.items()}
+    splits = {split: _check_file(f, split, fmts[split], types, issues, type_map)
+              for split, f in files.items()}
 
     # Across splits: image ids must not leak; repeated texts are worth knowing.
     owner: dict[str, str] = {}
@@ -156,7 +158,7 @@ def validate_corpus(
             if key in owner and owner[key] != split:
                 issues.append(Issue("error", "image-in-two-splits",
                                     f"image {key!r} is used in {owner[key]} and {split}",
-                                    str(files[split]), _token_line(ex, 0, detect_format(files[split])), ex.id))
+                                    str(files[split]), _token_line(ex, 0, fmts[split]), ex.id))
             owner.setdefault(key, split)
             texts[" ".join(ex.tokens)].append((split, ex.id))
     for text, where in texts.items():
@@ -169,7 +171,7 @@ def validate_corpus(
     if image_dir is not None:
         store = ImageStore(Path(image_dir))
         for split, exs in splits.items():
-            fmt = detect_format(files[split])
+            fmt = fmts[split]
             for ex in exs:
                 if ex.image is None:
                     continue
