@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -49,32 +48,6 @@ class VisualFeatures:
         """Like ``Tensor.to``; a dtype applies to ``tokens`` and ``pooled`` only (``mask`` stays bool)."""
         tokens = self.tokens.to(*args, **kwargs)
         return VisualFeatures(tokens, self.mask.to(tokens.device), self.pooled.to(*args, **kwargs))
-
-    def select(self, index: torch.Tensor | Sequence[int]) -> "VisualFeatures":
-        """The items at ``index`` (e.g. a permutation for negative sampling), as a new batch."""
-        index = torch.as_tensor(index, dtype=torch.long, device=self.tokens.device)
-        return VisualFeatures(self.tokens[index], self.mask[index], self.pooled[index])
-
-    def unbind(self) -> list["VisualFeatures"]:
-        """One single-item batch per item, trimmed of padding regions."""
-        out = []
-        for i in range(len(self)):
-            keep = self.mask[i]
-            out.append(VisualFeatures(self.tokens[i, keep][None], self.mask[i, keep][None], self.pooled[i][None]))
-        return out
-
-    @staticmethod
-    def cat(items: Sequence["VisualFeatures"]) -> "VisualFeatures":
-        """Concatenate batches along the batch axis, padding regions to the longest (mask False)."""
-        if not items:
-            raise ValueError("VisualFeatures.cat: nothing to concatenate")
-        longest = max(f.tokens.shape[1] for f in items)
-        tokens, masks = [], []
-        for f in items:
-            pad = longest - f.tokens.shape[1]
-            tokens.append(torch.nn.functional.pad(f.tokens, (0, 0, 0, pad)))
-            masks.append(torch.nn.functional.pad(f.mask, (0, pad), value=False))
-        return VisualFeatures(torch.cat(tokens), torch.cat(masks), torch.cat([f.pooled for f in items]))
 
 
 @dataclass
