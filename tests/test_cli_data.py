@@ -222,3 +222,17 @@ def test_each_file_format_is_detected_once(monkeypatch, capsys):
         main(["data", cmd, str(SAMPLE), "--images", str(SAMPLE_IMAGES), "--json"])
         capsys.readouterr()
         assert sorted(calls) == files, cmd
+
+
+def test_validate_finds_captions_as_training_does(tmp_path, capsys):
+    # the image has no caption, the tweet id has one: attach_captions falls back to it
+    (tmp_path / "train.conll").write_text(
+        "# id = t1\n# image = pic9.jpg\nParis\tB-LOC\n\n"
+        "# id = t2\n# image = pic8.jpg\nRome\tB-LOC\n\n"
+    )
+    caps = tmp_path / "caps.txt"
+    caps.write_text("t1.jpg :a street\n")
+    exs, rep = attach_captions(read_file(tmp_path / "train.conll"), CaptionStore.from_file(caps))
+    assert rep.found == 1 and rep.missing == ["t2"]
+    code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", str(caps))
+    assert [(i["code"], i["tweet"]) for i in out["issues"]] == [("caption-missing", "t2")]

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from mner.data.captions import CaptionStore
+from mner.data.captions import CaptionStore, attach_captions
 from mner.data.corpus import corpus_files
 from mner.data.example import Example
 from mner.data.formats import DataFormatError, detect_format, read_file
@@ -191,14 +191,17 @@ def validate_corpus(
                                         ex.id))
     if captions is not None:
         for split, exs in splits.items():
-            for ex in exs:
-                cap = ex.caption if ex.caption is not None else captions.get_caption(ex.image or ex.id)
-                if cap is None:
+            # the lookup training uses (image id, else tweet id), so both agree
+            attached, _ = attach_captions(exs, captions)
+            for ex, cap_ex in zip(exs, attached):
+                if cap_ex.caption is None:
                     issues.append(Issue("warning", "caption-missing", "no caption for this image",
                                         str(files[split]), None, ex.id))
-                elif cap == "":
+                elif cap_ex.caption == "":
+                    own = ex.caption is not None  # the data file gave it, not the caption file
+                    where = str(files[split]) if own else (str(captions.path) if captions.path else None)
                     issues.append(Issue("warning", "caption-empty", "the caption is empty",
-                                        str(captions.path) if captions.path else None, None, ex.id))
+                                        where, None, ex.id))
     return issues, splits
 
 
