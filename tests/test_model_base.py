@@ -7,7 +7,7 @@ import torch
 
 from mner.data.example import Example
 from mner.models import MAFModel
-from mner.models.batch import TaggingBatch
+from mner.models.batch import IGNORE_INDEX, TaggingBatch
 from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,3 +82,19 @@ def test_decode_computes_no_loss_and_the_same_tags(model, batch, monkeypatch):
     assert batch.tags is not None, "decode changed the caller's batch"
     assert decoded.tags == [model.label_set.decode(p) for p in model.crf.decode(with_gold.emissions.float(),
                                                                                   with_gold.mask)]
+
+
+def test_crf_loss_ignores_padding_but_refuses_an_ignored_tag_at_a_real_word(model, batch):
+    with torch.no_grad():
+        out = model(batch)
+    mask = out.mask
+    assert bool((batch.tags[~mask] == IGNORE_INDEX).all()) and bool((batch.tags[mask] >= 0).all())
+    # padding holds -100: the loss is the one of any other padding value
+    padded_zero = batch.tags.masked_fill(~mask, 0)
+    assert torch.equal(model.crf_loss(out.emissions, batch.tags, mask),
+                       model.crf_loss(out.emissions, padded_zero, mask))
+    # a -100 at a real word is a bug in the data or the collator: an error, not a silent tag 0
+    bad = batch.tags.clone()
+    bad[0, 1] = IGNORE_INDEX
+    with pytest.raises(ValueError, match="out of range"):
+        model.crf_loss(out.emissions, bad, mask)

@@ -22,7 +22,7 @@ from torch import nn
 
 from mner.config import from_dict, to_dict
 from mner.crf import CRF
-from mner.models.batch import IGNORE_INDEX, TaggingBatch, TaggingCollator
+from mner.models.batch import TaggingBatch, TaggingCollator
 from mner.models.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -105,8 +105,10 @@ class TaggingModel(nn.Module):
         return Decoded(tags, conf)
 
     def crf_loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``L_mner``: mean negative log-likelihood per tweet."""
-        return self.crf(emissions.float(), tags.masked_fill(tags == IGNORE_INDEX, 0), mask, reduction="mean")
+        """``L_mner``: mean negative log-likelihood per tweet. The CRF never reads the tags at
+        padded positions (:data:`~mner.models.batch.IGNORE_INDEX` there is fine); an ignored tag
+        at a real word is an error, not a silent tag 0."""
+        return self.crf(emissions.float(), tags, mask, reduction="mean")
 
     # ---------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
