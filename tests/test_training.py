@@ -146,6 +146,23 @@ def test_config_bad_values_are_refused_when_loaded(raw, key):
         load_experiment(raw)
 
 
+
+@pytest.mark.parametrize("env,expected", [("~/mner-cache", "home/mner-cache"), ("", "home/.cache/mner"),
+                                          (None, "home/.cache/mner")])
+def test_auto_feature_cache_lies_in_the_mner_cache_folder(env, expected, tmp_path, monkeypatch):
+    """``feature_cache: auto`` is ``<cache_dir()>/features``: ``~`` in $MNER_CACHE is expanded and an
+    empty $MNER_CACHE means the default folder, as for the encoders' cache."""
+    from mner.encoders.offline import cache_dir
+    from mner.experiment import feature_cache
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    if env is None:
+        monkeypatch.delenv("MNER_CACHE", raising=False)
+    else:
+        monkeypatch.setenv("MNER_CACHE", env)
+    assert feature_cache("auto").folder == tmp_path / expected / "features" == cache_dir() / "features"
+
+
 # ============================================================================ missing images
 def _sample_data(policy: str, **extra) -> DataConfig:
     paths = sample_paths()

@@ -111,8 +111,9 @@ def feature_cache(spec: str | None):
     if spec is None:
         return FeatureCache()
     if spec == "auto":
-        base = Path(os.environ.get("MNER_CACHE", Path.home() / ".cache" / "mner"))
-        return FeatureCache(base / "features")
+        from mner.encoders.offline import cache_dir
+
+        return FeatureCache(cache_dir() / "features")
     return FeatureCache(spec)
 
 
