@@ -239,3 +239,42 @@ def test_caption_longer_than_limit_is_truncated_with_warning(folders, caplog):
     with caplog.at_level("WARNING"):
         out = encoder.encode(["the cat in the city of london", "a cat"])
     assert out.tokens.shape[1] == 6 and "truncated" in caplog.text
+
+
+class _CountingTokenizer:
+    """A tokenizer wrapper that records the keyword arguments of each call."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer = tokenizer
+        self.calls: list[dict] = []
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self._tokenizer(*args, **kwargs)
+
+
+def test_caption_batch_within_the_limit_is_tokenized_once(captioner, monkeypatch):
+    captions = ["two people holding hands at a wedding", "", None, "a cat"]
+    counting = _CountingTokenizer(captioner.tokenizer)
+    monkeypatch.setattr(captioner, "tokenizer", counting)
+    got = captioner.tokenize(captions)
+    assert len(counting.calls) == 1
+    want = counting._tokenizer([c or "" for c in captions], padding=True, return_tensors="pt")
+    assert set(got) == {"input_ids", "attention_mask"}
+    for key in got:
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key])
+
+
+def test_caption_batch_over_the_limit_is_truncated(folders, monkeypatch):
+    encoder = CaptionEncoder(CaptionEncoderConfig(name=str(folders["bert"]), max_length=6))
+    counting = _CountingTokenizer(encoder.tokenizer)
+    monkeypatch.setattr(encoder, "tokenizer", counting)
+    captions = ["the cat in the city of london", "a cat"]
+    got = encoder.tokenize(captions)
+    want = counting._tokenizer(captions, padding=True, truncation=True, max_length=6, return_tensors="pt")
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(got[key], want[key])
+    assert got["input_ids"].shape == (2, 6)

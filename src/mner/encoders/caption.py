@@ -129,14 +129,16 @@ class CaptionEncoder(nn.Module):
         texts = [c or "" for c in captions]
         if not texts:
             raise ValueError("CaptionEncoder: empty batch")
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+        encoded = self.tokenizer(texts, add_special_tokens=True, verbose=False, return_token_type_ids=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
         too_long = sum(n > self.max_length for n in lengths)
-        if too_long:
+        if too_long:  # rare: tokenize again, with truncation
             logger.warning("%d of %d captions exceed %d sub-tokens and are truncated (longest: %d)",
                            too_long, len(texts), self.max_length, max(lengths))
-        encoded = self.tokenizer(texts, add_special_tokens=True, padding=True, truncation=bool(too_long),
-                                 max_length=self.max_length if too_long else None, return_tensors="pt",
-                                 return_token_type_ids=False)
+            encoded = self.tokenizer(texts, add_special_tokens=True, padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
+        else:
+            encoded = self.tokenizer.pad(encoded, padding=True, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def forward(self, captions: Sequence[str | None] | Mapping[str, torch.Tensor]) -> VisualFeatures:
