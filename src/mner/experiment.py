@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mner.config import apply_overrides, from_dict, load_yaml, to_dict
-from mner.data.captions import CaptionStore, find_caption_file
+from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.data.corpus import Corpus
 from mner.data.example import Example
 from mner.data.images import ImageStore
@@ -47,7 +47,8 @@ class DataConfig:
         train, valid, test: single files (override the corpus' splits).
         format: ``auto``, ``twitter``, ``conll`` or ``jsonl``.
         type_map: rename entity types while reading (e.g. ``OTHER=MISC``).
-        captions: a caption file, ``auto`` (next to the corpus, see ``mner data stats``) or None.
+        captions: a caption file, ``auto`` (next to the corpus, see ``mner data stats``), or
+            None / ``none`` (see :func:`mner.data.captions.resolve_caption_file`).
         images: the image folder (None: no pixels).
         missing_images: ``error`` | ``blank`` | ``drop`` for tweets whose image is missing or unreadable.
         check_images: decode every image before training (finds broken files up front).
@@ -147,17 +148,11 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
         notes.append(f"train: first {len(splits['train'])} tweets only (data.max_train)")
     work = Corpus(splits, files, Path(cfg.corpus) if cfg.corpus else None)
 
-    caption_spec = cfg.captions
-    if caption_spec == "auto":
-        base = Path(cfg.corpus) if cfg.corpus else next(iter(files.values())).parent
-        found = find_caption_file(base)
-        caption_spec = str(found) if found else None
-        if found:
-            notes.append(f"captions: {found} (found next to the corpus)")
-    elif caption_spec:
-        notes.append(f"captions: {caption_spec}")
-    if caption_spec:
-        work = work.with_captions(CaptionStore.from_file(caption_spec))
+    caption_file, caption_note = resolve_caption_file(
+        cfg.captions, Path(cfg.corpus) if cfg.corpus else next(iter(files.values())))
+    notes.append(caption_note)
+    if caption_file is not None:
+        work = work.with_captions(CaptionStore.from_file(caption_file))
         for split, rep in work.reports.items():
             notes.append(f"{split} {rep['captions'].summary()}")
     elif needs_captions:

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from mner.data.captions import CaptionStore, find_caption_file
+from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.data.corpus import Corpus
 from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, read_file, write_file
 from mner.data.images import POLICIES, ImageStore
@@ -36,15 +36,8 @@ def add_corpus_options(p: argparse.ArgumentParser, images: bool = True) -> None:
 
 def resolve_captions(path: Path, spec: str | None) -> tuple[CaptionStore | None, str]:
     """The caption store a command should use and a sentence saying where it came from."""
-    if spec is None or spec.lower() == "none":
-        return None, "captions: not used"
-    if spec == "auto":
-        found = find_caption_file(path if path.is_dir() else path.parent)
-        if found is None:
-            return None, "captions: none found next to the corpus (use --captions FILE)"
-        return CaptionStore.from_file(found), f"captions: {found} (found next to the corpus)"
-    store = CaptionStore.from_file(spec)
-    return store, f"captions: {spec}"
+    found, note = resolve_caption_file(spec, path)
+    return (CaptionStore.from_file(found) if found is not None else None), note
 
 
 def register(sub: argparse._SubParsersAction) -> None:

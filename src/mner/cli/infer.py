@@ -60,7 +60,7 @@ def cmd_evaluate(args) -> int:
     is_dir = args.data.is_dir()
     cfg = DataConfig(corpus=str(args.data) if is_dir else None, test=None if is_dir else str(args.data),
                      format=args.format, type_map=args.map_types,
-                     captions=None if args.captions == "none" else args.captions,
+                     captions=args.captions,
                      images=args.images, missing_images=args.missing_images, feature_cache=None)
     log = (lambda *_: None) if args.json else (lambda m: print(m, file=sys.stderr))
     data = prepare_data(cfg, needs_images="pixels" in views, needs_captions="caption" in views, log=log)

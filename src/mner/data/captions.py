@@ -16,7 +16,7 @@ from mner.data.example import Example
 from mner.data.formats import DataFormatError, _read_lines
 from mner.data.images import EXTENSIONS
 
-__all__ = ["CaptionStore", "CaptionReport", "attach_captions", "find_caption_file"]
+__all__ = ["CaptionStore", "CaptionReport", "attach_captions", "find_caption_file", "resolve_caption_file"]
 
 
 def _image_key(ref: str) -> str:
@@ -128,3 +128,28 @@ def find_caption_file(corpus_dir: str | Path) -> Path | None:
         return None
     matches = sorted(cap_dir.glob(f"{corpus_dir.name}_*.txt"))
     return matches[0] if len(matches) == 1 else None
+
+
+def resolve_caption_file(spec: str | Path | None, data_path: str | Path) -> tuple[Path | None, str]:
+    """The caption file a caption option names for the data at ``data_path`` (a corpus folder
+    or one file), and a note saying where it came from (or why there is none).
+
+    ``spec`` is ``None`` or ``"none"`` (any case: no captions), ``"auto"`` (any case:
+    :func:`find_caption_file` next to the corpus, None when there is none) or a path, which
+    must be a file. Every command and :func:`mner.experiment.prepare_data` resolve through here.
+    """
+    if spec is None or str(spec).strip().lower() == "none":
+        return None, "captions: not used"
+    if str(spec).strip().lower() == "auto":
+        data_path = Path(data_path)
+        found = find_caption_file(data_path if data_path.is_dir() else data_path.parent)
+        if found is None:
+            return None, "captions: none found next to the corpus (give a file: --captions FILE, data.captions)"
+        return found, f"captions: {found} (found next to the corpus)"
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{spec}: caption file not found; give a caption file ('<id>.jpg :<caption>' per "
+            "line), 'auto' (look next to the corpus) or 'none'"
+        )
+    return path, f"captions: {spec}"

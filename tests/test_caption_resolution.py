@@ -1,0 +1,75 @@
+"""One caption-option resolver (none / auto / a path) for every command and prepare_data."""
+
+from __future__ import annotations
+
+import pytest
+
+from mner.cli import main
+from mner.data.captions import resolve_caption_file
+from mner.experiment import DataConfig, prepare_data
+from mner.resources import sample_corpus_dir
+
+SAMPLE = sample_corpus_dir()
+
+
+@pytest.mark.parametrize("spec", [None, "none", "None", "NONE", " none "])
+def test_none_in_any_case_means_no_captions(spec):
+    assert resolve_caption_file(spec, SAMPLE) == (None, "captions: not used")
+
+
+@pytest.mark.parametrize("spec", ["auto", "Auto"])
+def test_auto_looks_next_to_the_corpus(spec, tmp_path):
+    found, note = resolve_caption_file(spec, SAMPLE)
+    assert found is not None and found.parent.name == "captions" and "found next to" in note
+    # a file of the corpus looks next to its folder
+    assert resolve_caption_file(spec, SAMPLE / "test.txt")[0] == found
+    assert resolve_caption_file(spec, tmp_path) == (
+        None, "captions: none found next to the corpus (give a file: --captions FILE, data.captions)")
+
+
+def test_a_path_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="caption file not found.*'auto'.*'none'"):
+        resolve_caption_file(str(tmp_path / "caps.txt"), SAMPLE)
+    (tmp_path / "caps.txt").write_text("1.jpg :x\n")
+    assert resolve_caption_file(str(tmp_path / "caps.txt"), SAMPLE)[0] == tmp_path / "caps.txt"
+
+
+@pytest.mark.parametrize("spec", ["None", "none"])
+def test_prepare_data_reads_none_as_no_captions(spec):
+    data = prepare_data(DataConfig(test=str(SAMPLE / "test.txt"), captions=spec, feature_cache=None),
+                        log=lambda *_: None)
+    assert all(ex.caption is None for ex in data.splits["test"])
+    assert "captions: not used" in data.notes
+
+
+def test_prepare_data_and_stats_agree_on_auto():
+    data = prepare_data(DataConfig(corpus=str(SAMPLE), feature_cache=None), log=lambda *_: None)
+    found, note = resolve_caption_file("auto", SAMPLE)
+    assert note in data.notes and all(ex.caption is not None for ex in data.splits["train"])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_evaluate_passes_none_in_any_case(monkeypatch, tmp_path):
+    """``mner evaluate --captions None`` used to open a file named None."""
+    import mner.experiment
+    import mner.models
+
+    class FakeModel:
+        def collator(self, **_):
+            return type("C", (), {"visual": None})()
+
+    seen = {}
+
+    def stop_after(cfg, **kw):
+        seen["data"] = real(cfg, **kw)
+        raise _Stop
+
+    real = mner.experiment.prepare_data
+    monkeypatch.setattr(mner.models, "load_model", lambda _: FakeModel())
+    monkeypatch.setattr(mner.experiment, "prepare_data", stop_after)
+    with pytest.raises(_Stop):
+        main(["evaluate", str(tmp_path), str(SAMPLE / "test.txt"), "--captions", "None", "--json"])
+    assert all(ex.caption is None for ex in seen["data"].splits["test"])
