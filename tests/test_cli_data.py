@@ -236,3 +236,10 @@ def test_validate_finds_captions_as_training_does(tmp_path, capsys):
     assert rep.found == 1 and rep.missing == ["t2"]
     code, out = run_json(capsys, "data", "validate", str(tmp_path), "--captions", str(caps))
     assert [(i["code"], i["tweet"]) for i in out["issues"]] == [("caption-missing", "t2")]
+
+
+def test_stats_takes_no_missing_image_policy(capsys):
+    # stats counts found and missing images; it applies no policy, so it takes none
+    with pytest.raises(SystemExit):
+        main(["data", "stats", str(SAMPLE), "--images", str(SAMPLE_IMAGES), "--missing-images", "drop"])
+    assert "unrecognized arguments: --missing-images" in capsys.readouterr().err

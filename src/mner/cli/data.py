@@ -16,7 +16,7 @@ from mner.data.validate import summarize, validate_corpus
 from mner.resources import sample_corpus_dir
 
 
-def add_corpus_options(p: argparse.ArgumentParser, images: bool = True) -> None:
+def add_corpus_options(p: argparse.ArgumentParser, images: bool = True, image_policy: bool = True) -> None:
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                    help="file format (default: detected from the file)")
     p.add_argument("--map-types", default=None, metavar="SPEC",
@@ -29,6 +29,7 @@ def add_corpus_options(p: argparse.ArgumentParser, images: bool = True) -> None:
     if images:
         p.add_argument("--images", default=None, metavar="DIR",
                        help="folder of tweet images (<id>.jpg, .png, ...)")
+    if images and image_policy:
         p.add_argument("--missing-images", default="error", choices=POLICIES,
                        help="what to do with a tweet whose image is missing or unreadable "
                             "(default: error)")
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = dsub.add_parser("stats", help="tweets, tokens, entities per type, images and captions per split")
     p.add_argument("path", type=Path, help="a corpus folder (train/valid/test files) or one file")
-    add_corpus_options(p)
+    add_corpus_options(p, image_policy=False)  # stats counts missing images; it applies no policy
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_stats)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 __all__ = ["Example", "reconstruct_text"]
 
@@ -64,7 +64,7 @@ class Example:
             object.__setattr__(self, "tags", tuple(self.tags))
             if len(self.tags) != len(self.tokens):
                 raise ValueError(
-                    f"{self._where()}: {len(self.tokens)} tokens but {len(self.tags)} tags; "
+                    f"{self.where}: {len(self.tokens)} tokens but {len(self.tags)} tags; "
                     "give exactly one tag per token"
                 )
         if isinstance(self.image, Path):
@@ -75,7 +75,7 @@ class Example:
             text, offsets = reconstruct_text(self.tokens)
             if self.text and self.text != text:
                 raise ValueError(
-                    f"{self._where()}: a text was given without token offsets; "
+                    f"{self.where}: a text was given without token offsets; "
                     "pass offsets too (mner.data.tokenize_text builds both)"
                 )
             object.__setattr__(self, "text", text)
@@ -85,17 +85,14 @@ class Example:
             object.__setattr__(self, "offsets", offsets)
             if len(offsets) != len(self.tokens):
                 raise ValueError(
-                    f"{self._where()}: {len(self.tokens)} tokens but {len(offsets)} offsets"
+                    f"{self.where}: {len(self.tokens)} tokens but {len(offsets)} offsets"
                 )
             for tok, (s, e) in zip(self.tokens, offsets):
                 if not (0 <= s <= e <= len(self.text)):
                     raise ValueError(
-                        f"{self._where()}: offset ({s}, {e}) of token {tok!r} lies outside "
+                        f"{self.where}: offset ({s}, {e}) of token {tok!r} lies outside "
                         f"the text of length {len(self.text)}"
                     )
-
-    def _where(self) -> str:
-        return f"tweet {self.id}" + (f" ({self.source})" if self.source else "")
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -103,7 +100,7 @@ class Example:
     @property
     def where(self) -> str:
         """``"tweet <id> (file:line)"``: how error messages name this example."""
-        return self._where()
+        return f"tweet {self.id}" + (f" ({self.source})" if self.source else "")
 
     def replace(self, **changes) -> "Example":
         """A copy with some fields changed (offsets are rebuilt when tokens change)."""
@@ -139,14 +136,3 @@ class Example:
             offsets=tuple(tuple(o) for o in d.get("offsets", ())),
             source=source,
         )
-
-
-def ids_unique(examples: Iterable[Example]) -> list[str]:
-    """Ids that occur more than once (empty when all are unique)."""
-    seen: set[str] = set()
-    dup: list[str] = []
-    for ex in examples:
-        if ex.id in seen:
-            dup.append(ex.id)
-        seen.add(ex.id)
-    return dup

@@ -75,7 +75,7 @@ def _token_line(ex: Example, i: int, fmt: str) -> int | None:
     return first if fmt == "jsonl" else first + i
 
 
-def _check_file(path: Path, split: str, fmt: str, allowed_types: set[str] | None, out: list[Issue],
+def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[Issue],
                 type_map: str | Mapping[str, str] | None = None) -> list[Example]:
     errors: list[DataFormatError] = []
     examples = read_file(path, fmt, type_map, errors=errors)
@@ -146,7 +146,7 @@ def validate_corpus(
     types = set(allowed_types) if allowed_types else None
     # each file's format, detected once
     fmts = {split: detect_format(f) if format == "auto" else format for split, f in files.items()}
-    splits = {split: _check_file(f, split, fmts[split], types, issues, type_map)
+    splits = {split: _check_file(f, fmts[split], types, issues, type_map)
               for split, f in files.items()}
 
     # Across splits: image ids must not leak; repeated texts are worth knowing.
