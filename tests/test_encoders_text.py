@@ -272,10 +272,12 @@ def test_frozen_encoder(frozen16):
 
 
 def test_config_round_trip():
+    from mner.config import from_dict, to_dict
+
     config = TextEncoderConfig(name="bert-base-cased", pooling="mean", casing_dim=0, window_overlap=64)
-    assert TextEncoderConfig.from_dict(config.to_dict()) == config
+    assert from_dict(TextEncoderConfig, to_dict(config)) == config
     with pytest.raises(ValueError, match="unknown config key poolin"):
-        TextEncoderConfig.from_dict({"name": "x", "poolin": "mean"})
+        from_dict(TextEncoderConfig, {"name": "x", "poolin": "mean"})
     with pytest.raises(ValueError, match="pooling"):
         TextEncoderConfig(pooling="max")
 

@@ -10,11 +10,10 @@ An empty caption (they exist in the data) is just the special tokens: a valid, n
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -58,16 +57,6 @@ class CaptionEncoderConfig:
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"CaptionEncoderConfig.max_length must be >= 2, not {self.max_length}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CaptionEncoderConfig":
-        """Strict: unknown keys and values of the wrong type are refused (:func:`mner.config.from_dict`)."""
-        from mner.config import from_dict
-
-        return from_dict(cls, data)
-
 
 class CaptionEncoder(nn.Module):
     """Captions -> :class:`VisualFeatures` (see the module docstring).
@@ -97,16 +86,6 @@ class CaptionEncoder(nn.Module):
         if not config.trainable:
             self.model.requires_grad_(False)
             self.model.eval()
-
-    @classmethod
-    def from_config(cls, config: CaptionEncoderConfig | Mapping[str, Any]) -> "CaptionEncoder":
-        if not isinstance(config, CaptionEncoderConfig):
-            config = CaptionEncoderConfig.from_dict(config)
-        return cls(config)
-
-    @classmethod
-    def from_pretrained(cls, name: str = "minilm", **options: Any) -> "CaptionEncoder":
-        return cls(CaptionEncoderConfig(name=name, **options))
 
     @property
     def device(self) -> torch.device:

@@ -22,7 +22,6 @@ matching PIL transforms.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -66,16 +65,6 @@ class ImageEncoderConfig:
     def __post_init__(self) -> None:
         if self.image_size is not None and self.image_size < 8:
             raise ValueError(f"ImageEncoderConfig.image_size must be >= 8 pixels, not {self.image_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ImageEncoderConfig":
-        """Strict: unknown keys and values of the wrong type are refused (:func:`mner.config.from_dict`)."""
-        from mner.config import from_dict
-
-        return from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -228,16 +217,6 @@ class ImageEncoder(nn.Module):
             self._grid = (side, side)
             dim = model_config.hidden_size
         return model, pre, dim
-
-    @classmethod
-    def from_config(cls, config: ImageEncoderConfig | Mapping[str, Any]) -> "ImageEncoder":
-        if not isinstance(config, ImageEncoderConfig):
-            config = ImageEncoderConfig.from_dict(config)
-        return cls(config)
-
-    @classmethod
-    def from_pretrained(cls, name: str = "efficientnet-lite0", **options: Any) -> "ImageEncoder":
-        return cls(ImageEncoderConfig(name=name, **options))
 
     # ------------------------------------------------------------------------------------ properties
     @property

@@ -18,9 +18,8 @@ A batch within the limit is one plain forward pass.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -72,16 +71,6 @@ class TextEncoderConfig:
             raise ValueError(f"TextEncoderConfig.window_overlap must be >= 0, not {self.window_overlap}")
         if self.max_length is not None and self.max_length < 3:
             raise ValueError(f"TextEncoderConfig.max_length must be >= 3, not {self.max_length}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TextEncoderConfig":
-        """Strict: unknown keys and values of the wrong type are refused (:func:`mner.config.from_dict`)."""
-        from mner.config import from_dict
-
-        return from_dict(cls, data)
 
 
 def model_max_length(model_config, tokenizer=None) -> int:
@@ -172,18 +161,6 @@ class TextEncoder(nn.Module):
         if not config.trainable:
             self.model.requires_grad_(False)
             self.model.eval()
-
-    # ----------------------------------------------------------------------------------------- build
-    @classmethod
-    def from_config(cls, config: TextEncoderConfig | Mapping[str, Any]) -> "TextEncoder":
-        if not isinstance(config, TextEncoderConfig):
-            config = TextEncoderConfig.from_dict(config)
-        return cls(config)
-
-    @classmethod
-    def from_pretrained(cls, name: str = "minilm", **options: Any) -> "TextEncoder":
-        """``TextEncoder.from_pretrained("bert-base-cased", pooling="mean")``."""
-        return cls(TextEncoderConfig(name=name, **options))
 
     # ------------------------------------------------------------------------------------ properties
     @property
