@@ -500,6 +500,14 @@ def test_kill_while_saving_last_keeps_a_resumable_checkpoint(encoders, sample_da
     monkeypatch.setattr(trainer_module, "save_training_state", killed_on_the_third_save)
     with pytest.raises(_Crash):
         _trainer(encoders, sample_data, tmp_path, init_seed=0).train()
+    assert _hidden(tmp_path) == [], "the failed save left its temporary folder behind"
+    (tmp_path / ".last.tmp-0badc0de").mkdir()  # what a SIGKILL in the middle of a save leaves
     monkeypatch.setattr(trainer_module, "save_training_state", real)
     result = _trainer(encoders, sample_data, tmp_path, init_seed=1).train()
     assert result.resumed_from_step == 2
+    assert _hidden(tmp_path) == [], "a successful save keeps the leftovers of killed saves"
+
+
+def _hidden(run: Path) -> list[str]:
+    """The temporary folders of the checkpoint saves in ``run`` (none once a save is done)."""
+    return sorted(p.name for p in run.iterdir() if p.name.startswith("."))

@@ -170,34 +170,45 @@ class Trainer:
     # ------------------------------------------------------------------------------ checkpoints
     def _save(self, name: str, with_state: bool, extra: dict | None = None) -> None:
         """Write ``<output_dir>/<name>``: the model, and with ``with_state`` the training state and
-        a ``COMPLETE`` marker, all into a staging folder first, then swapped in whole."""
-        from mner.models.checkpoint import replace_folder
+        a ``COMPLETE`` marker (the global step, written last), all into a temporary folder first,
+        then swapped in whole (:class:`~mner.models.checkpoint.atomic_folder`). Once it is in
+        place, what killed saves left behind is removed."""
+        from mner.models.checkpoint import atomic_folder
 
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
-            target = self.output_dir / name
-            staging = self.output_dir / f".{name}.staging"
-            shutil.rmtree(staging, ignore_errors=True)
-            acc.unwrap_model(self.model).save_pretrained(staging, extra=extra)
-            if with_state:
-                components = {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "rng": rng_state(),
-                    "trainer": {
-                        "global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                        "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                        "history": self.history, "seconds_per_epoch": self.seconds_per_epoch,
-                        "num_processes": acc.num_processes, "config": _plain(self.config),
-                    },
-                }
-                if acc.scaler is not None:
-                    components["scaler"] = acc.scaler.state_dict()
-                save_training_state(staging, components)
-                (staging / "COMPLETE").write_text(str(self.global_step))
-            replace_folder(staging, target)
+            with atomic_folder(self.output_dir / name) as staging:
+                self._write_checkpoint(staging, with_state, extra)
+            self._remove_leftovers(name)
         acc.wait_for_everyone()
+
+    def _write_checkpoint(self, staging: Path, with_state: bool, extra: dict | None) -> None:
+        acc = self.accelerator
+        acc.unwrap_model(self.model).save_pretrained(staging, extra=extra)
+        if with_state:
+            components = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rng_state(),
+                "trainer": {
+                    "global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                    "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                    "history": self.history, "seconds_per_epoch": self.seconds_per_epoch,
+                    "num_processes": acc.num_processes, "config": _plain(self.config),
+                },
+            }
+            if acc.scaler is not None:
+                components["scaler"] = acc.scaler.state_dict()
+            save_training_state(staging, components)
+            (staging / "COMPLETE").write_text(str(self.global_step))
+
+    def _remove_leftovers(self, name: str) -> None:
+        """The temporary folders of saves of ``name`` that a kill interrupted: ``.<name>.tmp-*``
+        (and ``..<name>.tmp-*``, the model's own temporary folder inside it)."""
+        for pattern in (f".{name}.tmp-*", f"..{name}.tmp-*"):
+            for folder in self.output_dir.glob(pattern):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _find_resume(self) -> Path | None:
         last = self.output_dir / "last"
