@@ -278,3 +278,19 @@ def test_caption_batch_over_the_limit_is_truncated(folders, monkeypatch):
     for key in ("input_ids", "attention_mask"):
         assert torch.equal(got[key], want[key])
     assert got["input_ids"].shape == (2, 6)
+
+
+def test_frozen_caption_encoder_stays_in_eval(captioner):
+    assert not any(p.requires_grad for p in captioner.model.parameters())
+    assert captioner.train() is captioner
+    assert captioner.training and not captioner.model.training
+    captioner.eval()
+
+
+def test_trainable_caption_encoder_trains(folders):
+    encoder = CaptionEncoder(CaptionEncoderConfig(name=str(folders["bert"]), trainable=True))
+    assert all(p.requires_grad for p in encoder.model.parameters())
+    encoder.train()
+    assert encoder.model.training
+    encoder.eval()
+    assert not encoder.model.training

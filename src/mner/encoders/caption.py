@@ -20,6 +20,7 @@ from torch import nn
 
 from mner.encoders.features import VisualFeatures
 from mner.encoders.fingerprint import WeightsDigest
+from mner.encoders.frozen import FrozenBackboneMixin
 from mner.encoders.offline import resolve_text_model
 from mner.encoders.text import model_max_length
 
@@ -58,7 +59,7 @@ class CaptionEncoderConfig:
             raise ValueError(f"CaptionEncoderConfig.max_length must be >= 2, not {self.max_length}")
 
 
-class CaptionEncoder(nn.Module):
+class CaptionEncoder(FrozenBackboneMixin, nn.Module):
     """Captions -> :class:`VisualFeatures` (see the module docstring).
 
     Args:
@@ -83,9 +84,7 @@ class CaptionEncoder(nn.Module):
         self.output_dim: int = int(model.config.hidden_size)
         self.max_length = config.max_length or model_max_length(model.config, tokenizer)
         self._digest = WeightsDigest()
-        if not config.trainable:
-            self.model.requires_grad_(False)
-            self.model.eval()
+        self.freeze_backbone()
 
     @property
     def device(self) -> torch.device:
@@ -96,12 +95,6 @@ class CaptionEncoder(nn.Module):
         """Model name + pooling + length limit + a hash of the weights."""
         return (f"caption:{self.config.name}:pooling={self.config.pooling}:max_length={self.max_length}"
                 f":sha256={self._digest(self.model)}")
-
-    def train(self, mode: bool = True) -> "CaptionEncoder":
-        super().train(mode)
-        if not self.config.trainable:
-            self.model.eval()
-        return self
 
     def tokenize(self, captions: Sequence[str | None]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` (B, S), padded to the longest caption."""

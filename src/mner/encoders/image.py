@@ -32,6 +32,7 @@ from torch import nn
 
 from mner.encoders.features import VisualFeatures
 from mner.encoders.fingerprint import WeightsDigest
+from mner.encoders.frozen import FrozenBackboneMixin
 from mner.encoders.offline import efficientnet_lite0_weights, efficientnet_module
 from mner.encoders.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
@@ -140,11 +141,13 @@ def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(FrozenBackboneMixin, nn.Module):
     """Region features of images (see the module docstring).
 
     ``forward(pixel_values (B, 3, S, S)) -> VisualFeatures(tokens (B, R, D), mask (B, R), pooled (B, D))``.
     """
+
+    backbone_attr = "backbone"
 
     def __init__(self, config: ImageEncoderConfig | None = None) -> None:
         super().__init__()
@@ -156,9 +159,7 @@ class ImageEncoder(nn.Module):
             self.backbone, self.preprocessing, self.output_dim = self._load_efficientnet(config)
         else:
             self.backbone, self.preprocessing, self.output_dim = self._load_transformers(config)
-        if not config.trainable:
-            self.backbone.requires_grad_(False)
-            self.backbone.eval()
+        self.freeze_backbone()
 
     # ----------------------------------------------------------------------------------------- build
     def _load_efficientnet(self, config: ImageEncoderConfig):
@@ -252,12 +253,6 @@ class ImageEncoder(nn.Module):
         base = dict(image_size=pre.image_size, mean=pre.mean, std=pre.std, interpolation=pre.interpolation)
         base.update(options)
         return TrainTransform(**base)
-
-    def train(self, mode: bool = True) -> "ImageEncoder":
-        super().train(mode)
-        if not self.config.trainable:
-            self.backbone.eval()
-        return self
 
     # ------------------------------------------------------------------------------------- forward
     def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mner.encoders.features import WordFeatures
+from mner.encoders.frozen import FrozenBackboneMixin
 from mner.encoders.offline import resolve_text_model
 from mner.encoders.tokenization import NUM_CASING_CLASSES, Casing, WordBatch, WordTokenizer
 
@@ -120,7 +121,7 @@ def plan_windows(length: int, size: int, overlap: int) -> tuple[list[tuple[int, 
     return spans, owner
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FrozenBackboneMixin, nn.Module):
     """Word features from a pretrained transformer (see the module docstring).
 
     Args:
@@ -158,9 +159,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"TextEncoder: window_overlap {overlap} must be smaller than the window "
                              f"({self.window_size} content sub-tokens)")
         self.window_overlap = overlap
-        if not config.trainable:
-            self.model.requires_grad_(False)
-            self.model.eval()
+        self.freeze_backbone()
 
     # ------------------------------------------------------------------------------------ properties
     @property
@@ -171,12 +170,6 @@ class TextEncoder(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    def train(self, mode: bool = True) -> "TextEncoder":
-        super().train(mode)
-        if not self.config.trainable:
-            self.model.eval()
-        return self
 
     # ------------------------------------------------------------------------------------- forward
     def tokenize(self, words: Sequence[Sequence[str]]) -> WordBatch:
