@@ -243,3 +243,24 @@ def test_stats_takes_no_missing_image_policy(capsys):
     with pytest.raises(SystemExit):
         main(["data", "stats", str(SAMPLE), "--images", str(SAMPLE_IMAGES), "--missing-images", "drop"])
     assert "unrecognized arguments: --missing-images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, text, bad_line", [
+    ("train.txt", "IMGID:1\nParis\tB-LOC\nbad line\nx\tX-PER\n\n", 4),
+    ("train.conll", "Paris\tB-LOC\nbadline\nx\tX-PER\n\n", 3),
+    ("train.jsonl", '{"id": "1", "tokens": ["Paris"], "tags": ["B-LOC"]}\nnot json\n'
+                    '{"id": "2", "tokens": ["a", "x"], "tags": ["O", "X-PER"]}\n', 3),
+])
+def test_validate_lines_after_a_skipped_line(tmp_path, capsys, name, text, bad_line):
+    (tmp_path / name).write_text(text)
+    code, out = run_json(capsys, "data", "validate", str(tmp_path / name), "--captions", "none")
+    found = {(i["code"], i["line"]) for i in out["issues"]}
+    assert ("format", bad_line - 1) in found and ("bad-tag", bad_line) in found
+
+
+def test_readers_record_each_token_line(tmp_path):
+    p = tmp_path / "t.conll"
+    p.write_text("# id = a\nNew\tB-LOC\n-DOCSTART-\nYork\tI-LOC\n\nx\tO\n")
+    lines: list = []
+    exs = read_file(p, token_lines=lines)
+    assert [e.id for e in exs] == ["a", "2"] and lines == [(2, 4), (6,)]

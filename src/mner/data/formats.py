@@ -28,7 +28,9 @@ Entity types are kept as written unless ``type_map`` says otherwise. Twitter-201
 Errors: a malformed file raises :class:`DataFormatError` naming the file and line and what
 to do. Validation (:mod:`mner.data.validate`) passes an ``errors`` list instead, so that
 every problem of a file is reported at once; the offending lines are then skipped and counted
-in that list, never silently.
+in that list, never silently. It also passes a ``token_lines`` list, to which the readers
+append, for each example they return, the 1-based line of each of its tokens (so that lines
+after a skipped one are still named right).
 """
 
 from __future__ import annotations
@@ -168,8 +170,9 @@ def read_twitter(
     type_map: str | Mapping[str, str] | None = None,
     tag_column: int = -1,
     errors: list | None = None,
+    token_lines: list | None = None,
 ) -> list[Example]:
-    """Read a Twitter-2015/2017 file. ``Example.source`` is ``file:<line of first token>``."""
+    """Read a Twitter-2015/2017 file. ``Example.source`` is ``file:<line after IMGID>``."""
     path = Path(path)
     tmap = resolve_type_map(type_map)
     lines = _read_lines(path)
@@ -178,9 +181,10 @@ def read_twitter(
     cur_line = 0
     tokens: list[str] = []
     tags: list[str] = []
+    tok_lines: list[int] = []
 
     def flush() -> None:
-        nonlocal cur_id, tokens, tags
+        nonlocal cur_id, tokens, tags, tok_lines
         if cur_id is not None:
             examples.append(
                 Example(
@@ -188,7 +192,9 @@ def read_twitter(
                     source=f"{path}:{cur_line + 1}",
                 )
             )
-        cur_id, tokens, tags = None, [], []
+            if token_lines is not None:
+                token_lines.append(tuple(tok_lines))
+        cur_id, tokens, tags, tok_lines = None, [], [], []
 
     for n, line in enumerate(lines, start=1):
         if line.startswith("IMGID:"):
@@ -213,6 +219,7 @@ def read_twitter(
         if parsed is not None:
             tokens.append(parsed[0])
             tags.append(parsed[1])
+            tok_lines.append(n)
     flush()
     return examples
 
@@ -256,6 +263,7 @@ def read_conll(
     type_map: str | Mapping[str, str] | None = None,
     tag_column: int = -1,
     errors: list | None = None,
+    token_lines: list | None = None,
 ) -> list[Example]:
     """Read a CoNLL column file (see the module docstring)."""
     path = Path(path)
@@ -264,10 +272,11 @@ def read_conll(
     meta: dict[str, str] = {}
     tokens: list[str] = []
     tags: list[str] = []
+    tok_lines: list[int] = []
     first_line = 0
 
     def flush() -> None:
-        nonlocal meta, tokens, tags
+        nonlocal meta, tokens, tags, tok_lines
         if tokens:
             sid = meta.get("id", str(len(examples) + 1))
             examples.append(
@@ -277,9 +286,11 @@ def read_conll(
                     source=f"{path}:{first_line}",
                 )
             )
+            if token_lines is not None:
+                token_lines.append(tuple(tok_lines))
         elif meta:
             _fail(errors, path, first_line or 1, f"metadata {sorted(meta)} with no tokens after it")
-        meta, tokens, tags = {}, [], []
+        meta, tokens, tags, tok_lines = {}, [], [], []
 
     for n, line in enumerate(_read_lines(path), start=1):
         if line.strip() == "" and "\t" not in line:
@@ -301,6 +312,7 @@ def read_conll(
             first_line = n
         tokens.append(parsed[0])
         tags.append(parsed[1])
+        tok_lines.append(n)
     flush()
     return examples
 
@@ -337,6 +349,7 @@ def read_jsonl(
     type_map: str | Mapping[str, str] | None = None,
     errors: list | None = None,
     require_tokens: bool = True,
+    token_lines: list | None = None,
 ) -> list[Example]:
     """Read JSONL examples. Without an ``"id"``, the 1-based line number is the id.
 
@@ -371,6 +384,8 @@ def read_jsonl(
             if obj.get("tags") is not None:
                 obj["tags"] = [_map_tag(str(t), tmap) for t in obj["tags"]]
             examples.append(Example.from_dict(obj, source=f"{path}:{n}"))
+            if token_lines is not None:
+                token_lines.append((n,) * len(examples[-1].tokens))
         except KeyError as err:
             _fail(errors, path, n, f"missing field {err}",
                   'each line needs "tokens" (a list of words)' + ("" if require_tokens else ' or "text"'))
@@ -412,6 +427,7 @@ def read_file(
     type_map: str | Mapping[str, str] | None = None,
     tag_column: int = -1,
     errors: list | None = None,
+    token_lines: list | None = None,
 ) -> list[Example]:
     """Read any supported file (``format="auto"`` detects it).
 
@@ -430,11 +446,11 @@ def read_file(
             "give the gold and the predictions as two files: mner score GOLD PRED",
         )
     if fmt == "twitter":
-        return read_twitter(path, type_map, tag_column, errors)
+        return read_twitter(path, type_map, tag_column, errors, token_lines)
     if fmt == "conll":
-        return read_conll(path, type_map, tag_column, errors)
+        return read_conll(path, type_map, tag_column, errors, token_lines)
     if fmt == "jsonl":
-        return read_jsonl(path, type_map, errors)
+        return read_jsonl(path, type_map, errors, token_lines=token_lines)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
 
 

@@ -67,18 +67,20 @@ def is_invisible_token(token: str) -> bool:
     return True
 
 
-def _token_line(ex: Example, i: int, fmt: str) -> int | None:
-    """1-based line of token ``i`` (column formats put one token per line)."""
+def _source_line(ex: Example) -> int | None:
+    """1-based line where the example starts (its ``source``): the line after ``IMGID:`` in
+    the twitter format, the first token's line in CoNLL, the object's line in JSONL."""
     if not ex.source:
         return None
-    first = int(ex.source.rsplit(":", 1)[1])
-    return first if fmt == "jsonl" else first + i
+    return int(ex.source.rsplit(":", 1)[1])
 
 
 def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[Issue],
                 type_map: str | Mapping[str, str] | None = None) -> list[Example]:
     errors: list[DataFormatError] = []
-    examples = read_file(path, fmt, type_map, errors=errors)
+    token_lines: list[tuple[int, ...]] = []  # per example, the line of each token
+    examples = read_file(path, fmt, type_map, errors=errors, token_lines=token_lines)
+    assert len(token_lines) == len(examples)
     f = str(path)
     for err in errors:
         out.append(Issue("error", "format", err.message + (f" ({err.hint})" if err.hint else ""), f, err.line))
@@ -89,8 +91,8 @@ def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[
                 out.append(Issue("info", "no-final-blank-line",
                                  "file does not end with a blank line (the last tweet is still read)", f))
     seen: dict[str, int] = {}
-    for ex in examples:
-        line0 = _token_line(ex, 0, fmt)
+    for ex, lines in zip(examples, token_lines):
+        line0 = _source_line(ex)
         if ex.id in seen:
             out.append(Issue("error", "duplicate-id",
                              f"tweet id {ex.id!r} already used at line {seen[ex.id]}", f, line0, ex.id))
@@ -99,30 +101,30 @@ def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[
             out.append(Issue("error", "empty-tweet", "tweet has no tokens", f, line0, ex.id))
         for i, tok in enumerate(ex.tokens):
             if tok == "":
-                out.append(Issue("error", "empty-token", "empty token", f, _token_line(ex, i, fmt), ex.id))
+                out.append(Issue("error", "empty-token", "empty token", f, lines[i], ex.id))
             elif is_invisible_token(tok):
                 names = "+".join(f"U+{ord(c):04X}" for c in tok)
                 out.append(Issue("warning", "invisible-token",
                                  f"token {names} has no visible character: tokenizers give it no "
                                  "sub-token; mner encodes it as the unknown token",
-                                 f, _token_line(ex, i, fmt), ex.id))
+                                 f, lines[i], ex.id))
         if ex.tags is None:
             continue
         orphans = set(orphan_positions(ex.tags))
         for i in sorted(orphans):
             out.append(Issue("warning", "orphan-i",
                              f"{ex.tags[i]} without a B- before it (conlleval reads it as an entity start)",
-                             f, _token_line(ex, i, fmt), ex.id))
+                             f, lines[i], ex.id))
         for i, msg in tag_problems(ex.tags):
             if i not in orphans:
-                out.append(Issue("error", "bad-tag", msg, f, _token_line(ex, i, fmt), ex.id))
+                out.append(Issue("error", "bad-tag", msg, f, lines[i], ex.id))
         if allowed_types is not None:
             for i, tag in enumerate(ex.tags):
                 typ = tag.partition("-")[2]
                 if tag != "O" and typ not in allowed_types:
                     out.append(Issue("error", "unknown-type",
                                      f"entity type {typ!r} not in {sorted(allowed_types)}",
-                                     f, _token_line(ex, i, fmt), ex.id))
+                                     f, lines[i], ex.id))
     return examples
 
 
@@ -158,7 +160,7 @@ def validate_corpus(
             if key in owner and owner[key] != split:
                 issues.append(Issue("error", "image-in-two-splits",
                                     f"image {key!r} is used in {owner[key]} and {split}",
-                                    str(files[split]), _token_line(ex, 0, fmts[split]), ex.id))
+                                    str(files[split]), _source_line(ex), ex.id))
             owner.setdefault(key, split)
             texts[" ".join(ex.tokens)].append((split, ex.id))
     for text, where in texts.items():
@@ -184,7 +186,7 @@ def validate_corpus(
                             "" if sev == "error" else f" (policy {missing_images!r})")
                     else:
                         sev, msg = "error", f"image {err.kind}: {err.path}: {err.detail}"
-                    line = _token_line(ex, 0, fmt)
+                    line = _source_line(ex)
                     if line is not None and fmt == "twitter":
                         line -= 1  # the IMGID line
                     issues.append(Issue(sev, f"image-{err.kind}", msg, str(files[split]), line,
