@@ -511,3 +511,30 @@ def test_kill_while_saving_last_keeps_a_resumable_checkpoint(encoders, sample_da
 def _hidden(run: Path) -> list[str]:
     """The temporary folders of the checkpoint saves in ``run`` (none once a save is done)."""
     return sorted(p.name for p in run.iterdir() if p.name.startswith("."))
+
+
+def test_resume_picks_the_newest_old_checkpoint_and_removes_the_old_ones(encoders, sample_data, uninterrupted,
+                                                                          tmp_path):
+    """A kill between the two renames of a save leaves ``last/`` only as ``.last.old-<random>``;
+    with several of them (an earlier kill's leftover), resume takes the highest step, and the
+    next successful save deletes them."""
+    def crash_at(step):
+        def crash(trainer):
+            if trainer.global_step == step:
+                raise _Crash
+        return crash
+
+    run = tmp_path / "run"
+    for folder, step in (("early", 3), ("late", 5)):
+        with pytest.raises(_Crash):
+            _trainer(encoders, sample_data, tmp_path / folder, init_seed=0, on_step_end=[crash_at(step)]).train()
+        assert _complete_step(tmp_path / folder) == step - 1
+    run.mkdir()
+    # the random suffixes sort the older checkpoint first
+    (tmp_path / "early" / "last").rename(run / ".last.old-00000000")
+    (tmp_path / "late" / "last").rename(run / ".last.old-ffffffff")
+    (run / ".last.old-11111111").mkdir()  # one without its COMPLETE marker is never used
+    result = _trainer(encoders, sample_data, run, init_seed=1).train()
+    assert result.resumed_from_step == 4 and result.global_step == 9
+    _assert_same_weights(run / "last", uninterrupted / "last")
+    assert _hidden(run) == []

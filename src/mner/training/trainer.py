@@ -204,9 +204,10 @@ class Trainer:
             (staging / "COMPLETE").write_text(str(self.global_step))
 
     def _remove_leftovers(self, name: str) -> None:
-        """The temporary folders of saves of ``name`` that a kill interrupted: ``.<name>.tmp-*``
-        (and ``..<name>.tmp-*``, the model's own temporary folder inside it)."""
-        for pattern in (f".{name}.tmp-*", f"..{name}.tmp-*"):
+        """What saves of ``name`` that a kill interrupted left: their temporary folders
+        ``.<name>.tmp-*`` (and ``..<name>.tmp-*``, the model's own temporary folder inside
+        one) and the previous folders ``.<name>.old-*`` (a kill between the two renames)."""
+        for pattern in (f".{name}.tmp-*", f"..{name}.tmp-*", f".{name}.old-*"):
             for folder in self.output_dir.glob(pattern):
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -214,11 +215,17 @@ class Trainer:
         last = self.output_dir / "last"
         if (last / "COMPLETE").is_file():
             return last
-        olds = sorted(self.output_dir.glob(".last.old-*"))
-        for old in olds:  # a kill between the two renames of an atomic save
-            if (old / "COMPLETE").is_file():
-                return old
-        return None
+        # a kill between the two renames of a save leaves the previous last/ as .last.old-<uuid>;
+        # of several (leftovers of earlier kills), the one with the highest step
+        best, best_step = None, -1
+        for old in self.output_dir.glob(".last.old-*"):
+            try:
+                step = int((old / "COMPLETE").read_text())
+            except (OSError, ValueError):
+                continue
+            if step > best_step:
+                best, best_step = old, step
+        return best
 
     def _resume(self, folder: Path) -> None:
         from mner.models.checkpoint import WEIGHTS_NAME, load_state_dict
