@@ -59,7 +59,7 @@ def test_second_pass_only_hits_and_identical(encoder):
     first = encode_with_cache(encoder, IDS, loader, cache, signature=SIGNATURE, batch_size=2)
     assert cache.stats()["misses"] == 5 and cache.hits == 0
     assert [len(c) for c in loader.calls] == [2, 2, 1] and loader.loaded == IDS
-    second = cache.encode(encoder, IDS[::-1], loader, signature=SIGNATURE)
+    second = encode_with_cache(encoder, IDS[::-1], loader, cache, signature=SIGNATURE)
     assert cache.hits == 5 and cache.misses == 5 and len(loader.calls) == 3
     assert torch.equal(second.tokens, first.tokens.flip(0)) and torch.equal(second.pooled, first.pooled.flip(0))
     with torch.no_grad():

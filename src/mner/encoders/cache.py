@@ -91,12 +91,6 @@ class FeatureCache:
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "disk_hits": self.disk_hits, "in_memory": len(self)}
 
-    def reset_stats(self) -> None:
-        self.hits = self.misses = self.disk_hits = 0
-
-    def clear_memory(self) -> None:
-        self._memory.clear()
-
     def _remember(self, key: str, value: tuple[torch.Tensor, torch.Tensor]) -> None:
         self._memory[key] = value
         self._memory.move_to_end(key)
@@ -151,14 +145,6 @@ class FeatureCache:
             finally:
                 tmp.unlink(missing_ok=True)
         return value
-
-    # -------------------------------------------------------------------------------------- encode
-    def encode(self, encoder: nn.Module, items: Sequence[Hashable], load: Callable[[list], Any], *,
-               signature: Any = "", batch_size: int = 32, device: torch.device | str | None = None,
-               dtype: torch.dtype = torch.float32) -> VisualFeatures:
-        """See :func:`encode_with_cache`."""
-        return encode_with_cache(encoder, items, load, self, signature=signature, batch_size=batch_size,
-                                 device=device, dtype=dtype)
 
 
 def _signature_text(signature: Any) -> str:
