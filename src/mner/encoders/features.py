@@ -59,15 +59,13 @@ class WordFeatures:
             casing embedding); zero for padding words.
         mask: ``(B, W)`` bool, True for a real word.
         sentence: ``(B, H)`` the first special token's state ``t_0`` (MAF's text vector is its tanh).
-        tokens: ``(B, S, H)`` every sub-token's state, special tokens included.
-        token_mask: ``(B, S)`` bool, True for a real sub-token.
+        tokens: ``(B, S, H)`` every sub-token's state, special tokens included (zero for padding).
     """
 
     states: torch.Tensor
     mask: torch.Tensor
     sentence: torch.Tensor
     tokens: torch.Tensor
-    token_mask: torch.Tensor
 
     def to(self, *args, **kwargs) -> "WordFeatures":
         """Like ``Tensor.to``; a dtype applies to the float fields only (masks stay bool)."""

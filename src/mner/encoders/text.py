@@ -193,8 +193,7 @@ class TextEncoder(FrozenBackboneMixin, nn.Module):
         if self.casing is not None:
             states = torch.cat([states, self.casing(batch.casing).to(states.dtype)], dim=-1)
         states = states * batch.word_mask[..., None].to(states.dtype)
-        return WordFeatures(states=states, mask=batch.word_mask, sentence=tokens[:, 0], tokens=tokens,
-                            token_mask=token_mask)
+        return WordFeatures(states=states, mask=batch.word_mask, sentence=tokens[:, 0], tokens=tokens)
 
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

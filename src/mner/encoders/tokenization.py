@@ -84,11 +84,6 @@ class WordBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    @property
-    def num_words(self) -> torch.Tensor:
-        """``(B,)`` number of words of each tweet."""
-        return self.word_mask.sum(1)
-
     def to(self, device: torch.device | str) -> "WordBatch":
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return WordBatch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in fields.items()})
