@@ -436,12 +436,20 @@ class _Crash(Exception):
     """Stands for a kill: raised inside the trainer, nothing after it runs."""
 
 
+def _crash_at(step: int):
+    """An ``on_step_end`` callback that crashes after step ``step`` (before that step's save)."""
+    def crash(trainer):
+        if trainer.global_step == step:
+            raise _Crash
+    return crash
+
+
 @pytest.fixture(scope="module")
 def sample_data():
     return prepare_data(_sample_data("blank"), needs_images=True, log=_quiet)
 
 
-def _trainer(encoders, data, out: Path, init_seed: int, on_step_end=()):
+def _trainer(encoders, data, out: Path, init_seed: int, on_step_end=(), resume: bool = True):
     from mner.evaluation import dev_metrics
     from mner.training import Trainer, TrainingConfig
 
@@ -449,7 +457,7 @@ def _trainer(encoders, data, out: Path, init_seed: int, on_step_end=()):
     model = MAFModel(maf_config(encoders, negative_fraction=0.5))
     cache = FeatureCache()
     config = TrainingConfig(output_dir=str(out), epochs=3, batch_size=4, eval_batch_size=16, learning_rate=1e-3,
-                            head_learning_rate=3e-3, seed=3, save_every_steps=1, resume=True, cpu=True,
+                            head_learning_rate=3e-3, seed=3, save_every_steps=1, resume=resume, cpu=True,
                             progress=False, tensorboard=False, log_every=1)
     valid = data.splits["valid"]
     return Trainer(model, config, data.splits["train"], valid,
@@ -518,16 +526,10 @@ def test_resume_picks_the_newest_old_checkpoint_and_removes_the_old_ones(encoder
     """A kill between the two renames of a save leaves ``last/`` only as ``.last.old-<random>``;
     with several of them (an earlier kill's leftover), resume takes the highest step, and the
     next successful save deletes them."""
-    def crash_at(step):
-        def crash(trainer):
-            if trainer.global_step == step:
-                raise _Crash
-        return crash
-
     run = tmp_path / "run"
     for folder, step in (("early", 3), ("late", 5)):
         with pytest.raises(_Crash):
-            _trainer(encoders, sample_data, tmp_path / folder, init_seed=0, on_step_end=[crash_at(step)]).train()
+            _trainer(encoders, sample_data, tmp_path / folder, init_seed=0, on_step_end=[_crash_at(step)]).train()
         assert _complete_step(tmp_path / folder) == step - 1
     run.mkdir()
     # the random suffixes sort the older checkpoint first
@@ -538,3 +540,15 @@ def test_resume_picks_the_newest_old_checkpoint_and_removes_the_old_ones(encoder
     assert result.resumed_from_step == 4 and result.global_step == 9
     _assert_same_weights(run / "last", uninterrupted / "last")
     assert _hidden(run) == []
+
+
+def test_a_fresh_run_drops_the_old_checkpoints_of_the_folder(encoders, sample_data, tmp_path):
+    """``resume: false`` deletes ``last/`` and its ``.last.old-*`` copies at once: a kill before
+    the fresh run's first save must not leave the earlier run's checkpoint to resume from."""
+    with pytest.raises(_Crash):
+        _trainer(encoders, sample_data, tmp_path, init_seed=0, on_step_end=[_crash_at(3)]).train()
+    (tmp_path / "last").rename(tmp_path / ".last.old-ffffffff")  # a kill between the renames
+    with pytest.raises(_Crash):  # the fresh run: killed before its first save
+        _trainer(encoders, sample_data, tmp_path, init_seed=0, on_step_end=[_crash_at(1)],
+                 resume=False).train()
+    assert not (tmp_path / "last").exists() and _hidden(tmp_path) == []

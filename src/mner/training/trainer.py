@@ -286,8 +286,9 @@ class Trainer:
                 self._resume(found)
                 resumed = self.global_step
                 acc.print(f"resumed from {found} at epoch {self.epoch + 1}, step {self.global_step}")
-        elif acc.is_main_process and (self.output_dir / "last").exists():
-            shutil.rmtree(self.output_dir / "last")
+        elif acc.is_main_process:  # a fresh run: no checkpoint of an earlier run may stay to resume from
+            shutil.rmtree(self.output_dir / "last", ignore_errors=True)
+            self._remove_leftovers("last")
         stopped_early = False
         done = self.global_step >= total_steps
         while self.epoch < cfg.epochs and not done:
