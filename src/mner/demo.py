@@ -125,7 +125,7 @@ def _crop(photo: Photo, rng: random.Random, size: int = 224) -> Image.Image:
     return img.resize((size, size), Image.Resampling.BICUBIC)
 
 
-def _tweet(tid: str, template: str, fixed: dict[str, str], name: str, typ: str) -> tuple[list[str], list[str]]:
+def _tweet(template: str, fixed: dict[str, str], name: str, typ: str) -> tuple[list[str], list[str]]:
     tokens, tags = [], []
     for word in template.split(" "):
         if word == "{N}":
@@ -167,7 +167,7 @@ def build_demo_corpus(out_dir: str | Path, seed: int = 0, sizes: tuple[int, int,
                 photo = rng.choice(face_split[split])
             else:
                 photo = rng.choice(photos[typ])
-            tokens, tags = _tweet(tid, template, fixed, rng.choice(names), typ)
+            tokens, tags = _tweet(template, fixed, rng.choice(names), typ)
             _crop(photo, rng).save(out / "images" / f"{tid}.jpg", quality=90)
             captions.append(f"{tid}.jpg :{photo.caption}")
             examples.append(Example(tid, tokens, tags, image=tid))

@@ -154,6 +154,3 @@ class TaggingModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    def with_config(self, **changes: Any) -> Any:
-        return dataclasses.replace(self.config, **changes)
