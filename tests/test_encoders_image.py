@@ -114,6 +114,14 @@ def test_preprocessing_read_from_preprocessor_config(folders, tmp_path):
     assert encoder.train_transform().mean == (0.5, 0.5, 0.5)
 
 
+def test_only_the_offline_image_alias_loads_pretrained_efficientnet():
+    from mner.encoders.offline import IMAGE_ALIASES
+
+    assert IMAGE_ALIASES == ("efficientnet-lite0",)
+    with pytest.raises(ValueError, match="no offline weights for 'efficientnet-lite1'"):
+        ImageEncoder(ImageEncoderConfig(name="efficientnet-lite1"))
+
+
 def test_unsupported_model_and_wrong_size(folders):
     with pytest.raises(ValueError, match="supports"):
         ImageEncoder(ImageEncoderConfig(name=str(folders["bert"])))

@@ -289,6 +289,13 @@ def test_resolution_passes_other_names_through(tmp_path):
     assert offline.resolve_text_model("minilm") == str(minilm_path())
 
 
+def test_every_text_alias_resolves_to_its_offline_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(offline, "minilm_path", lambda: tmp_path / "minilm")
+    monkeypatch.setattr(offline, "mpnet_path", lambda: tmp_path / "mpnet")
+    for alias in offline.TEXT_ALIASES:
+        assert offline.resolve_text_model(f" {alias.upper()} ") == str(tmp_path / alias)
+
+
 def test_cache_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MNER_CACHE", str(tmp_path / "c"))
     assert offline.cache_dir() == tmp_path / "c"

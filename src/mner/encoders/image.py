@@ -33,7 +33,7 @@ from torch import nn
 from mner.encoders.features import VisualFeatures
 from mner.encoders.fingerprint import WeightsDigest
 from mner.encoders.frozen import FrozenBackboneMixin
-from mner.encoders.offline import efficientnet_lite0_weights, efficientnet_module
+from mner.encoders.offline import IMAGE_ALIASES, efficientnet_lite0_weights, efficientnet_module
 from mner.encoders.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform
 
 __all__ = ["ImageEncoderConfig", "ImageEncoder", "Preprocessing", "SUPPORTED_MODEL_TYPES"]
@@ -166,7 +166,7 @@ class ImageEncoder(FrozenBackboneMixin, nn.Module):
         name = config.name.lower()
         if name not in _EFFICIENTNET_LITE:
             raise ValueError(f"unknown EfficientNet {config.name!r}; this encoder knows {list(_EFFICIENTNET_LITE)}")
-        if config.pretrained and name != "efficientnet-lite0":
+        if config.pretrained and name not in IMAGE_ALIASES:
             raise ValueError(f"no offline weights for {config.name!r}: only efficientnet-lite0 ships them; "
                              "use pretrained=False for a random one")
         module = efficientnet_module()

