@@ -217,9 +217,10 @@ class TextEncoder(FrozenBackboneMixin, nn.Module):
                 windows.append(torch.cat([prefix, ids[p + a: p + e], suffix]))
             source_window[b, :p] = first
             source_pos[b, :p] = torch.arange(p)
-            for j, k in enumerate(owner):
-                source_window[b, p + j] = first + k
-                source_pos[b, p + j] = p + j - spans[k][0]
+            owner_t = torch.tensor(owner, dtype=torch.long)
+            window_starts = torch.tensor([a for a, _ in spans], dtype=torch.long)
+            source_window[b, p: p + n] = first + owner_t
+            source_pos[b, p: p + n] = p + torch.arange(n) - window_starts[owner_t]
             last_len = spans[-1][1] - spans[-1][0]
             source_window[b, p + n: p + n + s] = first + len(spans) - 1
             source_pos[b, p + n: p + n + s] = p + last_len + torch.arange(s)
