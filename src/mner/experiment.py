@@ -20,7 +20,6 @@ fills the feature cache once, trains, and scores the best model on the test spli
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
