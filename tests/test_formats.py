@@ -218,3 +218,14 @@ def test_jsonl_refuses_a_tag_column(tmp_path):
     with pytest.raises(DataFormatError, match="no gold\\+pred columns") as err:
         read_file(p, tag_column=-2)
     assert err.value.file == str(p) and "two files" in str(err.value)
+
+
+def test_corpus_finds_ndjson_splits(tmp_path):
+    from mner.data import Corpus
+    from mner.data.formats import write_file
+
+    ex = Example("1", ("Paris",), ("B-LOC",))
+    for split in ("train", "valid", "test"):
+        write_file([ex], tmp_path / f"{split}.ndjson")
+    corpus = Corpus.from_folder(tmp_path)
+    assert corpus["test"][0].tags == ("B-LOC",) and set(corpus.splits) == {"train", "valid", "test"}

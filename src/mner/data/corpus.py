@@ -27,7 +27,7 @@ SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "valid": ("valid", "dev", "val", "validation"),
     "test": ("test",),
 }
-SPLIT_EXTENSIONS = (".txt", ".conll", ".tsv", ".bio", ".jsonl", ".json")
+SPLIT_EXTENSIONS = (".txt", ".conll", ".tsv", ".bio", ".jsonl", ".json", ".ndjson")
 
 
 def find_split_files(folder: str | Path) -> dict[str, Path]:
