@@ -221,7 +221,7 @@ def test_jsonl_refuses_a_tag_column(tmp_path):
 
 
 def test_corpus_finds_ndjson_splits(tmp_path):
-    from mner.data import Corpus
+    from mner.data.corpus import Corpus
     from mner.data.formats import write_file
 
     ex = Example("1", ("Paris",), ("B-LOC",))
