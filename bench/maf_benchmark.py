@@ -118,6 +118,7 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int) -
     name = cell_name(dataset, variant, encoder, seed)
     run_dir = ROOT / "runs" / "bench" / name
     raw = experiment(dataset, variant, encoder, seed, epochs, run_dir)
+    commit = git_commit()  # the code this process imports, before any later commit
     t0 = time.perf_counter()
     summary = train(load_experiment(raw))
     wall = time.perf_counter() - t0
@@ -131,7 +132,7 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int) -
         "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
         "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
         "resumed_from_step": summary.get("resumed_from_step"),
-        "machine": machine(), "git_commit": git_commit(),
+        "machine": machine(), "git_commit": commit,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
