@@ -369,21 +369,34 @@ def test_negatives_see_the_swapped_visual_side(encoders, examples, monkeypatch, 
     monkeypatch.setattr(modeling, "sample_negatives", fixed)
     torch.manual_seed(0)
     model = MAFModel(maf_config(encoders, negative_swap=swap, dropout=0.0))
+    # the CI output C as the matching module receives it (before y^_m scales it into M)
+    seen: list[torch.Tensor] = []
+    model.matching.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
     batch = model.collator(train=False)(examples)
     model.eval()
     with torch.no_grad():
         clean = model(batch).emissions
+        clean_c = seen.pop()
         other = examples[0].replace(image=examples[1].image)
         as_if = model(model.collator(train=False)([other] + examples[1:])).emissions
+        as_if_c = seen.pop()
     model.train()
     model.text_encoder.model.eval()  # no dropout in BERT: the comparison is exact
     with torch.no_grad():
         out = model(batch)
+    neg_c = seen.pop()
+    assert not seen
     assert out.losses["cm"] > 0
     torch.testing.assert_close(out.emissions[2:], clean[2:])
+    torch.testing.assert_close(neg_c[2:], clean_c[2:])
     assert not torch.allclose(out.emissions[0], clean[0])
+    assert not torch.allclose(clean_c[0], clean_c[1])  # the swap is visible in C
     if swap == "image":
         torch.testing.assert_close(out.emissions[0], as_if[0])
+        torch.testing.assert_close(neg_c[0], as_if_c[0])     # C = CI(T_0, V_1)
+    else:
+        torch.testing.assert_close(neg_c[0], clean_c[1])     # tweet 0 gets tweet 1's C
+        torch.testing.assert_close(neg_c[1], clean_c[0])     # and vice versa
 
 
 def test_pairs_without_visual_side_are_not_matches(encoders, examples, monkeypatch):
@@ -439,7 +452,7 @@ def test_config_checks_and_variants():
     cfg = MAFConfig()
     weights = torch.tensor([1 - cfg.alpha - cfg.beta, cfg.beta, cfg.alpha])
     torch.testing.assert_close(weights / weights[0] * 0.62, torch.tensor([0.62, 0.38, 0.38]))
-    assert cfg.alpha + cfg.beta + (1 - cfg.alpha - cfg.beta) == pytest.approx(1.0)
+    assert cfg.alpha == pytest.approx(0.38 / 1.38) and cfg.beta == pytest.approx(0.38 / 1.38)
     assert (cfg.temperature, cfg.direction_weight, cfg.negative_fraction) == (0.179, 0.7, 0.25)
 
 
@@ -604,9 +617,22 @@ def test_fine_tuned_image_encoder_trains_from_pixels(encoders, examples, tmp_pat
     model.save_pretrained(tmp_path / "ft")
     loaded = load_model(tmp_path / "ft")
     assert loaded.config.image_encoder.trainable
-    pipe = Pipeline(loaded)
-    ents = pipe(" ".join(examples[0].tokens), image=examples[0].image)
-    assert isinstance(ents, list)
+    # the pipeline on the loaded model: from image files, like the eval-mode model in memory
     model.eval()
+    captured: dict[str, list[torch.Tensor]] = {"loaded": [], "model": []}
+    for name, m in (("loaded", loaded), ("model", model)):
+        m.register_forward_hook(lambda module, args, out, name=name: captured[name].append(out.emissions))
+    text = " ".join(examples[0].tokens)
+    ents = Pipeline(loaded)(text, image=examples[0].image)
+    assert isinstance(ents, list)
+    assert ents == Pipeline(model)(text, image=examples[0].image)
+    (got,), (want,) = captured["loaded"], captured["model"]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with torch.no_grad():  # the pipeline's emissions are those of the eval batch with the same image
+        torch.testing.assert_close(got, loaded(loaded.collator(train=False)(examples[:1])).emissions,
+                                   atol=1e-5, rtol=0)
+    other = Pipeline(loaded)(text, image=examples[1].image)  # the pixels are read: another image,
+    assert not torch.allclose(captured["loaded"][-1], got)  # other emissions
+    assert isinstance(other, list)
     evaluated = model.collator(train=False)(examples[:2])
     assert torch.allclose(model(evaluated).emissions, loaded(evaluated).emissions, atol=1e-5)
