@@ -122,11 +122,30 @@ def test_score_single_file_with_gold_and_pred_columns(tmp_path, capsys):
     assert code == 0 and out["mode"] == "strict" and out["precision"] == 0.0 and out["recall"] == 0.0
 
 
+def _fields(examples) -> list[tuple]:
+    return [(e.id, e.tokens, e.tags, e.image) for e in examples]
+
+
 def test_convert_and_sample(tmp_path, capsys):
+    original = read_file(SAMPLE / "train.txt")
+    assert len(original) == 12 and all(e.tags for e in original) and any(e.image for e in original)
     assert main(["data", "convert", str(SAMPLE / "train.txt"), str(tmp_path / "t.jsonl")]) == 0
-    assert [e.tokens for e in read_file(tmp_path / "t.jsonl")] == [e.tokens for e in read_file(SAMPLE / "train.txt")]
+    assert "wrote 12 tweets" in capsys.readouterr().out
+    assert _fields(read_file(tmp_path / "t.jsonl")) == _fields(original)
+    # and back: the round trip loses nothing either
+    assert main(["data", "convert", str(tmp_path / "t.jsonl"), str(tmp_path / "back.txt")]) == 0
+    assert _fields(read_file(tmp_path / "back.txt")) == _fields(original)
+    capsys.readouterr()
+    # `sample` without --out prints where the bundled corpus is; with --out copies it unchanged
+    assert main(["data", "sample"]) == 0
+    assert capsys.readouterr().out.strip() == str(SAMPLE)
     assert main(["data", "sample", "--out", str(tmp_path / "s")]) == 0
-    assert (tmp_path / "s" / "test.txt").is_file()
+    assert capsys.readouterr().out.strip() == str(tmp_path / "s")
+    bundled = sorted(p.name for p in SAMPLE.iterdir())
+    assert bundled == ["test.txt", "train.txt", "valid.txt"]
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == bundled
+    for name in bundled:
+        assert (tmp_path / "s" / name).read_bytes() == (SAMPLE / name).read_bytes(), name
 
 
 @pytest.mark.parametrize("command", ["stats", "validate"])

@@ -250,7 +250,7 @@ def random_batch(gen, batch, seq_len, num_tags, full: bool, dtype=torch.float64)
 
 @pytest.mark.parametrize("full", [True, False])
 def test_matches_pytorch_crf(full):
-    torchcrf = pytest.importorskip("torchcrf")
+    import torchcrf  # pytorch-crf: a declared test dependency (extra `test`), a missing one fails
     gen = torch.Generator().manual_seed(2024 + full)
     batch, seq_len, num_tags = 32, 60, 9
     emissions, tags, mask = random_batch(gen, batch, seq_len, num_tags, full)
@@ -270,7 +270,7 @@ def test_matches_pytorch_crf(full):
 
 
 def test_matches_pytorch_crf_in_float32():
-    torchcrf = pytest.importorskip("torchcrf")
+    import torchcrf  # pytorch-crf: a declared test dependency (extra `test`), a missing one fails
     gen = torch.Generator().manual_seed(5)
     emissions, tags, mask = random_batch(gen, 32, 60, 9, full=False, dtype=torch.float32)
     ref = torchcrf.CRF(9, batch_first=True)
