@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mner.cli import main
-from mner.data.captions import resolve_caption_file
+from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.experiment import DataConfig, prepare_data
 from mner.resources import sample_corpus_dir
 
@@ -42,10 +44,23 @@ def test_prepare_data_reads_none_as_no_captions(spec):
     assert "captions: not used" in data.notes
 
 
-def test_prepare_data_and_stats_agree_on_auto():
+def test_prepare_data_and_stats_agree_on_auto(capsys):
     data = prepare_data(DataConfig(corpus=str(SAMPLE), feature_cache=None), log=lambda *_: None)
     found, note = resolve_caption_file("auto", SAMPLE)
-    assert note in data.notes and all(ex.caption is not None for ex in data.splits["train"])
+    assert found is not None and note in data.notes
+    # prepare_data attached the captions of the file that 'auto' found, tweet by tweet
+    store = CaptionStore.from_file(found)
+    assert set(data.splits) == {"train", "valid", "test"}
+    for split, examples in data.splits.items():
+        assert examples and [ex.caption for ex in examples] == [store.get_caption(ex.id) for ex in examples], split
+        assert all(ex.caption for ex in examples), split
+    # `mner data stats` resolves 'auto' to the same file and reports the same captions
+    assert main(["data", "stats", str(SAMPLE), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert note in stats["notes"]
+    for split, examples in data.splits.items():
+        caps = stats["splits"][split]["captions"]
+        assert (caps["found"], caps["empty"], caps["missing"]) == (len(examples), 0, 0), split
 
 
 class _Stop(Exception):
