@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from mner.cli import main
 from mner.models import MAFModel, load_model
+from mner.pipeline import Pipeline
 from model_fixtures import (  # noqa: F401  (fixtures)
     encoders,
     experiment,
@@ -82,15 +84,38 @@ def test_evaluate_gives_what_train_reported_on_test(trained):
     assert conll.read_text() == (trained["run"] / "predictions" / "test.conll").read_text()
 
 
-def test_evaluate_report_and_predictions_that_score_reads_back(trained):
-    """On a model that tags every word B-LOC (so that precision, recall and F1 differ and are not 0)."""
-    tmp = trained["tmp"]
+@pytest.fixture(scope="module")
+def every_word_loc(trained) -> Path:
+    """The trained model with its emission layer set so that it tags every word B-LOC."""
     model = load_model(trained["run"])
     with torch.no_grad():
         model.emissions.weight.zero_()
         model.emissions.bias.fill_(-20.0)
         model.emissions.bias[model.label_set.index("B-LOC")] = 20.0
-    checkpoint = model.save_pretrained(tmp / "every-word-loc")
+    return model.save_pretrained(trained["tmp"] / "every-word-loc")
+
+
+@pytest.fixture(scope="module")
+def leaning_loc(trained) -> Path:
+    """The trained model with its B-LOC emission bias raised by 5: it predicts some entities, with
+    confidences below 1 that depend on the image (a model whose output has something to compare)."""
+    model = load_model(trained["run"])
+    with torch.no_grad():
+        model.emissions.bias[model.label_set.index("B-LOC")] += 5.0
+    return model.save_pretrained(trained["tmp"] / "leaning-loc")
+
+
+def _every_word_a_loc(text: str) -> list[dict]:
+    """What the every-word-B-LOC model must predict for a text of plain space-separated words."""
+    return [{"text": m.group(), "type": "LOC", "start": m.start(), "end": m.end(),
+             "token_start": i, "token_end": i + 1, "confidence": 1.0}
+            for i, m in enumerate(re.finditer(r"\S+", text))]
+
+
+def test_evaluate_report_and_predictions_that_score_reads_back(trained, every_word_loc):
+    """On a model that tags every word B-LOC (so that precision, recall and F1 differ and are not 0)."""
+    tmp = trained["tmp"]
+    checkpoint = every_word_loc
     conll = tmp / "eval" / "test.conll"
     args = _evaluate_args(trained, checkpoint, conll)
     code, out, err = _run(args)
@@ -134,54 +159,85 @@ def test_evaluate_a_corpus_split_and_its_missing_image(trained):
     assert "sequences: 4" in out and "kept without image" in err
 
 
-def test_predict_one_text_with_an_image(trained, tmp_path):
+def test_predict_one_text_with_an_image(trained, every_word_loc, leaning_loc, tmp_path):
     image = tmp_path / "photo.png"
     random_image(3).save(image)
     text = "Obama meets Merkel in Berlin"
+    caption = "two people shaking hands"
     output = tmp_path / "out" / "pred.jsonl"
-    code, out, err = _run(["predict", trained["run"], "--text", text, "--image", image,
-                           "--caption", "two people shaking hands", "--output", output])
+    code, out, err = _run(["predict", every_word_loc, "--text", text, "--image", image,
+                           "--caption", caption, "--output", output])
     assert code == 0, err
     (record,) = read_jsonl(output)
-    assert record["text"] == text and record["image"] == str(image) and isinstance(record["entities"], list)
-    for e in record["entities"]:
-        assert text[e["start"]:e["end"]] == e["text"] and e["type"] in {"LOC", "MISC", "ORG", "PER"}
+    assert record["text"] == text and record["image"] == str(image)
+    assert record["entities"] == _every_word_a_loc(text)
     # standard output by default
-    code, out, err = _run(["predict", trained["run"], "--text", text, "--image", image])
+    code, out, err = _run(["predict", every_word_loc, "--text", text, "--image", image])
     assert code == 0, err
     (printed,) = [json.loads(line) for line in out.splitlines()]
-    assert printed["text"] == text and isinstance(printed["entities"], list) and "caption" not in printed
+    assert printed["text"] == text and "caption" not in printed
+    assert printed["entities"] == _every_word_a_loc(text)
+    # a model with image-dependent confidences: exactly what the Python pipeline predicts
+    code, out, err = _run(["predict", leaning_loc, "--text", text, "--image", image, "--caption", caption])
+    assert code == 0, err
+    (printed,) = [json.loads(line) for line in out.splitlines()]
+    expected = Pipeline.from_pretrained(leaning_loc, device="cpu")(text, image=image, caption=caption)
+    assert expected and printed["entities"] == expected
 
 
-def _predict_jsonl(trained, tmp_path, first_image: str) -> tuple[int, str, Path]:
+def _predict_jsonl(trained, tmp_path, first_image: str, checkpoint: Path | None = None) -> tuple[int, str, Path]:
     paths = trained["paths"]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     inputs = tmp_path / "inputs.jsonl"
     rows = [{"id": "a", "text": "Kevin Durant joins the Warriors", "image": first_image, "caption": "a man"},
             {"id": "b", "tokens": ["Paris", "in", "the", "spring"], "image": str(paths["images"] / "s201.jpg")},
             {"id": "c", "text": "no image here"}]
     inputs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     output = tmp_path / "pred.jsonl"
-    code, out, err = _run(["predict", trained["run"], "--input", inputs, "--image-dir", paths["images"],
+    code, out, err = _run(["predict", checkpoint or trained["run"], "--input", inputs, "--image-dir", paths["images"],
                            "--output", output])
     return code, err, output
 
 
-def test_predict_a_jsonl_file(trained, tmp_path):
-    code, err, output = _predict_jsonl(trained, tmp_path, str(trained["paths"]["images"] / "s101.jpg"))
+def _pipeline_on_the_jsonl_rows(trained, checkpoint: Path) -> list[list[dict]]:
+    """What the Python pipeline predicts for the rows of :func:`_predict_jsonl` (some entities)."""
+    images = trained["paths"]["images"]
+    pipe = Pipeline.from_pretrained(checkpoint, device="cpu")
+    # one batch, as `mner predict` runs them (the rounded confidences may move in the last digit
+    # with the padding of another batch); the tokens of row b are those of its text
+    texts = ["Kevin Durant joins the Warriors", "Paris in the spring", "no image here"]
+    captions = ["a man", None, None]
+    out = pipe(texts, image=[images / "s101.jpg", images / "s201.jpg", None], caption=captions)
+    assert all(out), "nothing to compare: the checkpoint predicts no entity"
+    # the first row's image matters: without it the prediction differs
+    assert out[0] != pipe(texts, image=[None, images / "s201.jpg", None], caption=captions)[0]
+    return out
+
+
+def test_predict_a_jsonl_file(trained, every_word_loc, leaning_loc, tmp_path):
+    code, err, output = _predict_jsonl(trained, tmp_path / "known", str(trained["paths"]["images"] / "s101.jpg"),
+                                       checkpoint=every_word_loc)
     assert code == 0, err
     records = read_jsonl(output)
     assert [r["id"] for r in records] == ["a", "b", "c"]
     assert records[1]["text"] == "Paris in the spring"
     for r in records:
-        assert isinstance(r["entities"], list)
-        assert all(r["text"][e["start"]:e["end"]] == e["text"] for e in r["entities"])
+        assert r["entities"] == _every_word_a_loc(r["text"]), r["id"]
     assert "2 of 3 inputs have no caption" in err and "wrote 3 predictions" in err
-
-
-def test_predict_a_jsonl_file_with_image_paths_relative_to_image_dir(trained, tmp_path):
-    code, err, output = _predict_jsonl(trained, tmp_path, "s101.jpg")
+    # a model with image-dependent confidences: exactly what the Python pipeline predicts
+    code, err, output = _predict_jsonl(trained, tmp_path / "leaning", str(trained["paths"]["images"] / "s101.jpg"),
+                                       checkpoint=leaning_loc)
     assert code == 0, err
-    assert [r["id"] for r in read_jsonl(output)] == ["a", "b", "c"]
+    assert [r["entities"] for r in read_jsonl(output)] == _pipeline_on_the_jsonl_rows(trained, leaning_loc)
+
+
+def test_predict_a_jsonl_file_with_image_paths_relative_to_image_dir(trained, leaning_loc, tmp_path):
+    code, err, output = _predict_jsonl(trained, tmp_path, "s101.jpg", checkpoint=leaning_loc)
+    assert code == 0, err
+    records = read_jsonl(output)
+    assert [r["id"] for r in records] == ["a", "b", "c"]
+    # "s101.jpg" is read from --image-dir: the same entities (and confidences) as with its full path
+    assert [r["entities"] for r in records] == _pipeline_on_the_jsonl_rows(trained, leaning_loc)
 
 
 def test_predict_refuses_a_pickled_checkpoint_with_one_line(trained, tmp_path):
