@@ -125,6 +125,7 @@ def test_empty_input(both_model):
     assert pipe([], is_split_into_words=True) == []
     out = pipe(["", "Obama in Paris", ""], caption=[None, "a man", None])
     assert out[0] == [] and out[2] == [] and isinstance(out[1], list)
+    assert out[1] == pipe("Obama in Paris", caption="a man")  # the empty items change nothing
 
 
 def test_whitespace_only_input_gives_no_entity(both_model):
@@ -172,8 +173,14 @@ def test_image_as_pil_or_path_is_the_same_image(both_model, images, monkeypatch)
     by_str = pipe("Luna looks amazing", image=str(paths[1]), caption="a cat")
     assert by_pil == by_path == by_str
     assert torch.equal(recorder.emissions()[0], em_pil)
-    # other image modes are converted (grey here), not refused
-    assert isinstance(pipe("Luna looks amazing", image=pil[1].convert("L")), list)
+    # other image modes are converted (grey here), not refused: tagged exactly as the same grey
+    # image converted to RGB beforehand, and from other evidence than the colour image
+    grey = pil[1].convert("L")
+    by_grey = pipe("Luna looks amazing", image=grey, caption="a cat")
+    em_grey = recorder.emissions()[0]
+    assert by_grey == pipe("Luna looks amazing", image=grey.convert("RGB"), caption="a cat")
+    assert torch.equal(recorder.emissions()[0], em_grey)
+    assert not torch.allclose(em_grey, em_pil)
     none = pipe("Luna looks amazing", image=None, caption=None)
     assert isinstance(none, list)
     assert not torch.allclose(recorder.emissions()[0], em_pil)
