@@ -197,8 +197,15 @@ def test_missing_image_policies_train_and_report(encoders, tmp_path, policy):
     cfg = load_experiment(experiment(encoders, paths["tweets"], tmp_path / "run", images=paths["images"],
                                      data={"missing_images": policy}))
     summary = train(cfg, log=lambda m: lines.append(str(m)))
-    assert any(line.startswith("valid images") and "1 missing" in line for line in lines)
+    action = "1 tweets kept without image" if policy == "blank" else "1 tweets dropped"
+    image_lines = [line for line in lines if " images: " in line]
+    assert image_lines == ["train images: 12 found, 0 missing, 0 unreadable",
+                           f"valid images: 3 found, 1 missing, 0 unreadable; policy {policy!r}: {action}",
+                           "test images: 6 found, 0 missing, 0 unreadable"]
+    # the 12 + 3 + 6 images found are encoded once each; the missing one never is
+    assert any(line.startswith("feature cache:") and "'misses': 21," in line for line in lines)
     assert summary["dev_f1"] is not None and summary["test_f1"] is not None
+    assert json.loads((tmp_path / "run" / "test_report.json").read_text())["n_sequences"] == 6
     assert json.loads((tmp_path / "run" / "experiment.json").read_text())["data"]["missing_images"] == policy
 
 
