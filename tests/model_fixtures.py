@@ -168,3 +168,23 @@ def sample_paths() -> dict[str, Path]:
     tweets = sample_corpus_dir()
     return {"tweets": tweets, "images": tweets.parent / "images",
             "captions": tweets.parent / "captions" / "tweets_blip2.txt"}
+
+
+class ForwardRecorder:
+    """Wraps a model's forward (through ``monkeypatch``) and keeps each batch it saw and each
+    output it gave, in ``calls``."""
+
+    def __init__(self, model, monkeypatch):
+        self.calls: list[tuple] = []
+        self._forward = model.forward
+        monkeypatch.setattr(model, "forward", self)
+
+    def __call__(self, batch):
+        out = self._forward(batch)
+        self.calls.append((batch, out))
+        return out
+
+    def emissions(self, k: int = -1) -> list[torch.Tensor]:
+        """Per tweet of call ``k``, the emissions of its real words."""
+        batch, out = self.calls[k]
+        return [out.emissions[i][out.mask[i]] for i in range(len(batch))]

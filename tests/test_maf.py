@@ -352,6 +352,15 @@ def test_maf_forward_backward_save_load_decode(encoders, examples, tmp_path, vie
     assert isinstance(entities, list) and all(e["type"] in {"LOC", "MISC", "ORG", "PER"} for e in entities)
 
 
+def _swap_first_two(n, fraction, generator=None, device=None):
+    """A stand-in for ``sample_negatives``: the one swapped pair is always (0, 1)."""
+    perm = torch.arange(n, device=device)
+    perm[0], perm[1] = 1, 0
+    labels = torch.ones(n, device=device)
+    labels[:2] = 0.0
+    return perm, labels
+
+
 @pytest.mark.parametrize("swap", ["image", "interaction"])
 def test_negatives_see_the_swapped_visual_side(encoders, examples, monkeypatch, swap):
     """With negatives fixed to the pair (0, 1): under ``image`` tweet 0 is tagged exactly as if
@@ -359,14 +368,7 @@ def test_negatives_see_the_swapped_visual_side(encoders, examples, monkeypatch, 
     other tweets are tagged as without negatives."""
     import mner.models.maf.modeling_maf as modeling
 
-    def fixed(n, fraction, generator=None, device=None):
-        perm = torch.arange(n, device=device)
-        perm[0], perm[1] = 1, 0
-        labels = torch.ones(n, device=device)
-        labels[:2] = 0.0
-        return perm, labels
-
-    monkeypatch.setattr(modeling, "sample_negatives", fixed)
+    monkeypatch.setattr(modeling, "sample_negatives", _swap_first_two)
     torch.manual_seed(0)
     model = MAFModel(maf_config(encoders, negative_swap=swap, dropout=0.0))
     # the CI output C as the matching module receives it (before y^_m scales it into M)
@@ -404,14 +406,7 @@ def test_pairs_without_visual_side_are_not_matches(encoders, examples, monkeypat
     on an empty visual stream), and so is a swapped pair; the other positives stay 1."""
     import mner.models.maf.modeling_maf as modeling
 
-    def fixed(n, fraction, generator=None, device=None):
-        perm = torch.arange(n, device=device)
-        perm[0], perm[1] = 1, 0
-        labels = torch.ones(n, device=device)
-        labels[:2] = 0.0
-        return perm, labels
-
-    monkeypatch.setattr(modeling, "sample_negatives", fixed)
+    monkeypatch.setattr(modeling, "sample_negatives", _swap_first_two)
     torch.manual_seed(0)
     model = MAFModel(maf_config(encoders, view="both"))
     seen = []

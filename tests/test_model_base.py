@@ -8,7 +8,7 @@ import torch
 from mner.data.example import Example
 from mner.models import MAFModel
 from mner.models.batch import IGNORE_INDEX, TaggingBatch
-from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
+from model_fixtures import ForwardRecorder, encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,20 +35,6 @@ def batch(model, tmp_path_factory) -> TaggingBatch:
     return out
 
 
-class _Forwards:
-    """Wraps a model's forward and keeps each batch it saw and each output it gave."""
-
-    def __init__(self, model, monkeypatch):
-        self.calls: list[tuple] = []
-        self._forward = model.forward
-        monkeypatch.setattr(model, "forward", self)
-
-    def __call__(self, batch):
-        out = self._forward(batch)
-        self.calls.append((batch, out))
-        return out
-
-
 def test_decode_moves_the_batch_to_the_models_device(model, batch, monkeypatch):
     """A plain DataLoader leaves batches on the CPU; decode must bring them to the model (a GPU)."""
     moves: list[tuple[torch.device, TaggingBatch]] = []
@@ -60,7 +46,7 @@ def test_decode_moves_the_batch_to_the_models_device(model, batch, monkeypatch):
         return moved
 
     monkeypatch.setattr(TaggingBatch, "to", to)
-    forwards = _Forwards(model, monkeypatch)
+    forwards = ForwardRecorder(model, monkeypatch)
     model.decode(batch)
     device = next(model.parameters()).device
     assert [d for d, _ in moves] == [device]
@@ -74,7 +60,7 @@ def test_decode_computes_no_loss_and_the_same_tags(model, batch, monkeypatch):
     with torch.no_grad():
         with_gold = model(batch)
     assert with_gold.loss is not None
-    forwards = _Forwards(model, monkeypatch)
+    forwards = ForwardRecorder(model, monkeypatch)
     decoded = model.decode(batch, confidences=True)
     seen, out = forwards.calls[0]
     assert seen.tags is None and out.loss is None and out.losses == {}

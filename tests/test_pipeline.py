@@ -9,7 +9,7 @@ import torch
 from mner.data.tokenize import tokenize_text
 from mner.models import Decoded, MAFModel
 from mner.pipeline import Pipeline
-from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
+from model_fixtures import ForwardRecorder, encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,25 +21,6 @@ def _every_word_a_person(model: MAFModel) -> MAFModel:
         model.emissions.bias.fill_(-20.0)
         model.emissions.bias[model.label_set.index("B-PER")] = 20.0
     return model
-
-
-class _Recorder:
-    """Wraps a model's forward and keeps what each call saw and gave."""
-
-    def __init__(self, model: MAFModel, monkeypatch):
-        self.calls: list[tuple] = []
-        self._forward = model.forward
-        monkeypatch.setattr(model, "forward", self)
-
-    def __call__(self, batch):
-        out = self._forward(batch)
-        self.calls.append((batch, out))
-        return out
-
-    def emissions(self, k: int = -1) -> list[torch.Tensor]:
-        """Per tweet of call ``k``, the emissions of its real words."""
-        batch, out = self.calls[k]
-        return [out.emissions[i][out.mask[i]] for i in range(len(batch))]
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +92,7 @@ def test_input_longer_than_the_text_model_is_tagged_over_every_word(encoders, mo
     assert model.text_encoder.max_length == 16
     words = [f"w{i}x" for i in range(60)]  # ~2 sub-tokens each: far beyond 16 positions
     text = " ".join(words)
-    recorder = _Recorder(model, monkeypatch)
+    recorder = ForwardRecorder(model, monkeypatch)
     entities = Pipeline(model)(text, image=random_image(1))
     batch, _ = recorder.calls[-1]
     assert batch.words.input_ids.shape[1] > 16
@@ -141,7 +122,7 @@ def test_batch_routes_each_item_its_own_image_and_caption(both_model, images, mo
     texts = ["Rob after a fish dinner", "Rob after a fish dinner", "Kai in Paris today"]
     imgs = [pil[0], None, paths[2]]
     caps = ["a cat on a sofa", "a man with a camera", None]
-    recorder = _Recorder(both_model, monkeypatch)
+    recorder = ForwardRecorder(both_model, monkeypatch)
     batch_out = pipe(texts, image=imgs, caption=caps)
     batch_em = recorder.emissions()
     batch, _ = recorder.calls[-1]
@@ -166,7 +147,7 @@ def test_batch_routes_each_item_its_own_image_and_caption(both_model, images, mo
 def test_image_as_pil_or_path_is_the_same_image(both_model, images, monkeypatch):
     pil, paths = images
     pipe = Pipeline(both_model)
-    recorder = _Recorder(both_model, monkeypatch)
+    recorder = ForwardRecorder(both_model, monkeypatch)
     by_pil = pipe("Luna looks amazing", image=pil[1], caption="a cat")
     em_pil = recorder.emissions()[0]
     by_path = pipe("Luna looks amazing", image=paths[1], caption="a cat")
