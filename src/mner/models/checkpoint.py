@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHTS_NAME",
     "CheckpointError",
     "atomic_folder",
+    "interrupted_saves",
     "replace_folder",
     "read_config",
     "resolve_model_dir",
@@ -125,6 +126,17 @@ def replace_folder(source: Path, target: Path) -> None:
     os.replace(source, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def interrupted_saves(target: str | Path) -> tuple[list[Path], list[Path]]:
+    """What saves of ``target`` that a kill interrupted left beside it: their temporary folders
+    (``.<name>.tmp-*``, and ``..<name>.tmp-*``, a checkpoint's own temporary folder written while
+    it was itself being staged) and the previous folders kept between the two renames of
+    :func:`replace_folder` (``.<name>.old-*``, complete)."""
+    target = Path(target)
+    name, parent = target.name, target.parent
+    temporary = sorted(parent.glob(f".{name}.tmp-*")) + sorted(parent.glob(f"..{name}.tmp-*"))
+    return temporary, sorted(parent.glob(f".{name}.old-*"))
 
 
 class atomic_folder:

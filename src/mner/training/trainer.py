@@ -204,12 +204,13 @@ class Trainer:
             (staging / "COMPLETE").write_text(str(self.global_step))
 
     def _remove_leftovers(self, name: str) -> None:
-        """What saves of ``name`` that a kill interrupted left: their temporary folders
-        ``.<name>.tmp-*`` (and ``..<name>.tmp-*``, the model's own temporary folder inside
-        one) and the previous folders ``.<name>.old-*`` (a kill between the two renames)."""
-        for pattern in (f".{name}.tmp-*", f"..{name}.tmp-*", f".{name}.old-*"):
-            for folder in self.output_dir.glob(pattern):
-                shutil.rmtree(folder, ignore_errors=True)
+        """Remove what saves of ``name`` that a kill interrupted left (temporary and previous
+        folders, :func:`~mner.models.checkpoint.interrupted_saves`)."""
+        from mner.models.checkpoint import interrupted_saves
+
+        temporary, previous = interrupted_saves(self.output_dir / name)
+        for folder in temporary + previous:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _find_resume(self) -> Path | None:
         last = self.output_dir / "last"
@@ -217,8 +218,10 @@ class Trainer:
             return last
         # a kill between the two renames of a save leaves the previous last/ as .last.old-<uuid>;
         # of several (leftovers of earlier kills), the one with the highest step
+        from mner.models.checkpoint import interrupted_saves
+
         best, best_step = None, -1
-        for old in self.output_dir.glob(".last.old-*"):
+        for old in interrupted_saves(last)[1]:
             try:
                 step = int((old / "COMPLETE").read_text())
             except (OSError, ValueError):
