@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mner.errors import MNERError
 from mner.data import Example
 from mner.data.formats import (
     DataFormatError,
@@ -67,7 +68,7 @@ def test_type_map_is_explicit(tmp_path):
     assert read_twitter(p, type_map="OTHER=MISC")[1].tags[0] == "I-MISC"
     assert read_twitter(p, type_map={"PER": "PERSON"})[0].tags[2] == "B-PERSON"
     assert resolve_type_map("OTHER=MISC, PER=PERSON") == {"OTHER": "MISC", "PER": "PERSON"}
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(MNERError, match="preset"):
         resolve_type_map("nonsense")
 
 
@@ -164,7 +165,7 @@ def test_jsonl_preserves_raw_text_offsets(tmp_path):
 
 
 def test_writers_refuse_unwritable_tokens(tmp_path):
-    with pytest.raises(ValueError, match="separator"):
+    with pytest.raises(MNERError, match="separator"):
         write_twitter([Example("1", ["a\tb"], ["O"])], tmp_path / "x.txt")
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mner.errors import MNERError
 from mner.data import Example
 from mner.data.images import ImageError, ImageStore, MissingImagesError, apply_image_policy, to_rgb
 
@@ -133,7 +134,7 @@ def test_policy_blank_and_drop_are_counted(image_dir):
     assert "2 tweets kept without image" in rep.summary()
     kept, rep = apply_image_policy(exs, ImageStore(image_dir), "drop")
     assert [e.id for e in kept] == ["a", "d"] and rep.affected == 2 and "dropped" in rep.summary()
-    with pytest.raises(ValueError, match="policy"):
+    with pytest.raises(MNERError, match="policy"):
         apply_image_policy(exs, ImageStore(image_dir), "ignore")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mner.data.tokenize import tokenize_text
+from mner.errors import MNERError
 from mner.models import Decoded, MAFModel
 from mner.pipeline import Pipeline
 from model_fixtures import ForwardRecorder, encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
@@ -140,7 +141,7 @@ def test_batch_routes_each_item_its_own_image_and_caption(both_model, images, mo
     batch, _ = recorder.calls[-1]
     tokens = batch.visual.features["pixels"].tokens
     assert torch.equal(tokens[0], tokens[1]) and torch.equal(tokens[0], tokens[2])
-    with pytest.raises(ValueError, match="3 texts but 2 images"):
+    with pytest.raises(MNERError, match="3 texts but 2 images"):
         pipe(texts, image=imgs[:2])
 
 

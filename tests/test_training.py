@@ -116,7 +116,7 @@ def test_early_stopping_stops(encoders, demo, tmp_path):
     ({"model_type": "umt"}, "model_type"),
 ])
 def test_config_errors_name_the_key(raw, key):
-    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_experiment(raw)
 
 
@@ -142,7 +142,7 @@ def test_config_value_of_the_wrong_type_names_the_key():
 @pytest.mark.parametrize("raw,key", [({"training": {"learning_rate": "fast"}}, "learning_rate"),
                                      ({"data": {"missing_images": "ignore"}}, "missing_images")])
 def test_config_bad_values_are_refused_when_loaded(raw, key):
-    with pytest.raises(ValueError, match=key):
+    with pytest.raises(ConfigError, match=key):
         load_experiment(raw)
 
 

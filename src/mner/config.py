@@ -15,12 +15,14 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from mner.errors import MNERError
+
 __all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_yaml"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(MNERError, ValueError):
     """A config that does not fit its dataclass; the message names the key."""
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mner.config import apply_overrides, from_dict, load_yaml, to_dict
+from mner.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.data.corpus import Corpus
 from mner.data.example import Example
@@ -74,11 +74,11 @@ class DataConfig:
         from mner.data.images import POLICIES
 
         if self.format not in ("auto",) + FORMATS:
-            raise ValueError(f"format {self.format!r}: choose auto, {', '.join(FORMATS)}")
+            raise ConfigError(f"data.format {self.format!r}: choose auto, {', '.join(FORMATS)}")
         if self.missing_images not in POLICIES:
-            raise ValueError(f"missing_images {self.missing_images!r}: choose {', '.join(POLICIES)}")
+            raise ConfigError(f"data.missing_images {self.missing_images!r}: choose {', '.join(POLICIES)}")
         if self.max_train is not None and self.max_train < 1:
-            raise ValueError(f"max_train must be >= 1, got {self.max_train}")
+            raise ConfigError(f"data.max_train must be >= 1, got {self.max_train}")
 
 
 @dataclass
@@ -96,10 +96,10 @@ def load_experiment(source: str | Path | dict, overrides: Sequence[str] = ()) ->
     known = {"model_type", "model", "data", "training"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"unknown config section(s) {unknown}; the sections are {sorted(known)}")
+        raise ConfigError(f"unknown config section(s) {unknown}; the sections are {sorted(known)}")
     model_type = raw.get("model_type", "maf")
     if model_type not in MODELS:
-        raise ValueError(f"model_type {model_type!r}: this mner knows {sorted(MODELS)}")
+        raise ConfigError(f"model_type {model_type!r}: this mner knows {sorted(MODELS)}")
     model_cfg = from_dict(MODELS[model_type].config_class, raw.get("model"), "model")
     return ExperimentConfig(model_type, model_cfg, from_dict(DataConfig, raw.get("data"), "data"),
                             from_dict(TrainingConfig, raw.get("training"), "training"))
@@ -141,7 +141,7 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
             splits[name] = read_file(path, cfg.format, cfg.type_map)
             files[name] = Path(path)
     if not splits:
-        raise ValueError("data: give a corpus folder (data.corpus) or split files (data.train, ...)")
+        raise ConfigError("data: give a corpus folder (data.corpus) or split files (data.train, ...)")
     if cfg.max_train is not None and "train" in splits:
         splits["train"] = splits["train"][: cfg.max_train]
         notes.append(f"train: first {len(splits['train'])} tweets only (data.max_train)")
@@ -155,7 +155,7 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
         for split, rep in work.reports.items():
             notes.append(f"{split} {rep['captions'].summary()}")
     elif needs_captions:
-        raise ValueError("this model reads captions: give a caption file (data.captions, or --captions FILE)")
+        raise ConfigError("this model reads captions: give a caption file (data.captions, or --captions FILE)")
 
     store = None
     if cfg.images is not None:
@@ -165,7 +165,7 @@ def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bo
             notes.append(f"{split} {rep['images'].summary()}")
     elif needs_images:
         if cfg.missing_images != "blank":
-            raise ValueError("this model looks at pixels: give the image folder (data.images, or --images DIR), "
+            raise ConfigError("this model looks at pixels: give the image folder (data.images, or --images DIR), "
                              "or choose missing_images blank to go on without any image")
         work = Corpus({k: [ex.replace(image=None) for ex in v] for k, v in work.splits.items()}, work.files, work.root)
         notes.append("images: no image folder; every tweet is kept without image (missing_images: blank)")
@@ -203,7 +203,7 @@ def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
     data = prepare_data(cfg.data, needs_images=views in ("pixels", "both"),
                         needs_captions=views in ("caption", "both"), log=say)
     if "train" not in data.splits:
-        raise ValueError("no training split")
+        raise ConfigError("no training split: give data.train, or a corpus folder with a train file")
     label_source = [ex.tags for s in ("train", "valid") for ex in data.splits.get(s, []) if ex.tags]
     mcfg.labels = list(LabelSet.from_tag_sequences(label_source).labels)
     say(f"labels: {' '.join(mcfg.labels)}")

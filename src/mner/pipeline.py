@@ -26,6 +26,7 @@ from PIL import Image
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.data.tokenize import tokenize_text
+from mner.errors import MNERError
 from mner.models import load_model
 from mner.models.base import TaggingModel
 from mner.tagging import get_spans
@@ -90,7 +91,7 @@ class Pipeline:
                 return [value]
             if isinstance(value, (list, tuple)):
                 if len(value) != len(texts):
-                    raise ValueError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
+                    raise MNERError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
                 return list(value)
             return [value] * len(texts)
 

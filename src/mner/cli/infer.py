@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mner.data.formats import FORMATS
 from mner.data.images import POLICIES
+from mner.errors import MNERError, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,11 +67,11 @@ def cmd_evaluate(args) -> int:
     data = prepare_data(cfg, needs_images="pixels" in views, needs_captions="caption" in views, log=log)
     split = args.split if is_dir else "test"
     if split not in data.splits:
-        raise ValueError(f"{args.data}: no split {split!r} (it has {', '.join(data.splits)})")
+        raise UsageError(f"{args.data}: no split {split!r} (it has {', '.join(data.splits)})")
     examples = data.splits[split]
     unknown = {t for ex in examples for t in ex.tags or () if t not in model.label_set.labels}
     if unknown:
-        raise ValueError(f"{args.data}: tags {sorted(unknown)} are not in the model's label set "
+        raise MNERError(f"{args.data}: tags {sorted(unknown)} are not in the model's label set "
                          f"{list(model.label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
     collate = model.collator(train=False, image_store=data.image_store)
     preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
@@ -93,7 +94,7 @@ def cmd_predict(args) -> int:
     from mner.pipeline import Pipeline
 
     if (args.text is None) == (args.input is None):
-        raise ValueError("give either --text (with --image/--caption) or --input FILE.jsonl")
+        raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
     pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]

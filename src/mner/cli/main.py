@@ -9,10 +9,9 @@ import sys
 from typing import Sequence
 
 from mner import __version__
+from mner.errors import UsageError, is_user_error
 
-
-class UsageError(Exception):
-    """A problem with the user's input; printed as one line, exit code 2."""
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,9 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as err:  # noqa: BLE001 - turned into one readable line
-        from mner.cli.errors import is_user_error
-
+    except Exception as err:  # noqa: BLE001 - a user's error becomes one readable line
         if debug or not is_user_error(err):
             raise
         print(f"mner: error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mner.data.example import Example
 from mner.data.formats import FORMATS, read_file
+from mner.errors import MNERError
 from mner.tagging import score
 
 
@@ -36,11 +37,11 @@ def align(gold: list[Example], pred: list[Example], gold_name: str, pred_name: s
     """``pred`` reordered to match ``gold`` by tweet id, with matching tokens; raise otherwise."""
     by_id = {ex.id: ex for ex in pred}
     if len(by_id) != len(pred):
-        raise ValueError(f"{pred_name}: tweet ids are not unique; cannot match tweets to {gold_name}")
+        raise MNERError(f"{pred_name}: tweet ids are not unique; cannot match tweets to {gold_name}")
     missing = [ex.id for ex in gold if ex.id not in by_id]
     extra = sorted(set(by_id) - {ex.id for ex in gold})
     if missing or extra:
-        raise ValueError(
+        raise MNERError(
             f"{pred_name} and {gold_name} hold different tweets: "
             f"{len(missing)} missing from {pred_name} (e.g. {missing[:5]}), "
             f"{len(extra)} not in {gold_name} (e.g. {extra[:5]})"
@@ -51,13 +52,13 @@ def align(gold: list[Example], pred: list[Example], gold_name: str, pred_name: s
         if p.tokens != g.tokens:
             i = next((k for k, (a, b) in enumerate(zip(g.tokens, p.tokens)) if a != b),
                      min(len(g.tokens), len(p.tokens)))
-            raise ValueError(
+            raise MNERError(
                 f"tweet {g.id}: tokens differ at position {i} "
                 f"({gold_name}: {g.tokens[i:i + 1]}, {pred_name}: {p.tokens[i:i + 1]}; "
                 f"{len(g.tokens)} vs {len(p.tokens)} tokens); predictions must keep the gold tokenization"
             )
         if p.tags is None:
-            raise ValueError(f"{pred_name}: tweet {g.id} has no tags")
+            raise MNERError(f"{pred_name}: tweet {g.id} has no tags")
         out.append(p)
     return out
 
@@ -74,9 +75,12 @@ def cmd_score(args) -> int:
     pred = align(gold, pred, *names)
     for ex in gold:
         if ex.tags is None:
-            raise ValueError(f"{names[0]}: tweet {ex.id} has no gold tags")
-    report = score([g.tags for g in gold], [p.tags for p in pred], mode=args.mode,
-                   ids=[g.id for g in gold])
+            raise MNERError(f"{names[0]}: tweet {ex.id} has no gold tags")
+    try:
+        report = score([g.tags for g in gold], [p.tags for p in pred], mode=args.mode,
+                       ids=[g.id for g in gold])
+    except ValueError as err:  # a malformed tag in one of the files (score names the tweet and tag)
+        raise MNERError(f"{names[0]} / {names[1]}: {err}") from err
     if args.json:
         overall = {k: getattr(report.micro, k) for k in ("precision", "recall", "f1")}
         print(json.dumps({"gold": names[0], "pred": names[1], "tweets": len(gold), **overall,

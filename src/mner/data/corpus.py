@@ -19,6 +19,7 @@ from mner.data.captions import CaptionStore, attach_captions
 from mner.data.example import Example
 from mner.data.formats import detect_format, read_file
 from mner.data.images import ImageStore, apply_image_policy
+from mner.errors import MNERError
 
 __all__ = ["Corpus", "SPLIT_ALIASES", "SPLIT_EXTENSIONS", "corpus_files", "find_split_files"]
 
@@ -46,7 +47,7 @@ def find_split_files(folder: str | Path) -> dict[str, Path]:
             if (folder / f"{name}{ext}").is_file()
         ]
         if len(cands) > 1:
-            raise ValueError(
+            raise MNERError(
                 f"{folder}: split {split!r} has several files: "
                 + ", ".join(c.name for c in cands)
                 + "; keep one"

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from mner.data.example import Example
+from mner.errors import MNERError
 
 __all__ = [
     "DataFormatError",
@@ -73,7 +74,7 @@ _CONLL_META_KEYS = ("id", "image", "caption")
 _JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(MNERError, ValueError):
     """A file that does not follow its format. ``file``/``line`` say where (1-based)."""
 
     def __init__(self, file: str | Path, line: int | None, message: str, hint: str = ""):
@@ -97,7 +98,7 @@ def resolve_type_map(type_map: str | Mapping[str, str] | None) -> dict[str, str]
         out = {}
         for part in type_map.split(","):
             if "=" not in part:
-                raise ValueError(
+                raise MNERError(
                     f"type map {type_map!r}: expected a preset ({', '.join(TYPE_MAP_PRESETS)}) "
                     "or pairs like OTHER=MISC,PERSON=PER"
                 )
@@ -451,7 +452,7 @@ def read_file(
         return read_conll(path, type_map, tag_column, errors, token_lines)
     if fmt == "jsonl":
         return read_jsonl(path, type_map, errors, token_lines=token_lines)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
+    raise MNERError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)} or auto")
 
 
 def write_file(examples: Iterable[Example], path: str | Path, format: str = "auto") -> None:
@@ -469,7 +470,7 @@ def write_file(examples: Iterable[Example], path: str | Path, format: str = "aut
     elif fmt == "jsonl":
         write_jsonl(examples, path)
     else:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise MNERError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
 def _one_line(s: str) -> str:
@@ -479,7 +480,7 @@ def _one_line(s: str) -> str:
 def _check_writable(ex: Example, sep: str) -> None:
     for tok in ex.tokens:
         if sep in tok or "\n" in tok:
-            raise ValueError(f"{ex.where}: token {tok!r} contains a separator and cannot be written")
+            raise MNERError(f"{ex.where}: token {tok!r} contains a separator and cannot be written")
 
 
 def _atomic_write(path: Path, text: str) -> None:

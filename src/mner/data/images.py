@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mner.data.example import Example
+from mner.errors import MNERError
 
 __all__ = [
     "EXTENSIONS",
@@ -53,7 +54,7 @@ Policy = Literal["error", "blank", "drop"]
 DEFAULT_MAX_PIXELS = 89_478_485
 
 
-class ImageError(Exception):
+class ImageError(MNERError):
     """An image that cannot be used. ``kind`` is one of ``missing``, ``empty``,
     ``corrupt``, ``truncated``, ``too-large``."""
 
@@ -229,7 +230,7 @@ class ImageReport:
         }
 
 
-class MissingImagesError(Exception):
+class MissingImagesError(MNERError):
     """Raised by :func:`apply_image_policy` under the ``error`` policy."""
 
     def __init__(self, report: ImageReport, errors: list[ImageError]):
@@ -256,7 +257,7 @@ def apply_image_policy(
     in the middle of an epoch); without it only existence is checked.
     """
     if policy not in POLICIES:
-        raise ValueError(f"unknown missing-image policy {policy!r}; choose one of {POLICIES}")
+        raise MNERError(f"unknown missing-image policy {policy!r}; choose one of {POLICIES}")
     report = ImageReport(policy=policy)
     errors: list[ImageError] = []
     bad: set[int] = set()  # positions, not ids: a duplicate id must not hit a healthy tweet

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from mner.data.example import Example
+from mner.errors import MNERError
 from mner.encoders.tokenization import WordBatch, WordTokenizer
 from mner.models.visual import VisualInputs, VisualProvider
 from mner.tagging.labels import LabelSet
@@ -74,7 +75,7 @@ class TaggingCollator:
             raise ValueError("empty batch")
         for ex in examples:
             if not ex.tokens:
-                raise ValueError(f"{ex.where}: a tweet without tokens cannot be tagged; remove it "
+                raise MNERError(f"{ex.where}: a tweet without tokens cannot be tagged; remove it "
                                  "(mner data validate lists such tweets)")
         words = self.tokenizer([list(ex.tokens) for ex in examples])
         tags = None
@@ -84,6 +85,6 @@ class TaggingCollator:
                 try:
                     tags[i, : len(ex.tags)] = torch.tensor(self.labels.encode(ex.tags))
                 except KeyError as err:
-                    raise ValueError(f"{ex.where}: {err.args[0]}") from None
+                    raise MNERError(f"{ex.where}: {err.args[0]}") from None
         visual = self.visual(examples, train=self.train) if self.visual is not None else None
         return TaggingBatch([ex.id for ex in examples], words, tags, visual)

@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mner import __version__
+from mner.errors import MNERError
 
 __all__ = [
     "CONFIG_NAME",
@@ -48,7 +49,7 @@ WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MNERError, ValueError):
     """A folder that is not a loadable mner model."""
 
 

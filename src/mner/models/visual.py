@@ -33,6 +33,7 @@ from typing import Iterable, Sequence
 import torch
 from PIL import Image
 
+from mner.config import ConfigError
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.encoders.cache import FeatureCache, encode_with_cache
@@ -48,7 +49,7 @@ VIEWS = ("pixels", "caption", "both")
 def view_names(view: str) -> tuple[str, ...]:
     """The component views of a view setting: ``both`` -> ``("pixels", "caption")``."""
     if view not in VIEWS:
-        raise ValueError(f"unknown visual view {view!r}; choose one of {', '.join(VIEWS)}")
+        raise ConfigError(f"unknown visual view {view!r}; choose one of {', '.join(VIEWS)}")
     return ("pixels", "caption") if view == "both" else (view,)
 
 
@@ -112,9 +113,9 @@ class VisualProvider:
                  cache: FeatureCache | None = None, seed: int = 0, batch_size: int = 32):
         self.views = view_names(view)
         if "pixels" in self.views and image_encoder is None:
-            raise ValueError("the pixels view needs an image encoder")
+            raise ConfigError("the pixels view needs an image encoder")
         if "caption" in self.views and caption_encoder is None:
-            raise ValueError("the caption view needs a caption encoder")
+            raise ConfigError("the caption view needs a caption encoder")
         self.image_encoder = image_encoder
         self.caption_encoder = caption_encoder
         self.image_store = image_store or ImageStore(None)

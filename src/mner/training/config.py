@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mner.config import ConfigError
+
 __all__ = ["TrainingConfig"]
 
 
@@ -59,8 +61,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+            raise ConfigError("epochs, batch_size and eval_batch_size must be >= 1")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
+            raise ConfigError(f"mixed_precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

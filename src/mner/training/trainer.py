@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mner.errors import MNERError
 from mner.training.config import TrainingConfig
 from mner.training.state import load_training_state, rng_state, save_training_state, set_rng_state
 
@@ -151,7 +152,8 @@ class Trainer:
                 if ps:
                     param_groups.append({"params": ps, "lr": lr.get(group, cfg.learning_rate), "weight_decay": wd})
         if not param_groups:
-            raise ValueError("the model has no trainable parameter")
+            raise MNERError("the model has no trainable parameter: every part is frozen; make one trainable "
+                            "(e.g. the text encoder) in the model config")
         return torch.optim.AdamW(param_groups, lr=cfg.learning_rate)
 
     def _loaders(self) -> tuple[DataLoader, DataLoader | None]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mner.config import ConfigError
 from mner.encoders.caption import CaptionEncoderConfig
 from mner.encoders.image import ImageEncoderConfig
 from mner.encoders.text import TextEncoderConfig
@@ -81,13 +82,13 @@ class MAFConfig:
 
     def __post_init__(self) -> None:
         if self.visual_view not in VIEWS:
-            raise ValueError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
+            raise ConfigError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
         if self.negative_swap not in ("image", "interaction"):
-            raise ValueError(f"negative_swap {self.negative_swap!r}: choose image or interaction")
+            raise ConfigError(f"negative_swap {self.negative_swap!r}: choose image or interaction")
         if not 0.0 <= self.negative_fraction < 1.0:
-            raise ValueError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
+            raise ConfigError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta >= 1:
-            raise ValueError(f"alpha {self.alpha} and beta {self.beta} must be >= 0 with alpha + beta < 1")
+            raise ConfigError(f"alpha {self.alpha} and beta {self.beta} must be >= 0 with alpha + beta < 1")
         if isinstance(self.labels, tuple):
             self.labels = list(self.labels)
 

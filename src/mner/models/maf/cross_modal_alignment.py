@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mner.config import ConfigError
+
 __all__ = ["AlignmentProjection", "ContrastiveAlignmentLoss"]
 
 
@@ -39,9 +41,9 @@ class ContrastiveAlignmentLoss(nn.Module):
     def __init__(self, temperature: float = 0.179, direction_weight: float = 0.7):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"alignment temperature must be > 0, got {temperature}")
+            raise ConfigError(f"alignment temperature must be > 0, got {temperature}")
         if not 0.0 <= direction_weight <= 1.0:
-            raise ValueError(f"alignment direction weight must be in [0, 1], got {direction_weight}")
+            raise ConfigError(f"alignment direction weight must be in [0, 1], got {direction_weight}")
         self.temperature = temperature
         self.direction_weight = direction_weight
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mner.config import ConfigError
+
 __all__ = ["CrossModalInteraction"]
 
 
@@ -40,7 +42,7 @@ class CrossModalInteraction(nn.Module):
                  layers: int = 1):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"cross-modal interaction: dim {dim} is not divisible by heads {heads}")
+            raise ConfigError(f"cross-modal interaction: dim {dim} is not divisible by heads {heads}")
         self.blocks = nn.ModuleList(_Block(dim, heads, ffn_dim or 4 * dim, dropout) for _ in range(layers))
 
     def forward(self, text: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mner.config import ConfigError
+
 __all__ = ["CrossModalMatching", "MatchingLoss", "sample_negatives"]
 
 
@@ -65,7 +67,7 @@ class CrossModalMatching(nn.Module):
     def __init__(self, dim: int, pooling: str = "mean", max_len: int = 128, dropout: float = 0.1):
         super().__init__()
         if pooling not in ("mean", "max", "flatten"):
-            raise ValueError(f"matching pooling {pooling!r}: choose mean, max or flatten")
+            raise ConfigError(f"matching pooling {pooling!r}: choose mean, max or flatten")
         self.pooling = pooling
         self.max_len = max_len
         width = 2 * dim * (max_len if pooling == "flatten" else 1)
@@ -83,7 +85,7 @@ class CrossModalMatching(nn.Module):
         else:
             length = feats.shape[1]
             if length > self.max_len:
-                raise ValueError(
+                raise ConfigError(
                     f"matching pooling 'flatten' holds {self.max_len} words but the batch has "
                     f"{length}; use pooling 'mean' (any length) or a larger matching_max_len"
                 )
