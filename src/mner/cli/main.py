@@ -16,6 +16,7 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from mner.cli import data as data_cmd
+    from mner.cli import fewshot as fewshot_cmd
     from mner.cli import score as score_cmd
     from mner.cli import infer as infer_cmd
     from mner.cli import quickstart as quickstart_cmd
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.register(sub)
     infer_cmd.register(sub)
     quickstart_cmd.register(sub)
+    fewshot_cmd.register(sub)
     return parser
 
 
