@@ -79,11 +79,11 @@ def cache_ratio(view: str, examples, image_store, repeats: int, batch_size: int,
     torch.manual_seed(0)
     model = MAFModel(MAFConfig(labels=list(labels.labels), visual_view=view))
     cached = FeatureCache()
-    model.visual_provider(image_store, cached).precompute(examples, progress=False)
-    fast = train_steps(model, model.collator(train=True, image_store=image_store, cache=cached), examples,
+    model.processor(image_store, cached).precompute(examples, progress=False)
+    fast = train_steps(model, model.processor(image_store, cached).collate(train=True), examples,
                        batch_size, steps)
     nocache = FeatureCache(max_in_memory=0)  # every lookup misses: the encoder runs at every step
-    slow = train_steps(model, model.collator(train=True, image_store=image_store, cache=nocache), examples,
+    slow = train_steps(model, model.processor(image_store, nocache).collate(train=True), examples,
                        batch_size, steps)
     t = paired_times({"cached": fast, "recompute": slow}, repeats)
     return {"view": view, "steps": steps, "batch_size": batch_size, "cached_s": t["cached"],

@@ -294,7 +294,7 @@ def test_maf_forward_backward_save_load_decode(encoders, examples, tmp_path, vie
     torch.manual_seed(0)
     model = MAFModel(maf_config(encoders, view=view, **options))
     cfg = model.config
-    batch = model.collator(train=True)(examples)
+    batch = model.processor()(examples, train=True)
     assert (batch.visual is None) == bool(options.get("no_image"))
 
     # ---- training forward: the loss and its named parts
@@ -328,7 +328,7 @@ def test_maf_forward_backward_save_load_decode(encoders, examples, tmp_path, vie
 
     # ---- evaluation: only L_mner, no negatives
     model.eval()
-    eval_batch = model.collator(train=False)(examples)
+    eval_batch = model.processor()(examples)
     with torch.no_grad():
         ev = model(eval_batch)
     assert set(ev.losses) == {"mner"} and float(ev.loss) == pytest.approx(ev.losses["mner"], rel=1e-6)
@@ -339,7 +339,7 @@ def test_maf_forward_backward_save_load_decode(encoders, examples, tmp_path, vie
     assert type(loaded) is MAFModel and not loaded.training
     assert loaded.config == cfg
     with torch.no_grad():
-        again = loaded(loaded.collator(train=False)(examples))
+        again = loaded(loaded.processor()(examples))
     assert torch.equal(again.emissions, ev.emissions)
 
     # ---- decode with confidences
@@ -374,13 +374,13 @@ def test_negatives_see_the_swapped_visual_side(encoders, examples, monkeypatch, 
     # the CI output C as the matching module receives it (before y^_m scales it into M)
     seen: list[torch.Tensor] = []
     model.matching.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
-    batch = model.collator(train=False)(examples)
+    batch = model.processor()(examples)
     model.eval()
     with torch.no_grad():
         clean = model(batch).emissions
         clean_c = seen.pop()
         other = examples[0].replace(image=examples[1].image)
-        as_if = model(model.collator(train=False)([other] + examples[1:])).emissions
+        as_if = model(model.processor()([other] + examples[1:])).emissions
         as_if_c = seen.pop()
     model.train()
     model.text_encoder.model.eval()  # no dropout in BERT: the comparison is exact
@@ -412,7 +412,7 @@ def test_pairs_without_visual_side_are_not_matches(encoders, examples, monkeypat
     seen = []
     model.matching_loss.register_forward_pre_hook(lambda module, args: seen.append(args[1]))
     model.train()
-    model(model.collator(train=True)(examples))
+    model(model.processor()(examples, train=True))
     assert seen[0].tolist() == [0, 0, 1, 0, 1, 1, 1, 1]
 
 
@@ -423,7 +423,7 @@ def test_efficientnet_lite0_random_model_round_trip(encoders, examples, tmp_path
     model = MAFModel(maf_config(encoders, image_encoder=ImageEncoderConfig(name="efficientnet-lite0",
                                                                            pretrained=False, image_size=32)))
     model.eval()
-    batch = model.collator()(examples[:3])
+    batch = model.processor()(examples[:3])
     folder = model.save_pretrained(tmp_path / "eff")
     assert json.loads((folder / "assets" / "image_encoder" / "mner_image_encoder.json").read_text())["kind"] == "efficientnet"
     loaded = load_model(folder)
@@ -460,7 +460,7 @@ def saved(encoders, examples, tmp_path_factory):
     copies = {k: Path(shutil.copytree(v, root / "src" / k)) for k, v in encoders.items()}
     torch.manual_seed(0)
     model = MAFModel(maf_config(copies, view="both")).eval()
-    batch = model.collator()(examples)
+    batch = model.processor()(examples)
     with torch.no_grad():
         emissions = model(batch).emissions
     folder = model.save_pretrained(root / "model")
@@ -484,7 +484,7 @@ def test_checkpoint_layout_and_offline_load(saved, examples):
     assert any(k.startswith("image_encoder.") for k in state), "frozen encoder weights belong in the checkpoint"
     loaded = load_model(folder)
     with torch.no_grad():
-        assert torch.equal(loaded(loaded.collator()(examples)).emissions, emissions)
+        assert torch.equal(loaded(loaded.processor()(examples)).emissions, emissions)
     assert MAFModel.from_pretrained(folder).config == loaded.config
 
 
@@ -560,7 +560,7 @@ def test_save_load_keeps_the_image_preprocessing_of_a_folder_without_preprocesso
     loaded = load_model(folder)
     assert loaded.image_encoder.eval_transform().signature == model.image_encoder.eval_transform().signature
     with torch.no_grad():
-        assert torch.equal(loaded(loaded.collator()(examples)).emissions, model(model.collator()(examples)).emissions)
+        assert torch.equal(loaded(loaded.processor()(examples)).emissions, model(model.processor()(examples)).emissions)
 
 
 def test_weights_of_the_wrong_shape_are_refused_with_a_checkpoint_error(saved, tmp_path):
@@ -594,11 +594,11 @@ def test_fine_tuned_image_encoder_trains_from_pixels(encoders, examples, tmp_pat
     model = MAFModel(cfg)
     assert any(p in set(model.param_groups()["pretrained"]) for p in model.image_encoder.parameters())
     cache = FeatureCache()
-    batch = model.collator(train=True, cache=cache, seed=3)(examples)
+    batch = model.processor(cache=cache, seed=3)(examples, train=True)
     assert batch.visual.pixel_values is not None and batch.visual.pixel_values.shape == (len(examples), 3, 32, 32)
     assert "pixels" not in batch.visual.features and len(cache) == 0
     assert not batch.visual.pixel_values[3].any()  # the tweet without image: zero pixels, not present
-    again = model.collator(train=True, cache=cache, seed=3)(examples)
+    again = model.processor(cache=cache, seed=3)(examples, train=True)
     assert torch.equal(batch.visual.pixel_values, again.visual.pixel_values)  # seeded augmentation
     before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
@@ -624,10 +624,10 @@ def test_fine_tuned_image_encoder_trains_from_pixels(encoders, examples, tmp_pat
     (got,), (want,) = captured["loaded"], captured["model"]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     with torch.no_grad():  # the pipeline's emissions are those of the eval batch with the same image
-        torch.testing.assert_close(got, loaded(loaded.collator(train=False)(examples[:1])).emissions,
+        torch.testing.assert_close(got, loaded(loaded.processor()(examples[:1])).emissions,
                                    atol=1e-5, rtol=0)
     other = Pipeline(loaded)(text, image=examples[1].image)  # the pixels are read: another image,
     assert not torch.allclose(captured["loaded"][-1], got)  # other emissions
     assert isinstance(other, list)
-    evaluated = model.collator(train=False)(examples[:2])
+    evaluated = model.processor()(examples[:2])
     assert torch.allclose(model(evaluated).emissions, loaded(evaluated).emissions, atol=1e-5)

@@ -7,7 +7,7 @@ import torch
 
 from mner.data.example import Example
 from mner.models import MAFModel
-from mner.models.batch import IGNORE_INDEX, TaggingBatch
+from mner.processing.tagging import IGNORE_INDEX, TaggingBatch
 from model_fixtures import ForwardRecorder, encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def batch(model, tmp_path_factory) -> TaggingBatch:
         random_image(i).save(folder / f"t{i}.png")
         examples.append(Example(f"t{i}", tuple(tokens), tuple(tags), image=str(folder / f"t{i}.png"),
                                 caption=f"a photo number {i}"))
-    out = model.collator(train=False)(examples)
+    out = model.processor()(examples)
     assert out.tags is not None
     return out
 
@@ -79,7 +79,7 @@ def test_crf_loss_ignores_padding_but_refuses_an_ignored_tag_at_a_real_word(mode
     padded_zero = batch.tags.masked_fill(~mask, 0)
     assert torch.equal(model.crf_loss(out.emissions, batch.tags, mask),
                        model.crf_loss(out.emissions, padded_zero, mask))
-    # a -100 at a real word is a bug in the data or the collator: an error, not a silent tag 0
+    # a -100 at a real word is a bug in the data or the processor: an error, not a silent tag 0
     bad = batch.tags.clone()
     bad[0, 1] = IGNORE_INDEX
     with pytest.raises(ValueError, match="out of range"):

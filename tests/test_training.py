@@ -238,7 +238,7 @@ def _name_f1(examples, predicted) -> float:
 def _fit(model, examples, store, steps: int, seed: int) -> None:
     """The same plain loop for both models: AdamW, text encoder at 1e-4, new layers at 3e-3,
     batches of 16 in a seeded order."""
-    collate = model.collator(train=True, image_store=store, cache=FeatureCache())
+    collate = model.processor(store, FeatureCache()).collate(train=True)
     groups = model.param_groups()
     optim = torch.optim.AdamW([{"params": groups["pretrained"], "lr": 1e-4},
                                {"params": groups["new"], "lr": 3e-3}], weight_decay=0.0)
@@ -277,7 +277,7 @@ def test_image_dependent_names_are_learned_only_with_the_image(encoders, tmp_pat
         torch.manual_seed(0)
         model = MAFModel(maf_config(encoders, image="clip", dropout=0.0, **options))
         _fit(model, train_set, store, steps=200, seed=0)
-        collate = model.collator(train=False, image_store=store)
+        collate = model.processor(store).collate(train=False)
         scores[name] = _name_f1(test_set, model.decode(collate(test_set)).tags)
     assert scores["maf"] > scores["text-only"] + 0.2, scores
     assert scores["maf"] >= 0.5, scores
@@ -468,8 +468,8 @@ def _trainer(encoders, data, out: Path, init_seed: int, on_step_end=(), resume: 
                             progress=False, tensorboard=False, log_every=1)
     valid = data.splits["valid"]
     return Trainer(model, config, data.splits["train"], valid,
-                   model.collator(train=True, image_store=data.image_store, cache=cache),
-                   model.collator(image_store=data.image_store, cache=cache), dev_metrics(valid),
+                   model.processor(data.image_store, cache).collate(train=True),
+                   model.processor(data.image_store, cache).collate(train=False), dev_metrics(valid),
                    on_step_end=list(on_step_end))
 
 

@@ -214,15 +214,15 @@ def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
     say(f"model: {getattr(mcfg, 'variant', cfg.model_type)}, {model.num_parameters() / 1e6:.1f} M parameters "
         f"({model.num_parameters(trainable_only=True) / 1e6:.1f} M trainable)")
     cache = feature_cache(cfg.data.feature_cache)
-    provider = model.visual_provider(data.image_store, cache, cfg.training.seed) if hasattr(model, "visual_provider") else None
-    if provider is not None:
+    processor = model.processor(data.image_store, cache, cfg.training.seed)
+    if processor.views:
         with acc.main_process_first():
             for split, exs in data.splits.items():
-                provider.precompute(exs, progress=cfg.training.progress and acc.is_main_process,
-                                    desc=f"visual features ({split})")
+                processor.precompute(exs, progress=cfg.training.progress and acc.is_main_process,
+                                     desc=f"visual features ({split})")
         say(f"feature cache: {cache.stats()}")
-    train_collate = model.collator(train=True, image_store=data.image_store, cache=cache, seed=cfg.training.seed)
-    eval_collate = model.collator(train=False, image_store=data.image_store, cache=cache)
+    train_collate = processor.collate(train=True)
+    eval_collate = processor.collate(train=False)
     valid = data.splits.get("valid")
     trainer = Trainer(model, cfg.training, data.splits["train"], valid, train_collate, eval_collate,
                       dev_metrics(valid) if valid else None, accelerator=acc)
@@ -239,7 +239,7 @@ def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:
     test = data.splits.get("test")
     if test and acc.is_main_process:
         best = model_cls.from_pretrained(out_dir / "best")
-        collate = best.collator(train=False, image_store=data.image_store, cache=cache)
+        collate = best.processor(data.image_store, cache).collate(train=False)
         from torch.utils.data import DataLoader
 
         loader = DataLoader(test, batch_size=cfg.training.eval_batch_size, collate_fn=collate)

@@ -28,7 +28,7 @@ from mner.data.images import ImageStore, to_rgb
 from mner.data.tokenize import tokenize_text
 from mner.errors import MNERError
 from mner.models import load_model
-from mner.models.base import TaggingModel
+from mner.models.base import MNERModel
 from mner.tagging import get_spans
 
 __all__ = ["Pipeline"]
@@ -40,17 +40,15 @@ ImageInput = str | Path | Image.Image | None
 class Pipeline:
     """A trained tagger ready for raw inputs (see the module docstring)."""
 
-    def __init__(self, model: TaggingModel, batch_size: int = 16, device: str | torch.device | None = None):
+    def __init__(self, model: MNERModel, batch_size: int = 16, device: str | torch.device | None = None):
         self.model = model.eval()
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
-        # words and labels through the collator, the visual side through its provider, so that
-        # images given to the pipeline (PIL, or paths resolved by the caller) replace Example.image
-        self.collate = model.collator(train=False)
-        self.provider = self.collate.visual
-        self.collate.visual = None
-        self.views = self.provider.views if self.provider is not None else ()
+        # examples -> tensors; images given to the pipeline (PIL, or paths resolved by the
+        # caller) replace Example.image through the processor's ``images``
+        self.processor = model.processor()
+        self.views = self.processor.views
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16) -> "Pipeline":
@@ -110,14 +108,12 @@ class Pipeline:
             todo = [ex for ex in chunk if ex.tokens]
             decoded_by_pos: dict[int, list[dict]] = {i: [] for i in empty}
             if todo:
-                batch = self.collate(todo)
-                if self.provider is not None:
-                    imgs = None
-                    if "pixels" in self.views:
-                        refs = ([img for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
-                                if images is not None else [ex.image for ex in todo])
-                        imgs = [self._image(ref) for ref in refs]
-                    batch.visual = self.provider(todo, images=imgs)
+                imgs = None
+                if "pixels" in self.views:
+                    refs = ([img for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
+                            if images is not None else [ex.image for ex in todo])
+                    imgs = [self._image(ref) for ref in refs]
+                batch = self.processor(todo, images=imgs)
                 decoded = self.model.decode(batch, confidences=True)
                 k = 0
                 for i, ex in enumerate(chunk):
@@ -142,5 +138,6 @@ class Pipeline:
 
     def info(self) -> dict[str, Any]:
         cfg = self.model.config
-        return {"model_type": self.model.model_type, "labels": list(self.model.label_set.labels),
+        label_set = getattr(self.model, "label_set", None)
+        return {"model_type": self.model.model_type, "labels": list(label_set.labels) if label_set else None,
                 "views": list(self.views), "variant": getattr(cfg, "variant", None)}

@@ -57,7 +57,7 @@ def cmd_evaluate(args) -> int:
     from mner.models import load_model
 
     model = load_model(args.checkpoint)
-    views = model.collator().visual.views if model.collator().visual is not None else ()
+    views = model.views
     is_dir = args.data.is_dir()
     cfg = DataConfig(corpus=str(args.data) if is_dir else None, test=None if is_dir else str(args.data),
                      format=args.format, type_map=args.map_types,
@@ -69,11 +69,15 @@ def cmd_evaluate(args) -> int:
     if split not in data.splits:
         raise UsageError(f"{args.data}: no split {split!r} (it has {', '.join(data.splits)})")
     examples = data.splits[split]
-    unknown = {t for ex in examples for t in ex.tags or () if t not in model.label_set.labels}
+    label_set = getattr(model, "label_set", None)
+    if label_set is None:
+        raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model has no label set of its own; "
+                         "evaluate it on episodes with its own command")
+    unknown = {t for ex in examples for t in ex.tags or () if t not in label_set.labels}
     if unknown:
         raise MNERError(f"{args.data}: tags {sorted(unknown)} are not in the model's label set "
-                         f"{list(model.label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
-    collate = model.collator(train=False, image_store=data.image_store)
+                        f"{list(label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
+    collate = model.processor(image_store=data.image_store).collate(train=False)
     preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
     report = evaluate_examples(examples, preds, mode=args.mode)
     name = args.data.name if not is_dir else f"{args.data.name}-{split}"

@@ -1,18 +1,25 @@
-"""What every tagging model of mner shares: outputs, decoding, saving and loading.
+"""What every model of mner shares: outputs, decoding, saving and loading.
 
-A tagging model maps a :class:`~mner.models.batch.TaggingBatch` to CRF emissions and a loss
-(``forward``), and emissions to tags (``decode``). The trainer, the evaluator and the pipeline
+A model maps a batch of tensors (built by its :meth:`MNERModel.processor`) to CRF emissions, the
+transitions Viterbi should use, the names of the emission columns and a loss (``forward``); the
+shared :meth:`MNERModel.decode` turns that into tags. The trainer, the evaluator and the pipeline
 use only this interface, never a model's internals.
+
+Two kinds of model fit it:
+
+* a fixed-label CRF tagger (:class:`~mner.models.tagger.CRFTagger`, e.g. MAF) has one label set
+  and a learned CRF; every row of its output carries the same labels and transitions;
+* an episodic (few-shot) tagger gets its labels, and its CRF transitions if any, from each episode
+  (:mod:`mner.models.episodic`).
 
 Saving: ``save_pretrained(folder)`` writes ``config.json`` + ``model.safetensors`` + the assets
 that rebuild the pretrained encoders offline (see :mod:`mner.models.checkpoint`);
-``TaggingModel.from_pretrained(folder)`` (or :func:`mner.models.load_model`) reads it back
-with no network.
+``MNERModel.from_pretrained(folder)`` (or :func:`mner.models.load_model`) reads it back with no
+network.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,8 +28,7 @@ import torch
 from torch import nn
 
 from mner.config import from_dict, to_dict
-from mner.crf import CRF
-from mner.models.batch import TaggingBatch, TaggingCollator
+from mner.crf import crf_marginals, viterbi_decode
 from mner.models.checkpoint import (
     WEIGHTS_NAME,
     CheckpointError,
@@ -33,20 +39,34 @@ from mner.models.checkpoint import (
     save_state_dict,
     write_config,
 )
-from mner.tagging.labels import LabelSet
 
-__all__ = ["TaggerOutput", "Decoded", "TaggingModel"]
+__all__ = ["TaggerOutput", "Decoded", "MNERModel"]
 
 
 @dataclass
 class TaggerOutput:
-    """``loss``: the total training loss (None without gold tags); ``emissions`` (B, W, C);
-    ``mask`` (B, W) real words; ``losses``: the named parts of the loss (floats, for logging)."""
+    """What a model's ``forward`` returns.
+
+    Attributes:
+        loss: the total training loss (None without gold tags).
+        emissions: ``(B, W, C)`` per-word tag scores.
+        mask: ``(B, W)`` bool, real words.
+        losses: the named parts of the loss (floats, for logging).
+        transitions: ``(C, C)`` transition scores (``[i, j]`` scores ``i -> j``), constraint
+            penalties already added: exactly what Viterbi uses. None: no transition (argmax per word).
+        start, end: ``(C,)`` start/end scores, penalised the same way, or None.
+        labels: one label tuple per row: column ``c`` of row ``b`` is the tag ``labels[b][c]`` (a
+            fixed-label model repeats its label set; an episodic one gives each query its episode's).
+    """
 
     loss: torch.Tensor | None
     emissions: torch.Tensor
     mask: torch.Tensor
     losses: dict[str, float] = field(default_factory=dict)
+    transitions: torch.Tensor | None = None
+    start: torch.Tensor | None = None
+    end: torch.Tensor | None = None
+    labels: list[tuple[str, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -57,24 +77,28 @@ class Decoded:
     confidences: list[list[float]] | None = None
 
 
-class TaggingModel(nn.Module):
-    """Base class: subclasses set ``model_type`` and ``config_class`` and implement
-    ``forward``, ``collator``, ``_save_assets`` and ``_from_assets``."""
+class MNERModel(nn.Module):
+    """Base class of every model: subclasses set ``model_type`` and ``config_class`` and
+    implement ``forward``, ``processor``, ``_save_assets`` and ``_from_assets``.
+
+    ``views`` names the visual views the model reads (``()``: text only); subclasses set it."""
 
     model_type: ClassVar[str] = ""
     config_class: ClassVar[type] = object
-    crf: CRF
+    views: tuple[str, ...] = ()
 
     def __init__(self, config: Any):
         super().__init__()
         self.config = config
-        self.label_set = LabelSet(tuple(config.labels))
 
     # ---------------------------------------------------------------------------- interface
-    def forward(self, batch: TaggingBatch) -> TaggerOutput:  # pragma: no cover - abstract
+    def forward(self, batch: Any) -> TaggerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def collator(self, train: bool = False, **options: Any) -> TaggingCollator:  # pragma: no cover
+    def processor(self, image_store=None, cache=None, seed: int = 0):  # pragma: no cover - abstract
+        """The processor that turns this model's inputs (examples, episodes) into its batches;
+        ``processor.collate(train)`` is a DataLoader's ``collate_fn``. ``image_store`` resolves
+        image references, ``cache`` holds frozen features, ``seed`` seeds training augmentation."""
         raise NotImplementedError
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -83,12 +107,14 @@ class TaggingModel(nn.Module):
         return {"new": [p for p in self.parameters() if p.requires_grad]}
 
     @torch.no_grad()
-    def decode(self, batch: TaggingBatch, confidences: bool = False) -> Decoded:
-        """Viterbi tags per tweet (and each word's marginal probability of its tag).
+    def decode(self, batch: Any, confidences: bool = False) -> Decoded:
+        """Viterbi tags per emission row (and each word's marginal probability of its tag).
 
         The batch is moved to the model's device first (a plain DataLoader gives CPU batches).
-        Gold tags are left out: in eval mode they would only add a loss nobody reads."""
-        batch = dataclasses.replace(batch, tags=None).to(next(self.parameters()).device)
+        Gold tags are left out (``batch.without_tags()``): in eval mode they would only add a loss
+        nobody reads. The transitions, start/end scores and tag names come from the output
+        (:class:`TaggerOutput`), so the same code decodes a fixed-label and an episodic model."""
+        batch = batch.without_tags().to(next(self.parameters()).device)
         was_training = self.training
         self.eval()
         try:
@@ -96,19 +122,17 @@ class TaggingModel(nn.Module):
         finally:
             self.train(was_training)
         em = out.emissions.float()
-        paths = self.crf.decode(em, out.mask)
-        tags = [self.label_set.decode(p) for p in paths]
+        trans = out.transitions if out.transitions is not None else em.new_zeros(em.shape[-1], em.shape[-1])
+        paths = viterbi_decode(em, out.mask, trans, out.start, out.end)[0]
+        if len(out.labels) != len(paths):
+            raise RuntimeError(f"{type(self).__name__}.forward gave {len(out.labels)} label tuples for "
+                               f"{len(paths)} emission rows; TaggerOutput.labels needs one per row")
+        tags = [[out.labels[i][t] for t in p] for i, p in enumerate(paths)]
         conf = None
         if confidences:
-            marg = self.crf.marginals(em, out.mask)
+            marg = crf_marginals(em, out.mask, trans, out.start, out.end)
             conf = [[float(marg[i, j, t]) for j, t in enumerate(p)] for i, p in enumerate(paths)]
         return Decoded(tags, conf)
-
-    def crf_loss(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``L_mner``: mean negative log-likelihood per tweet. The CRF never reads the tags at
-        padded positions (:data:`~mner.models.batch.IGNORE_INDEX` there is fine); an ignored tag
-        at a real word is an error, not a silent tag 0."""
-        return self.crf(emissions.float(), tags, mask, reduction="mean")
 
     # ---------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -124,11 +148,11 @@ class TaggingModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def _from_assets(cls, config: Any, assets: Path) -> "TaggingModel":  # pragma: no cover
+    def _from_assets(cls, config: Any, assets: Path) -> "MNERModel":  # pragma: no cover
         raise NotImplementedError
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "TaggingModel":
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "MNERModel":
         """Load a model folder (or a training run's ``best/``) written by :meth:`save_pretrained`."""
         folder = resolve_model_dir(path)
         data = read_config(folder)
@@ -154,3 +178,4 @@ class TaggingModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+

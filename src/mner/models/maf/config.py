@@ -19,7 +19,7 @@ from mner.config import ConfigError
 from mner.encoders.caption import CaptionEncoderConfig
 from mner.encoders.image import ImageEncoderConfig
 from mner.encoders.text import TextEncoderConfig
-from mner.models.visual import VIEWS, view_names
+from mner.processing.visual import VIEWS, view_names
 
 __all__ = ["CODE_AUX_WEIGHT", "MAFConfig"]
 

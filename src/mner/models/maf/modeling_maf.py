@@ -10,7 +10,8 @@
 4. cross-modal interaction ``C = CI(T, V)`` (:mod:`.cross_modal_interaction`);
 5. cross-modal matching ``y^_m``, ``M = y^_m * C``, ``L_cm`` (:mod:`.cross_modal_matching`);
 6. fusion gate ``H = [T; g * M]`` (:mod:`.fusion_gate`), emissions ``Linear(H)``;
-7. CRF negative log-likelihood ``L_mner`` over the batch *with* its negatives;
+7. CRF negative log-likelihood ``L_mner`` over the batch *with* its negatives
+   (:class:`~mner.models.tagger.CRFTagger`: the label set, the CRF, the decoding inputs);
 8. cross-modal alignment ``L_ca`` on the matched pairs (:mod:`.cross_modal_alignment`);
 9. ``L = alpha L_ca + beta L_cm + (1 - alpha - beta) L_mner``.
 
@@ -24,7 +25,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mner.crf import CRF
 from mner.data.images import ImageStore
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder
@@ -32,19 +32,20 @@ from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder
 from mner.encoders.text import TextEncoder
 from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
-from mner.models.base import TaggerOutput, TaggingModel
-from mner.models.batch import TaggingBatch, TaggingCollator
+from mner.models.base import TaggerOutput
 from mner.models.maf.config import MAFConfig
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
 from mner.models.maf.cross_modal_matching import CrossModalMatching, MatchingLoss, sample_negatives
 from mner.models.maf.fusion_gate import FusionGate
-from mner.models.visual import VisualInputs, VisualProvider
+from mner.models.tagger import CRFTagger
+from mner.processing.tagging import TaggingBatch, TaggingProcessor
+from mner.processing.visual import VisualInputs, VisualProcessor
 
 __all__ = ["MAFModel"]
 
 
-class MAFModel(TaggingModel):
+class MAFModel(CRFTagger):
     model_type = "maf"
     config_class = MAFConfig
 
@@ -83,20 +84,17 @@ class MAFModel(TaggingModel):
             self.emissions = nn.Linear(2 * d, num_labels)
         else:
             self.emissions = nn.Linear(d, num_labels)
-        self.crf = CRF(num_labels, labels=self.label_set.labels, constraints=config.crf_constraints)
+        self.crf = self.build_crf(config.crf_constraints)  # last: the parameter order a seed always gave
 
     # ------------------------------------------------------------------------------ data
-    def collator(self, train: bool = False, image_store: ImageStore | None = None,
-                 cache: FeatureCache | None = None, seed: int = 0) -> TaggingCollator:
-        return TaggingCollator(self.text_encoder.tokenizer, self.label_set,
-                               self.visual_provider(image_store, cache, seed), train)
-
-    def visual_provider(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
-                        seed: int = 0) -> VisualProvider | None:
-        if not self.views:
-            return None
-        return VisualProvider(self.config.visual_view, self.image_encoder, self.caption_encoder,
-                              image_store, cache, seed)
+    def processor(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
+                  seed: int = 0) -> TaggingProcessor:
+        """Words, gold tags (this model's label set) and the visual view(s) of a list of examples."""
+        visual = None
+        if self.views:
+            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
+                                     image_store, cache, seed)
+        return TaggingProcessor(self.text_encoder.tokenizer, self.label_set, visual)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         pretrained = {id(p) for p in self.text_encoder.model.parameters()}
@@ -178,7 +176,7 @@ class MAFModel(TaggingModel):
                     loss = loss + cfg.beta * losses["cm"]
             else:
                 loss = losses["mner"]
-        return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) for k, v in losses.items()})
+        return self.output(loss, emissions, mask, losses)
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:

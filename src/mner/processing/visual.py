@@ -1,5 +1,9 @@
 """The visual side of a tweet, in any of three views: image regions, caption tokens, or both.
 
+This is processing, not modelling: file I/O, image transforms, the feature cache and the frozen
+encoders run here, inside the ``collate_fn``; a model only ever sees the tensors of
+:class:`VisualInputs`.
+
 A model of this project sees the image as a set of *visual tokens* plus a global vector
 (:class:`~mner.encoders.features.VisualFeatures`). Where they come from is a view:
 
@@ -12,10 +16,10 @@ A model of this project sees the image as a set of *visual tokens* plus a global
 ``both``
     both of the above, side by side (the model projects each to its width, then concatenates).
 
-:class:`VisualProvider` turns examples into :class:`VisualInputs`. With frozen encoders the
+:class:`VisualProcessor` turns examples into :class:`VisualInputs`. With frozen encoders the
 features come from a :class:`~mner.encoders.cache.FeatureCache`, so an epoch never recomputes them
-(:meth:`VisualProvider.precompute` fills it once, with a progress bar). With a trainable image
-encoder the provider returns pixel tensors (augmented for training) and the model runs the
+(:meth:`VisualProcessor.precompute` fills it once, with a progress bar). With a trainable image
+encoder the processor returns pixel tensors (augmented for training) and the model runs the
 encoder itself.
 
 A tweet without an image (``Example.image is None``, e.g. after the ``blank`` missing-image policy)
@@ -41,7 +45,7 @@ from mner.encoders.caption import CaptionEncoder, caption_key
 from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder
 
-__all__ = ["VIEWS", "VisualInputs", "VisualProvider", "view_names"]
+__all__ = ["VIEWS", "VisualInputs", "VisualProcessor", "view_names"]
 
 VIEWS = ("pixels", "caption", "both")
 
@@ -96,8 +100,8 @@ def _merge(n: int, rows: list[int], feats: VisualFeatures | None, dim: int) -> V
     return VisualFeatures(tokens, mask, pooled)
 
 
-class VisualProvider:
-    """Examples -> :class:`VisualInputs` for one view setting.
+class VisualProcessor:
+    """Examples -> :class:`VisualInputs` for one view setting (shared by MAF and the few-shot models).
 
     Args:
         view: ``pixels``, ``caption`` or ``both``.
