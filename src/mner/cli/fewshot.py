@@ -9,10 +9,7 @@ corpus is read with the type map ``OTHER=MISC`` and ``--types`` accepts OTHER fo
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import os
-import sys
 from pathlib import Path
 
 from mner.errors import MNERError
@@ -27,23 +24,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-def _user_errors(func):
-    """Print an :class:`MNERError` as one line and return 2 (the contract of
-    :mod:`mner.errors`), also while :func:`mner.cli.errors.is_user_error` does not know it."""
-
-    @functools.wraps(func)
-    def run(args) -> int:
-        try:
-            return func(args)
-        except MNERError as err:
-            if getattr(args, "debug", False) or os.environ.get("MNER_DEBUG") == "1":
-                raise
-            print(f"mner: error: {err}", file=sys.stderr)
-            return 2
-
-    return run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,17 +53,17 @@ def _add_episodes(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--captions", default="auto", metavar="auto|none|FILE",
                    help="captions to attach: 'auto' (default) finds <parent>/captions/<folder>_*.txt")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=_user_errors(cmd_episodes))
+    p.set_defaults(func=cmd_episodes)
 
 
 def cmd_episodes(args) -> int:
     from mner.data.episodes import file_sha256, summarize_episodes, write_episodes
     from mner.data.sampling import (
-        EpisodeSampler, PROTOCOL_TYPE_MAP, _load_protocol_corpus, format_summary, parse_types,
+        EpisodeSampler, PROTOCOL_TYPE_MAP, load_protocol_corpus, format_summary, parse_types,
     )
 
     types = parse_types(args.types)
-    corpus, _, cap_note = _load_protocol_corpus(args.data_dir, args.captions)
+    corpus, _, cap_note = load_protocol_corpus(args.data_dir, args.captions)
     if args.split not in corpus.splits:
         raise MNERError(f"{args.data_dir}: no split {args.split!r} (it has {', '.join(corpus.splits)}); "
                         "choose one with --split")
@@ -116,7 +96,7 @@ def _add_protocol(fsub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-episodes", type=positive_int, default=500, help="episodes per test file (default 500)")
     p.add_argument("--dev-episodes", type=positive_int, default=100, help="episodes per dev file (default 100)")
     p.add_argument("--seed", type=int, default=1, help="sampler seed (default 1)")
-    p.set_defaults(func=_user_errors(cmd_protocol))
+    p.set_defaults(func=cmd_protocol)
 
 
 def cmd_protocol(args) -> int:
@@ -143,7 +123,7 @@ def _add_check(fsub: argparse._SubParsersAction) -> None:
                    help="K of the query set (default: --k)")
     p.add_argument("--max-show", type=positive_int, default=50, help="violations to print (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(func=_user_errors(cmd_check))
+    p.set_defaults(func=cmd_check)
 
 
 def cmd_check(args) -> int:

@@ -108,12 +108,13 @@ class Episode:
         ``O`` or ``B-``/``I-`` of one of :attr:`types`, IOB2-well-formed (no ``I-X`` that
         continues no ``X``). The message names the episode's source and the tweet id.
         Returns the episode (so it can be chained)."""
-        problem = self._first_problem()
+        problem = self.first_problem()
         if problem is not None:
             raise MNERError(f"{self.where}: {problem}")
         return self
 
-    def _first_problem(self) -> str | None:
+    def first_problem(self) -> str | None:
+        """What :meth:`validate` would raise about, without the episode's name; None if well-formed."""
         if not self.types:
             return "no entity types; an episode needs at least one"
         dup = [t for t, n in Counter(self.types).items() if n > 1]
@@ -282,7 +283,7 @@ def _parse_line(line: str, path: Path, n: int) -> Episode:
     support = _parse_set(obj["support"], "support", path, n)
     query = _parse_set(obj["query"], "query", path, n)
     ep = Episode(types_t, support, query, source=f"{path}:{n}")
-    problem = ep._first_problem()
+    problem = ep.first_problem()
     if problem is not None:
         raise EpisodeFormatError(path, n, problem)
     return ep

@@ -47,6 +47,8 @@ __all__ = [
     "TYPE_ALIASES",
     "count_mentions",
     "episode_violations",
+    "format_summary",
+    "load_protocol_corpus",
     "pair_name",
     "parse_types",
     "restrict_types",
@@ -360,7 +362,7 @@ def episode_violations(episode: Episode, k: int | None = None, query_k: int | No
     mentions in support or query (without ``k``: with no mention), tags of other types, and
     support and query sharing a tweet id or a text."""
     out: list[str] = []
-    problem = episode._first_problem()
+    problem = episode.first_problem()
     if problem is not None:
         return [problem]
     qk = k if query_k is None else query_k
@@ -389,7 +391,10 @@ def episode_violations(episode: Episode, k: int | None = None, query_k: int | No
 # ----------------------------------------------------------------------------- protocol
 
 
-def _load_protocol_corpus(data_dir: Path, captions: str | Path | None = "auto"):
+def load_protocol_corpus(data_dir: str | Path, captions: str | Path | None = "auto"):
+    """The corpus at ``data_dir`` read as the protocol reads it (OTHER as MISC), with the
+    captions ``captions`` names attached (``"auto"``, ``"none"`` or a file; see
+    :func:`~mner.data.captions.resolve_caption_file`). Returns (corpus, caption file, note)."""
     from mner.data.captions import CaptionStore, resolve_caption_file
     from mner.data.corpus import Corpus
 
@@ -431,7 +436,7 @@ def write_protocol(
             raise MNERError(f"write_protocol: {name} must be >= 1, got {val}")
     if not ks or any(k < 1 for k in ks):
         raise MNERError(f"write_protocol: every K must be >= 1, got {list(ks)}")
-    corpus, cap_file, cap_note = _load_protocol_corpus(data_dir)
+    corpus, cap_file, cap_note = load_protocol_corpus(data_dir)
     log(f"corpus: {data_dir} (OTHER read as MISC); {cap_note}")
     for split in ("test", "valid"):
         if split not in corpus.splits:
