@@ -8,7 +8,7 @@ import pytest
 
 from mner.cli import main
 from mner.data.captions import CaptionStore, resolve_caption_file
-from mner.experiment import DataConfig, prepare_data
+from mner.data.prepare import DataConfig, prepare_data
 from mner.resources import sample_corpus_dir
 
 SAMPLE = sample_corpus_dir()
@@ -69,7 +69,7 @@ class _Stop(Exception):
 
 def test_evaluate_passes_none_in_any_case(monkeypatch, tmp_path):
     """``mner evaluate --captions None`` used to open a file named None."""
-    import mner.experiment
+    import mner.data.prepare
     import mner.models
 
     class FakeModel:
@@ -81,9 +81,9 @@ def test_evaluate_passes_none_in_any_case(monkeypatch, tmp_path):
         seen["data"] = real(cfg, **kw)
         raise _Stop
 
-    real = mner.experiment.prepare_data
+    real = mner.data.prepare.prepare_data
     monkeypatch.setattr(mner.models, "load_model", lambda _: FakeModel())
-    monkeypatch.setattr(mner.experiment, "prepare_data", stop_after)
+    monkeypatch.setattr(mner.data.prepare, "prepare_data", stop_after)
     with pytest.raises(_Stop):
         main(["evaluate", str(tmp_path), str(SAMPLE / "test.txt"), "--captions", "None", "--json"])
     assert all(ex.caption is None for ex in seen["data"].splits["test"])

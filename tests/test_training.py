@@ -21,7 +21,8 @@ from mner.data.corpus import Corpus
 from mner.data.images import ImageStore, MissingImagesError
 from mner.demo import build_demo_corpus
 from mner.encoders import FeatureCache
-from mner.experiment import DataConfig, load_experiment, prepare_data, train
+from mner.data.prepare import DataConfig, prepare_data
+from mner.experiment import load_experiment, train
 from mner.models import MAFModel, load_model
 from mner.tagging import score
 from model_fixtures import (  # noqa: F401  (fixtures)
@@ -153,7 +154,7 @@ def test_auto_feature_cache_lies_in_the_mner_cache_folder(env, expected, tmp_pat
     """``feature_cache: auto`` is ``<cache_dir()>/features``: ``~`` in $MNER_CACHE is expanded and an
     empty $MNER_CACHE means the default folder, as for the encoders' cache."""
     from mner.encoders.offline import cache_dir
-    from mner.experiment import feature_cache
+    from mner.encoders.cache import feature_cache
 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     if env is None:

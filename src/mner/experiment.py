@@ -12,9 +12,10 @@ The YAML has three sections (every key optional, unknown keys refused)::
       epochs: 10
       output_dir: runs/maf-2017
 
-:func:`prepare_data` reads the corpus (captions, images and their policies applied, every
-count reported), :func:`train` builds the model with its label set from the training data,
-fills the feature cache once, trains, and scores the best model on the test split.
+The data is read by the data layer (:func:`mner.data.prepare.prepare_data`: captions, images and
+their policies applied, every count reported); :func:`train` builds the model with its label set
+from the training data, fills the feature cache once through the model's processor, trains, and
+scores the best model on the test split.
 """
 
 from __future__ import annotations
@@ -25,60 +26,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mner.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
-from mner.data.captions import CaptionStore, resolve_caption_file
-from mner.data.corpus import Corpus
-from mner.data.example import Example
-from mner.data.images import ImageStore
+from mner.data.prepare import DataConfig, prepare_data
+from mner.encoders.cache import feature_cache
 from mner.models import MODELS
-from mner.tagging import convert_tags
 from mner.tagging.labels import LabelSet
 from mner.training.config import TrainingConfig
 
-__all__ = ["DataConfig", "ExperimentConfig", "load_experiment", "prepare_data", "train", "feature_cache"]
-
-
-@dataclass
-class DataConfig:
-    """Where the data is and how to read it.
-
-    Attributes:
-        corpus: a folder with train/valid/test files (any supported format).
-        train, valid, test: single files (override the corpus' splits).
-        format: ``auto``, ``twitter``, ``conll`` or ``jsonl``.
-        type_map: rename entity types while reading (e.g. ``OTHER=MISC``).
-        captions: a caption file, ``auto`` (next to the corpus, see ``mner data stats``), or
-            None / ``none`` (see :func:`mner.data.captions.resolve_caption_file`).
-        images: the image folder (None: no pixels).
-        missing_images: ``error`` | ``blank`` | ``drop`` for tweets whose image is missing or unreadable.
-        check_images: decode every image before training (finds broken files up front).
-        max_train: use only the first N training tweets (quick runs); None = all.
-        feature_cache: folder of the frozen-feature cache; ``auto`` = ``$MNER_CACHE/features``
-            (default ``~/.cache/mner/features``); None = in memory only.
-    """
-
-    corpus: str | None = None
-    train: str | None = None
-    valid: str | None = None
-    test: str | None = None
-    format: str = "auto"
-    type_map: str | None = None
-    captions: str | None = "auto"
-    images: str | None = None
-    missing_images: str = "error"
-    check_images: bool = True
-    max_train: int | None = None
-    feature_cache: str | None = "auto"
-
-    def __post_init__(self) -> None:
-        from mner.data.formats import FORMATS
-        from mner.data.images import POLICIES
-
-        if self.format not in ("auto",) + FORMATS:
-            raise ConfigError(f"data.format {self.format!r}: choose auto, {', '.join(FORMATS)}")
-        if self.missing_images not in POLICIES:
-            raise ConfigError(f"data.missing_images {self.missing_images!r}: choose {', '.join(POLICIES)}")
-        if self.max_train is not None and self.max_train < 1:
-            raise ConfigError(f"data.max_train must be >= 1, got {self.max_train}")
+__all__ = ["ExperimentConfig", "load_experiment", "train"]
 
 
 @dataclass
@@ -103,91 +57,6 @@ def load_experiment(source: str | Path | dict, overrides: Sequence[str] = ()) ->
     model_cfg = from_dict(MODELS[model_type].config_class, raw.get("model"), "model")
     return ExperimentConfig(model_type, model_cfg, from_dict(DataConfig, raw.get("data"), "data"),
                             from_dict(TrainingConfig, raw.get("training"), "training"))
-
-
-def feature_cache(spec: str | None):
-    from mner.encoders.cache import FeatureCache
-
-    if spec is None:
-        return FeatureCache()
-    if spec == "auto":
-        from mner.encoders.offline import cache_dir
-
-        return FeatureCache(cache_dir() / "features")
-    return FeatureCache(spec)
-
-
-@dataclass
-class PreparedData:
-    splits: dict[str, list[Example]]
-    notes: list[str]
-    image_store: ImageStore | None
-
-
-def prepare_data(cfg: DataConfig, needs_images: bool = False, needs_captions: bool = False,
-                 log=print) -> PreparedData:
-    """Read the splits, attach captions, apply the image policy, read tags the conlleval way."""
-    notes: list[str] = []
-    corpus = None
-    if cfg.corpus is not None:
-        corpus = Corpus.from_folder(cfg.corpus, type_map=cfg.type_map, format=cfg.format)
-    splits: dict[str, list[Example]] = dict(corpus.splits) if corpus is not None else {}
-    files = dict(corpus.files) if corpus is not None else {}
-    from mner.data.formats import read_file
-
-    for name in ("train", "valid", "test"):
-        path = getattr(cfg, name)
-        if path is not None:
-            splits[name] = read_file(path, cfg.format, cfg.type_map)
-            files[name] = Path(path)
-    if not splits:
-        raise ConfigError("data: give a corpus folder (data.corpus) or split files (data.train, ...)")
-    if cfg.max_train is not None and "train" in splits:
-        splits["train"] = splits["train"][: cfg.max_train]
-        notes.append(f"train: first {len(splits['train'])} tweets only (data.max_train)")
-    work = Corpus(splits, files, Path(cfg.corpus) if cfg.corpus else None)
-
-    caption_file, caption_note = resolve_caption_file(
-        cfg.captions, Path(cfg.corpus) if cfg.corpus else next(iter(files.values())))
-    notes.append(caption_note)
-    if caption_file is not None:
-        work = work.with_captions(CaptionStore.from_file(caption_file))
-        for split, rep in work.reports.items():
-            notes.append(f"{split} {rep['captions'].summary()}")
-    elif needs_captions:
-        raise ConfigError("this model reads captions: give a caption file (data.captions, or --captions FILE)")
-
-    store = None
-    if cfg.images is not None:
-        store = ImageStore(cfg.images)
-        work = work.with_images(store, cfg.missing_images, check_content=cfg.check_images)
-        for split, rep in work.reports.items():
-            notes.append(f"{split} {rep['images'].summary()}")
-    elif needs_images:
-        if cfg.missing_images != "blank":
-            raise ConfigError("this model looks at pixels: give the image folder (data.images, or --images DIR), "
-                             "or choose missing_images blank to go on without any image")
-        work = Corpus({k: [ex.replace(image=None) for ex in v] for k, v in work.splits.items()}, work.files, work.root)
-        notes.append("images: no image folder; every tweet is kept without image (missing_images: blank)")
-
-    out: dict[str, list[Example]] = {}
-    for split, exs in work.splits.items():
-        fixed, n = [], 0
-        for ex in exs:
-            if ex.tags is None:
-                fixed.append(ex)
-                continue
-            tags = convert_tags(ex.tags, "iob1", "iob2")
-            if tuple(tags) != ex.tags:
-                n += sum(a != b for a, b in zip(tags, ex.tags))
-                ex = ex.replace(tags=tuple(tags))
-            fixed.append(ex)
-        if n:
-            notes.append(f"{split}: {n} I- tags without B- read as entity starts (B-), as conlleval reads them")
-        out[split] = fixed
-    for n in notes:
-        log(n)
-    return PreparedData(out, notes, store)
 
 
 def train(cfg: ExperimentConfig, log=print) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args) -> int:
     from torch.utils.data import DataLoader
 
-    from mner.experiment import DataConfig, prepare_data
+    from mner.data.prepare import DataConfig, prepare_data
     from mner.evaluation import evaluate_examples, predict_tags, write_predictions
     from mner.models import load_model
 

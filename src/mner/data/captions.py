@@ -136,7 +136,7 @@ def resolve_caption_file(spec: str | Path | None, data_path: str | Path) -> tupl
 
     ``spec`` is ``None`` or ``"none"`` (any case: no captions), ``"auto"`` (any case:
     :func:`find_caption_file` next to the corpus, None when there is none) or a path, which
-    must be a file. Every command and :func:`mner.experiment.prepare_data` resolve through here.
+    must be a file. Every command and :func:`mner.data.prepare.prepare_data` resolve through here.
     """
     if spec is None or str(spec).strip().lower() == "none":
         return None, "captions: not used"

@@ -25,7 +25,7 @@ from torch import nn
 
 from mner.encoders.features import VisualFeatures
 
-__all__ = ["FeatureCache", "encode_with_cache", "check_cacheable"]
+__all__ = ["FeatureCache", "encode_with_cache", "check_cacheable", "feature_cache"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,3 +222,15 @@ def encode_with_cache(encoder: nn.Module, items: Sequence[Hashable], load: Calla
     pooled = torch.stack([p for _, p in values]).to(dtype)
     features = VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)
     return features.to(device) if device is not None else features
+
+
+def feature_cache(spec: str | Path | None) -> FeatureCache:
+    """The cache a ``feature_cache`` setting names: None = in memory only, ``auto`` =
+    ``<cache_dir()>/features`` (``$MNER_CACHE``, default ``~/.cache/mner``), else that folder."""
+    if spec is None:
+        return FeatureCache()
+    if spec == "auto":
+        from mner.encoders.offline import cache_dir
+
+        return FeatureCache(cache_dir() / "features")
+    return FeatureCache(spec)
