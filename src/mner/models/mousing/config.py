@@ -9,15 +9,17 @@ dotted config path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mner.config import ConfigError
+from mner.models.episodic import EpisodicConfig
 
 __all__ = [
     "ACTIVATIONS",
     "GraphConfig",
     "INTERVENTION_MODES",
     "InterventionConfig",
+    "MOUSINGConfig",
     "NORMALIZATIONS",
     "UpdateConfig",
 ]
@@ -125,3 +127,62 @@ class UpdateConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout = {self.dropout}: must be in [0, 1)")
         _choose("activation", self.activation, ACTIVATIONS)
+
+
+@dataclass
+class MOUSINGConfig(EpisodicConfig):
+    """Every choice of a MOUSING model (the encoders: :class:`~mner.models.episodic.EpisodicConfig`).
+
+    Attributes:
+        no_image: "w/o Image": the graph holds word nodes only.
+        visual_view: where the patch nodes come from: ``pixels`` (image regions, the poster's CLIP
+            patches), ``caption`` (caption tokens, where the pixels are missing) or ``both``.
+        hidden_dim: the shared width d of word and patch nodes (learned projections, ours).
+        graph, intervention, update: the three graph modules (Eq. 2; Eq. 6-7; Eq. 9).
+        invariance_weight: lambda of Eq. 14 (ours: the variance of the per-environment tagging
+            losses; 0 switches the term off).
+        learn_transitions: learn the decoder's label-agnostic CRF transitions on the source
+            episodes (else only the IOB2 constraints).
+        no_intervention: "w/o Intervention": G2 = G1 (masks of ones).
+        no_multiview: "w/o Multi-view": only the intervened view G2 is updated and decoded.
+        no_mcis: "w/o MCIS": no graph update at all; the prototypes read the projected words.
+    """
+
+    no_image: bool = False
+    hidden_dim: int = 256
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    invariance_weight: float = 0.1
+    learn_transitions: bool = True
+    no_intervention: bool = False
+    no_multiview: bool = False
+    no_mcis: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden_dim < 1:
+            raise ConfigError(f"hidden_dim must be >= 1, got {self.hidden_dim}")
+        if self.invariance_weight < 0:
+            raise ConfigError(f"invariance_weight (lambda) must be >= 0, got {self.invariance_weight}")
+
+    @property
+    def variant(self) -> str:
+        """The poster's name of this configuration."""
+        names = []
+        if self.no_image:
+            names.append("w/o Image")
+        if self.no_mcis:
+            names.append("w/o MCIS")
+        else:
+            if self.no_intervention:
+                names.append("w/o Intervention")
+            elif self.intervention.mode == "random":
+                names.append("w/ Random Intervention")
+            elif self.intervention.mode == "gaussian":
+                names.append("w/ Gaussian Intervention")
+            elif self.intervention.mode == "none":
+                names.append("w/o Intervention")
+            if self.no_multiview:
+                names.append("w/o Multi-view")
+        return "MOUSING" + (" " + ", ".join(names) if names else "")

@@ -1,0 +1,168 @@
+"""What every few-shot (episodic) tagger of mner shares.
+
+A few-shot tagger has no label set of its own: each :class:`~mner.processing.episodes.EpisodeBatch`
+brings its episodes' labels (``O, B-t1, I-t1, B-t2, I-t2, ...``), and the CRF transitions (if
+any) are built for those labels at every forward pass. ``forward(batch)`` returns a
+:class:`~mner.models.base.TaggerOutput` whose rows are the *query* tweets, with the episode's
+labels per row and the transitions Viterbi should use; the shared ``decode`` of
+:class:`~mner.models.base.MNERModel` does the rest.
+
+:class:`EpisodicTagger` holds the encoders every few-shot model of the project reads (a text
+encoder fine-tuned on the source episodes and, for the multimodal ones, a frozen visual view:
+image regions, caption tokens or both, as in MAF), builds their processor, and saves them in the
+checkpoint so that a model folder loads offline. Subclasses implement ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mner.data.images import ImageStore
+from mner.encoders.cache import FeatureCache
+from mner.encoders.caption import CaptionEncoder, CaptionEncoderConfig
+from mner.encoders.features import VisualFeatures
+from mner.encoders.image import ImageEncoder, ImageEncoderConfig
+from mner.encoders.text import TextEncoder, TextEncoderConfig
+from mner.errors import MNERError
+from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
+from mner.models.base import MNERModel, TaggerOutput
+from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
+from mner.processing.tagging import TaggingBatch, TaggingProcessor
+from mner.processing.visual import VIEWS, VisualInputs, VisualProcessor, view_names
+
+__all__ = ["EpisodicConfig", "EpisodicTagger"]
+
+
+@dataclass
+class EpisodicConfig:
+    """The encoder side shared by every few-shot model.
+
+    Attributes:
+        text_encoder: the word encoder (fine-tuned on the source episodes by default).
+        visual_view: ``pixels`` (image regions), ``caption`` (caption tokens) or ``both``; only read
+            by the multimodal models.
+        image_encoder, caption_encoder: the frozen encoders of the visual views.
+        no_image: text only (the baselines; MOUSING's "w/o Image" ablation).
+        dropout: on the word features before the metric space.
+    """
+
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    visual_view: str = "caption"
+    image_encoder: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    caption_encoder: CaptionEncoderConfig = field(default_factory=CaptionEncoderConfig)
+    no_image: bool = True
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.visual_view not in VIEWS:
+            raise MNERError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise MNERError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return () if self.no_image else view_names(self.visual_view)
+
+
+class EpisodicTagger(MNERModel):
+    """Base class of the few-shot taggers (see the module docstring)."""
+
+    config_class = EpisodicConfig
+
+    def __init__(self, config: EpisodicConfig, *, text_encoder: TextEncoder | None = None,
+                 image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
+        super().__init__(config)
+        self.text_encoder = text_encoder or TextEncoder(config.text_encoder)
+        self.views = config.views
+        self.image_encoder = None
+        self.caption_encoder = None
+        if "pixels" in self.views:
+            self.image_encoder = image_encoder or ImageEncoder(config.image_encoder)
+            if self.image_encoder.config.trainable:
+                raise MNERError("the few-shot models read a frozen image encoder; set image_encoder.trainable: false")
+        if "caption" in self.views:
+            self.caption_encoder = caption_encoder or CaptionEncoder(config.caption_encoder)
+        self.dropout = nn.Dropout(config.dropout)
+
+    # ------------------------------------------------------------------------------ data
+    def processor(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
+                  seed: int = 0) -> EpisodeProcessor:
+        visual = None
+        if self.views:
+            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
+                                     image_store, cache, seed)
+        return EpisodeProcessor(TaggingProcessor(self.text_encoder.tokenizer, None, visual))
+
+    @property
+    def visual_dims(self) -> dict[str, int]:
+        return {"pixels": getattr(self.image_encoder, "output_dim", 0),
+                "caption": getattr(self.caption_encoder, "output_dim", 0)}
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        pretrained = {id(p) for p in self.text_encoder.model.parameters()}
+        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
+        for p in self.parameters():
+            if p.requires_grad:
+                groups["pretrained" if id(p) in pretrained else "new"].append(p)
+        return groups
+
+    # ------------------------------------------------------------------------------ pieces
+    def words(self, part: TaggingBatch):
+        """Word features of one side of the batch: ``(states (B, W, H), mask (B, W))``."""
+        feats = self.text_encoder(part.words)
+        return feats.states, feats.mask
+
+    def visual_tokens(self, visual: VisualInputs | None) -> list[tuple[str, VisualFeatures]]:
+        """The frozen visual tokens of each view of the model, in the model's view order."""
+        if not self.views:
+            return []
+        if visual is None:
+            raise MNERError("this model reads a visual view, but the batch has none (build batches with "
+                            "model.processor())")
+        return [(view, visual.features[view]) for view in self.views]
+
+    def visual_nodes(self, visual: VisualInputs | None, proj: nn.ModuleDict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The visual tokens of every view, each projected by ``proj[view]`` to the model's width and
+        concatenated: ``(tokens (B, R, d), mask (B, R))``. A tweet without that view has no token."""
+        tokens, masks = [], []
+        for view, feats in self.visual_tokens(visual):
+            tokens.append(proj[view](feats.tokens.to(proj[view].weight.dtype)))
+            masks.append(feats.mask & visual.present[view][:, None])
+        return torch.cat(tokens, 1), torch.cat(masks, 1)
+
+    def output(self, batch: EpisodeBatch, loss: torch.Tensor | None, emissions: torch.Tensor,
+               losses: dict[str, torch.Tensor], transitions: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+               | None = None) -> TaggerOutput:
+        """The query rows' output; ``transitions`` None: zero transitions (per-word argmax)."""
+        mask = batch.query.words.word_mask
+        c = emissions.shape[-1]
+        if transitions is None:
+            transitions = (emissions.new_zeros(c, c), None, None)
+        trans, start, end = transitions
+        return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) for k, v in losses.items()},
+                            transitions=trans, start=start, end=end, labels=batch.query_labels)
+
+    # ------------------------------------------------------------------------------ saving
+    def _save_assets(self, folder: Path) -> None:
+        save_text_assets(self.text_encoder.model, self.text_encoder.tokenizer.tokenizer, folder / "text_encoder")
+        if self.caption_encoder is not None:
+            save_text_assets(self.caption_encoder.model, self.caption_encoder.tokenizer, folder / "caption_encoder")
+        if self.image_encoder is not None:
+            save_image_assets(self.image_encoder, folder / "image_encoder")
+
+    @classmethod
+    def _from_assets(cls, config: Any, assets: Path) -> "EpisodicTagger":
+        model, tok = load_text_parts(assets / "text_encoder", word_level=True)
+        text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
+        caption = image = None
+        if "caption" in config.views:
+            cm, ct = load_text_parts(assets / "caption_encoder")
+            caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
+        if "pixels" in config.views:
+            image = load_image_encoder(config.image_encoder, assets / "image_encoder")
+        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption)
