@@ -1,8 +1,8 @@
-"""``mner fewshot episodes|protocol|check``: few-shot episodes as data (``docs/mousing.md``).
+"""``mner fewshot episodes|protocol|check|train|evaluate|predict``: the few-shot side (``docs/models/mousing.md``).
 
-Each subcommand is one ``_add_<name>(fsub)`` that declares its options and one
-``cmd_<name>(args)`` that runs it; later subcommands (train, evaluate, predict) are added the
-same way in :func:`register`. OTHER (Twitter-2015) and MISC (Twitter-2017) are one type: the
+Episodes as data (``episodes``, ``protocol``, ``check``): each subcommand is one
+``_add_<name>(fsub)`` that declares its options and one ``cmd_<name>(args)`` that runs it. The
+models (``train``, ``evaluate``, ``predict``) are declared together in :func:`register_models`. OTHER (Twitter-2015) and MISC (Twitter-2017) are one type: the
 corpus is read with the type map ``OTHER=MISC`` and ``--types`` accepts OTHER for MISC.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from mner.errors import MNERError
@@ -27,11 +28,12 @@ def positive_int(text: str) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    fs = sub.add_parser("fewshot", help="few-shot NER: sample, write and check episodes")
+    fs = sub.add_parser("fewshot", help="few-shot NER: episodes, training, evaluation and tagging from a support set")
     fsub = fs.add_subparsers(dest="fewshot_command", metavar="SUBCOMMAND", required=True)
     _add_episodes(fsub)
     _add_protocol(fsub)
     _add_check(fsub)
+    register_models(fsub)
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -149,3 +151,138 @@ def cmd_check(args) -> int:
     print(f"{args.file}: {format_summary(summary)}")
     print(f"{len(violations)} violations; result: " + ("FAILED" if violations else "ok"))
     return 1 if violations else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# train / evaluate / predict
+# ---------------------------------------------------------------------------------------------
+
+def register_models(fs) -> None:
+    """``mner fewshot train | evaluate | predict``."""
+    p = fs.add_parser("train", help="train a few-shot model on source-type episodes",
+                      description="Train a few-shot model (mousing, protobert, nnshot, proto-maf) from a YAML "
+                                  "config with model:, data:, episodes: and training: sections (see "
+                                  "configs/fewshot-*.yaml): episodes of the source types drawn anew every "
+                                  "epoch, the best checkpoint chosen on dev episodes of the target types, "
+                                  "the test episodes (episodes.test) scored at the end. Resumes from "
+                                  "<output_dir>/last.")
+    p.add_argument("config", help="the YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set episodes.k=1 (repeatable)")
+    p.add_argument("--output-dir", default=None, help="shorthand for --set training.output_dir=DIR")
+    p.set_defaults(func=cmd_train)
+
+    p = fs.add_parser("evaluate", help="score a few-shot model on an episode file",
+                      description="Decode the query set of every episode of EPISODES given its support set, "
+                                  "and print entity-level P/R/F1 pooled over all query tweets.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("episodes", type=Path, help="an episode file (JSONL, mner fewshot episodes)")
+    p.add_argument("--mode", default="conlleval", choices=("conlleval", "strict"))
+    p.add_argument("--decoder", default=None, choices=("argmax", "structshot"),
+                   help="NNShot checkpoints: decode as NNShot (argmax) or StructShot")
+    p.add_argument("--temperature", type=float, default=None, help="StructShot's tau (default: the checkpoint's)")
+    p.add_argument("--images", default=None, metavar="DIR", help="image folder (models with the pixels view)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="episodes per batch")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N episodes")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = fs.add_parser("predict", help="tag new tweets with the types of a support set",
+                      description="Tag --text (with --image/--caption) or a JSONL file of inputs with the "
+                                  "entity types of SUPPORT: a few annotated tweets of each new type (JSONL "
+                                  "with tokens and tags, CoNLL or Twitter format). Writes JSONL: each input "
+                                  "with its entities (text, type, char start/end, confidence).")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--support", type=Path, required=True, help="annotated tweets of the new types")
+    p.add_argument("--support-format", default="auto")
+    p.add_argument("--text", default=None)
+    p.add_argument("--image", default=None)
+    p.add_argument("--caption", default=None)
+    p.add_argument("--input", type=Path, default=None, help="JSONL file of inputs")
+    p.add_argument("--images", default=None, metavar="DIR", help="folder the support's and inputs' image ids are in")
+    p.add_argument("--output", type=Path, default=None, help="write JSONL here (default: standard output)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_train(args) -> int:
+    from mner.fewshot.experiment import load_fewshot, train_fewshot
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"training.output_dir={args.output_dir}")
+    summary = train_fewshot(load_fewshot(args.config, overrides))
+    if summary:
+        print(json.dumps(summary))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from mner.data.episodes import read_episodes
+    from mner.data.images import ImageStore
+    from mner.errors import UsageError
+    from mner.fewshot.evaluation import predict_episodes, score_episodes
+    from mner.models import load_model
+    from mner.models.episodic import EpisodicTagger
+
+    model = load_model(args.checkpoint)
+    if not isinstance(model, EpisodicTagger):
+        raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model is not a few-shot model; "
+                         "use mner evaluate")
+    if args.decoder is not None or args.temperature is not None:
+        if not hasattr(model.config, "decoder"):
+            raise UsageError(f"--decoder/--temperature apply to nnshot checkpoints, not {model.model_type!r}")
+        if args.decoder is not None:
+            model.config.decoder = args.decoder
+        if args.temperature is not None:
+            if args.temperature <= 0:
+                raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+            model.config.temperature = args.temperature
+    episodes = read_episodes(args.episodes)
+    if args.limit:
+        episodes = episodes[: args.limit]
+    store = ImageStore(args.images) if args.images else None
+    preds = predict_episodes(model, episodes, model.processor(store).collate(), args.batch_size,
+                             progress=not args.json)
+    report = score_episodes(episodes, preds, args.mode)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "episodes": str(args.episodes),
+                          "count": len(episodes), "precision": report.micro.precision,
+                          "recall": report.micro.recall, "f1": report.micro.f1,
+                          "episodes_per_second": preds.episodes_per_second, **report.to_dict()}, indent=2))
+    else:
+        print(f"{len(episodes)} episodes, {sum(len(e.query) for e in episodes)} query tweets pooled "
+              f"({preds.episodes_per_second:.1f} episodes/s)")
+        print(report.format())
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from mner.data.formats import read_jsonl
+    from mner.errors import UsageError
+    from mner.fewshot.pipeline import FewShotPipeline
+
+    if (args.text is None) == (args.input is None):
+        raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
+    pipe = FewShotPipeline.from_pretrained(args.checkpoint, args.support, format=args.support_format,
+                                           images=args.images, batch_size=args.batch_size)
+    print(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}", file=sys.stderr)
+    if args.text is not None:
+        records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
+        results = [pipe(args.text, image=args.image, caption=args.caption)]
+    else:
+        examples = read_jsonl(args.input, require_tokens=False)
+        records = [ex.to_dict() for ex in examples]
+        images = [ex.image for ex in examples]
+        results = pipe.predict(examples, images if "pixels" in pipe.processor.views else None)
+    lines = []
+    for rec, ents in zip(records, results):
+        rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets", "tags")}
+        lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,154 @@
+"""Tag new entity types from a few annotated tweets: ``FewShotPipeline``.
+
+>>> pipe = FewShotPipeline.from_pretrained("runs/mousing", support="dish.jsonl")   # doctest: +SKIP
+>>> pipe("Pad thai at Nong's tonight", image="food.jpg")                            # doctest: +SKIP
+[{'text': 'Pad thai', 'type': 'DISH', 'start': 0, 'end': 8, 'confidence': 0.91, ...}]
+
+The support set is any annotated data mner reads (a JSONL file with ``tokens``/``tags``, a CoNLL or
+Twitter-format file, or a list of :class:`~mner.data.example.Example`); its entity types become the
+episode's types, whatever they are called (``DISH``, ``DRUG``, ...). Each call builds one episode
+(the support set + the inputs as its query set) and decodes it with the checkpoint's few-shot model.
+Outputs are entity dicts as :class:`mner.pipeline.Pipeline` returns them (char offsets, confidence
+= the smallest CRF marginal of the span's tags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mner.crf import crf_marginals, viterbi_decode
+from mner.data.episodes import Episode
+from mner.data.example import Example
+from mner.data.images import ImageStore, to_rgb
+from mner.data.tokenize import tokenize_text
+from mner.errors import MNERError
+from mner.tagging import convert_tags, get_spans
+
+__all__ = ["FewShotPipeline", "support_types"]
+
+
+def support_types(support: Sequence[Example]) -> list[str]:
+    """The entity types of a support set, in order of first appearance."""
+    types: list[str] = []
+    for ex in support:
+        for t in ex.tags or ():
+            if t != "O" and t[2:] not in types:
+                types.append(t[2:])
+    return types
+
+
+class FewShotPipeline:
+    """A few-shot tagger bound to a support set (see the module docstring)."""
+
+    def __init__(self, model, support: Sequence[Example], batch_size: int = 16,
+                 device: str | torch.device | None = None, image_store: ImageStore | None = None):
+        from mner.models.episodic import EpisodicTagger
+
+        if not isinstance(model, EpisodicTagger):
+            raise MNERError(f"a {model.model_type!r} model is not a few-shot model; use mner.Pipeline for it")
+        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.batch_size = batch_size
+        self.store = image_store or ImageStore(None)
+        support = list(support)
+        if not support:
+            raise MNERError("the support set is empty: give a few annotated tweets of each new type")
+        fixed = []
+        for ex in support:
+            if ex.tags is None:
+                raise MNERError(f"{ex.where}: a support tweet without tags; the support set must be annotated")
+            fixed.append(ex.replace(tags=tuple(convert_tags(ex.tags, "iob1", "iob2"))))
+        self.support = fixed
+        self.types = support_types(fixed)
+        if not self.types:
+            raise MNERError("the support set has no entity: annotate at least one mention of each new type")
+        self.processor = model.processor(self.store)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, support: str | Path | Sequence[Example], *,
+                        format: str = "auto", images: str | Path | None = None,
+                        device: str | torch.device | None = None, batch_size: int = 16) -> "FewShotPipeline":
+        from mner.models import load_model
+
+        if isinstance(support, (str, Path)):
+            from mner.data.formats import read_file
+
+            support = read_file(support, format)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(load_model(path, map_location=device), support, batch_size, device,
+                   ImageStore(images) if images is not None else None)
+
+    def __call__(self, text, image=None, caption=None, is_split_into_words: bool = False):
+        single = isinstance(text, str) or (is_split_into_words and all(isinstance(t, str) for t in text))
+        texts = [text] if single else list(text)
+
+        def per_input(value, name):
+            if single:
+                return [value]
+            if isinstance(value, (list, tuple)):
+                if len(value) != len(texts):
+                    raise MNERError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
+                return list(value)
+            return [value] * len(texts)
+
+        images, captions = per_input(image, "image"), per_input(caption, "caption")
+        examples = []
+        for i, (t, c) in enumerate(zip(texts, captions)):
+            if isinstance(t, str):
+                tokens, offsets = tokenize_text(t)
+                examples.append(Example(f"input {i}", tokens, caption=c, text=t, offsets=offsets))
+            else:
+                examples.append(Example(f"input {i}", [str(w) for w in t], caption=c))
+        out = self.predict(examples, images)
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def predict(self, examples: Sequence[Example], images: Sequence | None = None) -> list[list[dict]]:
+        results: list[list[dict]] = [[] for _ in examples]
+        todo = [i for i, ex in enumerate(examples) if ex.tokens]
+        pixels = "pixels" in self.processor.views
+        support_imgs = [self._image(ex.image) for ex in self.support] if pixels else None
+        for start in range(0, len(todo), self.batch_size):
+            idx = todo[start:start + self.batch_size]
+            query = [examples[i] for i in idx]
+            q_imgs = None
+            if pixels:
+                refs = [images[i] for i in idx] if images is not None else [ex.image for ex in query]
+                q_imgs = [self._image(r) for r in refs]
+            episode = Episode(tuple(self.types), tuple(self.support), tuple(query), source="pipeline")
+            batch = self.processor([episode], train=False, query_images=q_imgs, support_images=support_imgs)
+            batch = batch.to(self.device)
+            out = self.model(batch.without_tags())
+            em = out.emissions.float()
+            paths, _ = viterbi_decode(em, out.mask, out.transitions, out.start, out.end)
+            marg = crf_marginals(em, out.mask, out.transitions, out.start, out.end)
+            for row, (i, path) in enumerate(zip(idx, paths)):
+                tags = [out.labels[row][c] for c in path]
+                conf = [float(marg[row, j, c]) for j, c in enumerate(path)]
+                results[i] = self._entities(examples[i], tags, conf)
+        return results
+
+    def _image(self, ref):
+        if ref is None:
+            return None
+        if hasattr(ref, "mode"):
+            return to_rgb(ref)
+        return self.store.open(ref, str(ref))
+
+    @staticmethod
+    def _entities(ex: Example, tags: list[str], conf: list[float]) -> list[dict]:
+        ents = []
+        for span in get_spans(tags, mode="conlleval"):
+            s, e = ex.offsets[span.start][0], ex.offsets[span.end - 1][1]
+            ents.append({"text": ex.text[s:e], "type": span.label, "start": s, "end": e,
+                         "token_start": span.start, "token_end": span.end,
+                         "confidence": round(min(conf[span.start:span.end]), 4)})
+        return ents
+
+    def info(self) -> dict[str, Any]:
+        return {"model_type": self.model.model_type, "types": list(self.types), "support": len(self.support),
+                "views": list(self.processor.views)}
