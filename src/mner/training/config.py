@@ -25,7 +25,12 @@ class TrainingConfig:
             warmup share of all steps, gradient clipping (0 disables).
         mixed_precision: ``auto`` (bf16 on a GPU that has it, else none), ``no``, ``fp16``, ``bf16``.
         seed: seeds Python, NumPy, torch (all devices) and the data order.
-        early_stopping_patience: stop after this many epochs without dev improvement (None: never).
+        early_stopping_patience: stop after this many evaluations without dev improvement (None:
+            never); evaluations are at epoch ends, and every ``eval_every_steps`` steps when set.
+        eval_every_steps: also evaluate (best-model selection, early stopping count) every N
+            optimizer steps inside an epoch; None = at epoch ends only.
+        shuffle: shuffle a map-style training set every epoch (off for a dataset that is random
+            already, e.g. episodes resampled each epoch; an IterableDataset is never shuffled).
         metric: the dev metric that picks the best epoch (a key of the evaluation's result).
         log_every: optimizer steps between two log lines.
         num_workers: DataLoader worker processes (0: load in the main process).
@@ -49,6 +54,8 @@ class TrainingConfig:
     mixed_precision: str = "auto"
     seed: int = 37
     early_stopping_patience: int | None = None
+    eval_every_steps: int | None = None
+    shuffle: bool = True
     metric: str = "f1"
     log_every: int = 20
     num_workers: int = 0
@@ -64,5 +71,7 @@ class TrainingConfig:
             raise ConfigError("epochs, batch_size and eval_batch_size must be >= 1")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ConfigError(f"mixed_precision {self.mixed_precision!r}: choose auto, no, fp16 or bf16")
+        if self.eval_every_steps is not None and self.eval_every_steps < 1:
+            raise ConfigError(f"eval_every_steps must be >= 1 (or null: at epoch ends only), got {self.eval_every_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")

@@ -6,6 +6,22 @@ It needs a model whose ``forward(batch)`` returns an object with ``.loss`` (and 
 training and evaluation data with their collate functions, and an ``evaluate(model, loader,
 accelerator) -> dict`` that returns metrics including ``config.metric``.
 
+The training data is whatever the model's processor batches: tweets for a supervised tagger,
+episodes for a few-shot one. It may be a map-style :class:`~torch.utils.data.Dataset` or a
+Sequence (used as it is, shuffled each epoch unless ``shuffle`` is off), or an
+:class:`~torch.utils.data.IterableDataset` (read in its own order). Before each epoch the trainer
+calls ``train_data.set_epoch(epoch)`` when it has one (an episode dataset resamples there). Logs
+and speed count *items*, whatever the dataset yields.
+
+Evaluation (dev metrics, best-model selection, early stopping) runs at every epoch end and, with
+``eval_every_steps``, also every N optimizer steps.
+
+Resuming is bit-exact for map-style data: the sampler order is a function of the seed and the
+epoch, and the batches already done are skipped. An IterableDataset is read again from the
+start of the epoch and its first batches are skipped; unless its items are a function of
+``set_epoch`` alone, a resumed run sees other items in that epoch than the killed one did
+(the epoch is, in effect, restarted with new draws).
+
 Built on :mod:`accelerate`: the same code runs on a CPU, a GPU, several GPUs or nodes
 (``accelerate launch --num_processes 2 --cpu -m mner train ...``), with mixed precision where the
 device has it. Everything else a training run needs: AdamW with a linear warmup/decay schedule,
@@ -33,9 +49,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from mner.errors import MNERError
+from mner.models.checkpoint import WEIGHTS_NAME, atomic_folder, interrupted_saves, load_state_dict
 from mner.training.config import TrainingConfig
 from mner.training.state import load_training_state, rng_state, save_training_state, set_rng_state
 
@@ -53,6 +70,7 @@ class TrainResult:
     seconds_per_epoch: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     output_dir: str = ""
+    best_step: int | None = None
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -102,14 +120,16 @@ class Trainer:
     Args:
         model: the model to train (any ``nn.Module`` with the interface above).
         config: the :class:`TrainingConfig`.
-        train_data, eval_data: sequences of examples.
+        train_data: a map-style Dataset or Sequence, or an IterableDataset, of training items
+            (tweets, episodes, ...); ``set_epoch(epoch)`` is called before each epoch if it has one.
+        eval_data: the dev items (a Dataset or Sequence), or None.
         train_collate, eval_collate: their ``collate_fn``.
         evaluate: ``evaluate(model, loader, accelerator) -> {"f1": ..., ...}`` (dev metrics).
         accelerator: an existing :class:`accelerate.Accelerator` (one is made otherwise).
         on_step_end: optional callbacks ``f(trainer)`` after each optimizer step.
     """
 
-    def __init__(self, model: nn.Module, config: TrainingConfig, train_data: Sequence, eval_data: Sequence | None,
+    def __init__(self, model: nn.Module, config: TrainingConfig, train_data: Any, eval_data: Any | None,
                  train_collate: Callable, eval_collate: Callable | None = None,
                  evaluate: Callable[..., dict] | None = None, accelerator=None,
                  on_step_end: Sequence[Callable[["Trainer"], None]] = ()):
@@ -132,6 +152,7 @@ class Trainer:
         self.global_step = 0
         self.epoch = 0
         self.step_in_epoch = 0
+        self.best_step: int | None = None
         if evaluate is not None and eval_data is None:
             raise ValueError("an evaluate function needs eval_data")
 
@@ -156,18 +177,31 @@ class Trainer:
                             "(e.g. the text encoder) in the model config")
         return torch.optim.AdamW(param_groups, lr=cfg.learning_rate)
 
+    @property
+    def iterable(self) -> bool:
+        """Whether the training data is an IterableDataset (read in its own order)."""
+        return isinstance(self.train_data, IterableDataset)
+
     def _loaders(self) -> tuple[DataLoader, DataLoader | None]:
         cfg = self.config
         g = torch.Generator()
         g.manual_seed(cfg.seed)
-        train = DataLoader(list(self.train_data), batch_size=cfg.batch_size, shuffle=True, collate_fn=self.train_collate,
-                           num_workers=cfg.num_workers, generator=g, worker_init_fn=_seed_worker,
-                           drop_last=False)
+        train = DataLoader(self.train_data, batch_size=cfg.batch_size, shuffle=cfg.shuffle and not self.iterable,
+                           collate_fn=self.train_collate, num_workers=cfg.num_workers, generator=g,
+                           worker_init_fn=_seed_worker, drop_last=False)
         evald = None
         if self.eval_data is not None:
-            evald = DataLoader(list(self.eval_data), batch_size=cfg.eval_batch_size, shuffle=False,
+            evald = DataLoader(self.eval_data, batch_size=cfg.eval_batch_size, shuffle=False,
                                collate_fn=self.eval_collate, num_workers=cfg.num_workers)
         return train, evald
+
+    def _steps_per_epoch(self, loader) -> int | None:
+        """Optimizer steps per epoch (per process); None for an iterable dataset without a length."""
+        try:
+            n = len(loader)
+        except TypeError:
+            return None
+        return math.ceil(n / self.accelerator.num_processes)
 
     # ------------------------------------------------------------------------------ checkpoints
     def _save(self, name: str, with_state: bool, extra: dict | None = None) -> None:
@@ -175,8 +209,6 @@ class Trainer:
         a ``COMPLETE`` marker (the global step, written last), all into a temporary folder first,
         then swapped in whole (:class:`~mner.models.checkpoint.atomic_folder`). Once it is in
         place, what killed saves left behind is removed."""
-        from mner.models.checkpoint import atomic_folder
-
         acc = self.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -196,6 +228,7 @@ class Trainer:
                 "trainer": {
                     "global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                     "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                    "best_step": self.best_step,
                     "history": self.history, "seconds_per_epoch": self.seconds_per_epoch,
                     "num_processes": acc.num_processes, "config": _plain(self.config),
                 },
@@ -208,8 +241,6 @@ class Trainer:
     def _remove_leftovers(self, name: str) -> None:
         """Remove what saves of ``name`` that a kill interrupted left (temporary and previous
         folders, :func:`~mner.models.checkpoint.interrupted_saves`)."""
-        from mner.models.checkpoint import interrupted_saves
-
         temporary, previous = interrupted_saves(self.output_dir / name)
         for folder in temporary + previous:
             shutil.rmtree(folder, ignore_errors=True)
@@ -220,8 +251,6 @@ class Trainer:
             return last
         # a kill between the two renames of a save leaves the previous last/ as .last.old-<uuid>;
         # of several (leftovers of earlier kills), the one with the highest step
-        from mner.models.checkpoint import interrupted_saves
-
         best, best_step = None, -1
         for old in interrupted_saves(last)[1]:
             try:
@@ -233,8 +262,6 @@ class Trainer:
         return best
 
     def _resume(self, folder: Path) -> None:
-        from mner.models.checkpoint import WEIGHTS_NAME, load_state_dict
-
         state = load_training_state(folder)
         t = state["trainer"]
         if t.get("num_processes") != self.accelerator.num_processes:
@@ -251,6 +278,37 @@ class Trainer:
         self.global_step, self.epoch, self.step_in_epoch = t["global_step"], t["epoch"], t["step_in_epoch"]
         self.best_metric, self.best_epoch, self.bad_epochs = t["best_metric"], t["best_epoch"], t["bad_epochs"]
         self.history, self.seconds_per_epoch = t["history"], t["seconds_per_epoch"]
+        self.best_step = t.get("best_step")
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _evaluate(self, eval_loader, record: dict[str, Any], seconds: float | None) -> bool:
+        """Run the dev evaluation into ``record``; update the best metric and the count of
+        evaluations without improvement. True when it improved (or when there is no evaluation:
+        every epoch end is then the best)."""
+        cfg, acc = self.config, self.accelerator
+        if self.evaluate_fn is None:
+            self.best_epoch, self.best_step = self.epoch + 1, self.global_step
+            return True
+        metrics = self.evaluate_fn(self.model, eval_loader, acc)
+        record.update(metrics)
+        value = metrics[cfg.metric]
+        improved = self.best_metric is None or value > self.best_metric
+        if improved:
+            self.best_metric, self.best_epoch, self.best_step, self.bad_epochs = value, self.epoch + 1, self.global_step, 0
+        else:
+            self.bad_epochs += 1
+        where = f"epoch {self.epoch + 1}" if seconds is not None else f"step {self.global_step}"
+        acc.print(f"{where}: dev {cfg.metric} {100 * value:.2f}{' (best)' if improved else ''}"
+                  + (f", {seconds:.0f} s" if seconds is not None else ""))
+        return improved
+
+    def _save_best(self) -> None:
+        self._save("best", with_state=False, extra={"trained": {"epoch": self.best_epoch, "step": self.global_step,
+                                                                "dev": {self.config.metric: self.best_metric}}})
+
+    def _patience_spent(self) -> bool:
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.bad_epochs >= patience
 
     # ------------------------------------------------------------------------------ training
     def train(self) -> TrainResult:
@@ -265,10 +323,16 @@ class Trainer:
         if log.note:
             acc.print(log.note)
         train_loader, eval_loader = self._loaders()
-        steps_per_epoch = math.ceil(len(train_loader) / acc.num_processes)
-        total_steps = steps_per_epoch * cfg.epochs
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps)
+        steps_per_epoch = self._steps_per_epoch(train_loader)
+        if steps_per_epoch is None:
+            if cfg.max_steps is None:
+                raise MNERError("the training data has no length (an IterableDataset without __len__): "
+                                "set training.max_steps, or give the dataset a __len__")
+            total_steps = cfg.max_steps
+        else:
+            total_steps = steps_per_epoch * cfg.epochs
+            if cfg.max_steps is not None:
+                total_steps = min(total_steps, cfg.max_steps)
         self.optimizer = self._optimizer()
         # accelerate steps a prepared scheduler once per process per step: schedule in global steps
         sched = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * total_steps * acc.num_processes),
@@ -281,7 +345,8 @@ class Trainer:
                 self.model, self.optimizer, train_loader, sched)
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
-        self.bad_epochs = 0
+        self.best_step = None
+        self.bad_epochs = 0  # evaluations without improvement (at epoch ends and every eval_every_steps)
         self.history: list[dict] = []
         self.seconds_per_epoch: list[float] = []
         resumed = None
@@ -298,6 +363,9 @@ class Trainer:
         done = self.global_step >= total_steps
         while self.epoch < cfg.epochs and not done:
             self.model.train()
+            set_epoch = getattr(self.train_data, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(self.epoch)
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(self.epoch)
             loader = train_loader
@@ -328,60 +396,67 @@ class Trainer:
                     run_parts[k] = run_parts.get(k, 0.0) + v
                 bar.update(1)
                 if self.global_step % cfg.log_every == 0 or self.step_in_epoch == steps_per_epoch:
-                    dt = max(time.perf_counter() - t_log, 1e-9)
-                    rec = {"event": "train", "step": self.global_step, "epoch": self.epoch + 1,
-                           "loss": run_loss / run_n, "lr": self.scheduler.get_last_lr()[0],
-                           "tweets_per_s": run_items * acc.num_processes / dt}
-                    rec.update({f"loss_{k}": v / run_n for k, v in run_parts.items()})
-                    log.write(rec)
-                    bar.set_postfix(loss=f"{rec['loss']:.3f}", tweets_s=f"{rec['tweets_per_s']:.0f}")
+                    self._log_train(log, bar, run_loss, run_parts, run_n, run_items, t_log)
                     run_loss, run_parts, run_n, run_items, t_log = 0.0, {}, 0, 0, time.perf_counter()
                 for cb in self.on_step_end:
                     cb(self)
-                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 \
-                        and self.step_in_epoch < steps_per_epoch:
+                epoch_end = steps_per_epoch is not None and self.step_in_epoch >= steps_per_epoch
+                if cfg.eval_every_steps and self.evaluate_fn is not None and not epoch_end \
+                        and self.global_step % cfg.eval_every_steps == 0:
+                    record: dict[str, Any] = {"event": "eval", "epoch": self.epoch + 1, "step": self.global_step}
+                    improved = self._evaluate(eval_loader, record, None)
+                    self.model.train()
+                    log.write(record)
+                    self.history.append({k: v for k, v in record.items() if not isinstance(v, dict)})
+                    if improved:
+                        self._save_best()
+                    if self._patience_spent():
+                        stopped_early = done = True
+                        self._save("last", with_state=True)
+                        acc.print(f"early stopping: no dev improvement in {self.bad_epochs} evaluations")
+                        break
+                if cfg.save_every_steps and self.global_step % cfg.save_every_steps == 0 and not epoch_end:
                     self._save("last", with_state=True)
                 if self.global_step >= total_steps:
                     done = True
                     break
+            if run_n and steps_per_epoch is None and not stopped_early:  # an epoch of unknown length: its tail
+                self._log_train(log, bar, run_loss, run_parts, run_n, run_items, t_log)
             bar.close()
+            if stopped_early:
+                break
             seconds = time.perf_counter() - t0
             self.seconds_per_epoch.append(seconds)
-            record: dict[str, Any] = {"event": "eval", "epoch": self.epoch + 1, "step": self.global_step,
-                                      "epoch_seconds": seconds}
-            improved = False
-            if self.evaluate_fn is not None:
-                metrics = self.evaluate_fn(self.model, eval_loader, acc)
-                record.update(metrics)
-                value = metrics[cfg.metric]
-                improved = self.best_metric is None or value > self.best_metric
-                if improved:
-                    self.best_metric, self.best_epoch, self.bad_epochs = value, self.epoch + 1, 0
-                else:
-                    self.bad_epochs += 1
-                acc.print(f"epoch {self.epoch + 1}: dev {cfg.metric} {100 * value:.2f}"
-                          f"{' (best)' if improved else ''}, {seconds:.0f} s")
-            else:
-                improved = True
-                self.best_epoch = self.epoch + 1
+            record = {"event": "eval", "epoch": self.epoch + 1, "step": self.global_step, "epoch_seconds": seconds}
+            improved = self._evaluate(eval_loader, record, seconds)
             log.write(record)
             self.history.append({k: v for k, v in record.items() if not isinstance(v, dict)})
             self.epoch += 1
             self.step_in_epoch = 0
             if improved:
-                self._save("best", with_state=False, extra={"trained": {"epoch": self.epoch, "step": self.global_step,
-                                                                       "dev": {cfg.metric: self.best_metric}}})
+                self._save_best()
             self._save("last", with_state=True)
-            if cfg.early_stopping_patience is not None and self.bad_epochs >= cfg.early_stopping_patience:
+            if self._patience_spent():
                 stopped_early = True
-                acc.print(f"early stopping: no dev improvement for {self.bad_epochs} epochs")
+                acc.print(f"early stopping: no dev improvement in {self.bad_epochs} evaluations")
                 break
         log.close()
         result = TrainResult(self.best_metric, self.best_epoch, self.epoch, self.global_step, stopped_early, resumed,
-                             self.seconds_per_epoch, self.history, str(self.output_dir))
+                             self.seconds_per_epoch, self.history, str(self.output_dir), self.best_step)
         if acc.is_main_process:
             (self.output_dir / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
         return result
+
+    def _log_train(self, log: _Log, bar, run_loss: float, run_parts: dict, run_n: int, run_items: int,
+                   t_log: float) -> None:
+        """One ``train`` record: mean loss (and parts) since the last one, learning rate, items/s."""
+        dt = max(time.perf_counter() - t_log, 1e-9)
+        rec = {"event": "train", "step": self.global_step, "epoch": self.epoch + 1,
+               "loss": run_loss / run_n, "lr": self.scheduler.get_last_lr()[0],
+               "items_per_s": run_items * self.accelerator.num_processes / dt}
+        rec.update({f"loss_{k}": v / run_n for k, v in run_parts.items()})
+        log.write(rec)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", items_s=f"{rec['items_per_s']:.0f}")
 
 
 def make_accelerator(config: TrainingConfig):
