@@ -1,0 +1,313 @@
+"""Few-shot MNER on the real benchmarks, cell by cell: dataset x split x model x K x seed.
+
+The protocol is ``docs/models/mousing.md``'s: for each dataset and each of the six target-type pairs
+(Per+Loc ... Org+Others), a model is trained on episodes of the two *source* types drawn from the
+train split (target mentions relabelled O), selected on the dev episodes of the target types
+(valid split) and scored on 500 test episodes of the target types (test split), entity-level micro
+P/R/F1 pooled over every query tweet of every episode (conlleval mode). The episode files are
+written once by ``mner fewshot protocol`` (seed 1) into ``runs/episodes/<dataset>/`` (not committed:
+the same seed rewrites the same bytes; each cell records their sha256) and read by every model.
+
+A finished cell is stored in ``bench/results/fewshot/<cell>.json`` (committed) and skipped next
+time; the page ``docs/results/mousing.md`` is regenerated from all stored cells after each one.
+NNShot and StructShot share one trained encoder: the ``nnshot`` cell also stores the ``structshot``
+cell (the same checkpoint decoded with StructShot's abstract transitions, tau chosen on dev).
+
+    .venv/bin/python bench/fewshot_benchmark.py --datasets twitter2017 --models mousing --splits Per+Loc
+    .venv/bin/python bench/fewshot_benchmark.py --report          # only rebuild the page
+
+The output ends with one JSON line: the cells run now and the table's average F1 per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from maf_benchmark import git_commit, machine  # noqa: E402  (one definition of the cell metadata)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "fewshot"
+PAGE = ROOT / "docs" / "results" / "mousing.md"
+DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
+EPISODES = ROOT / "runs" / "episodes"
+
+SPLITS = {"Per+Loc": ("PER", "LOC"), "Per+Org": ("PER", "ORG"), "Per+Others": ("PER", "MISC"),
+          "Loc+Org": ("LOC", "ORG"), "Loc+Others": ("LOC", "MISC"), "Org+Others": ("ORG", "MISC")}
+# model name -> (model_type, model config)
+MOUSING = {"visual_view": "caption"}
+MODELS = {
+    "protobert": ("protobert", {}),
+    "nnshot": ("nnshot", {}),
+    "proto-maf": ("proto-maf", {"visual_view": "caption"}),
+    "mousing": ("mousing", MOUSING),
+    "mousing-no-image": ("mousing", {**MOUSING, "no_image": True}),
+    "mousing-no-intervention": ("mousing", {**MOUSING, "no_intervention": True}),
+    "mousing-no-multiview": ("mousing", {**MOUSING, "no_multiview": True}),
+    "mousing-no-mcis": ("mousing", {**MOUSING, "no_mcis": True}),
+    "mousing-random": ("mousing", {**MOUSING, "intervention": {"mode": "random"}}),
+    "mousing-gaussian": ("mousing", {**MOUSING, "intervention": {"mode": "gaussian"}}),
+}
+DERIVED = {"structshot": "nnshot"}  # evaluated from another model's checkpoint
+NAMES = {"protobert": "ProtoBERT", "nnshot": "NNShot", "structshot": "StructShot",
+         "proto-maf": "ProtoMAF (multimodal prototypes)", "mousing": "MOUSING",
+         "mousing-no-image": "w/o Image", "mousing-no-intervention": "w/o Intervention",
+         "mousing-no-multiview": "w/o Multi-view", "mousing-no-mcis": "w/o MCIS",
+         "mousing-random": "w/ Random Intervention", "mousing-gaussian": "w/ Gaussian Intervention"}
+ORDER = ["protobert", "nnshot", "structshot", "proto-maf", "mousing"]
+ABLATIONS = ["mousing-no-image", "mousing-no-intervention", "mousing-no-multiview", "mousing-no-mcis",
+             "mousing-random", "mousing-gaussian", "mousing"]
+# The poster's F1 (its protocol details, K among them, are unknown).
+POSTER = {
+    "twitter2015": {"protobert": [18.52, 22.26, 20.71, 15.89, 14.80, 17.83, 18.34],
+                    "nnshot": [18.65, 27.24, 28.21, 20.81, 28.78, 25.90, 24.93],
+                    "structshot": [18.66, 30.41, 28.37, 24.87, 31.13, 29.05, 27.08],
+                    "mousing": [34.86, 28.43, 35.32, 30.10, 36.62, 27.99, 31.22]},
+    "twitter2017": {"protobert": [12.60, 23.26, 14.03, 21.95, 18.67, 15.87, 17.73],
+                    "nnshot": [24.27, 29.82, 25.29, 23.23, 23.82, 22.78, 24.86],
+                    "structshot": [25.41, 29.39, 22.89, 24.45, 24.20, 27.22, 25.59],
+                    "mousing": [34.12, 28.10, 27.14, 24.12, 24.85, 25.79, 27.35]},
+}
+POSTER_ABLATION = {"mousing-no-image": 26.72, "mousing-no-intervention": 25.00, "mousing-no-multiview": 25.72,
+                   "mousing-no-mcis": 19.06, "mousing-random": 30.24, "mousing-gaussian": 30.47, "mousing": 33.18}
+TEMPERATURES = (0.01, 0.05, 0.1, 0.5, 1.0)
+
+# Training budget per cell (2 CPU cores): episodes per epoch x epochs, episodes per step.
+TRAIN = {"epochs": 4, "train_episodes": 100, "batch_size": 2, "eval_batch_size": 8,
+         "learning_rate": 5e-5, "head_learning_rate": 1e-3}
+
+
+def cell_name(dataset: str, split: str, model: str, k: int, seed: int) -> str:
+    return f"{dataset}__{split}__{model}__k{k}__seed{seed}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def episode_files(dataset: str, split: str, k: int) -> tuple[Path, Path]:
+    """The protocol's dev and test episode files of one split (written once, seed 1)."""
+    from mner.data.sampling import write_protocol
+
+    out = EPISODES / dataset
+    test, dev = out / split / f"test-k{k}.jsonl", out / split / f"dev-k{k}.jsonl"
+    if not (test.is_file() and dev.is_file()):
+        write_protocol(DATA / dataset, out, ks=(k,), seed=1)
+    return dev, test
+
+
+def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir: Path, train: dict) -> dict:
+    model_type, mcfg = MODELS[model]
+    dev, test = episode_files(dataset, split, k)
+    return {
+        "model_type": model_type,
+        "model": {"text_encoder": {"name": "minilm"}, "caption_encoder": {"name": "minilm"}, **mcfg},
+        "data": {"corpus": str(DATA / dataset), "type_map": "OTHER=MISC", "captions": "auto"},
+        "episodes": {"target_types": list(SPLITS[split]), "k": k, "train_episodes": train["train_episodes"],
+                     "dev": str(dev), "test": str(test), "seed": 1},
+        "training": {"output_dir": str(run_dir), "epochs": train["epochs"], "batch_size": train["batch_size"],
+                     "eval_batch_size": train["eval_batch_size"], "learning_rate": train["learning_rate"],
+                     "head_learning_rate": train["head_learning_rate"], "seed": seed, "progress": False,
+                     "log_every": 25, "tensorboard": False},
+    }
+
+
+def _score(model, episodes, batch_size: int) -> tuple[dict, float]:
+    from mner.fewshot.evaluation import predict_episodes, score_episodes
+
+    preds = predict_episodes(model, episodes, model.processor().collate(), batch_size)
+    rep = score_episodes(episodes, preds)
+    return ({"precision": rep.micro.precision, "recall": rep.micro.recall, "f1": rep.micro.f1,
+             "per_type": {t: s.f1 for t, s in rep.per_type.items()}}, preds.episodes_per_second)
+
+
+def structshot_cell(base: dict, run_dir: Path) -> dict:
+    """StructShot from the NNShot cell's best checkpoint: tau chosen on the dev episodes."""
+    from mner.data.episodes import read_episodes
+    from mner.models import load_model
+
+    cfg = base["config"]
+    dev, test = read_episodes(cfg["episodes"]["dev"]), read_episodes(cfg["episodes"]["test"])
+    model = load_model(run_dir / "best")
+    model.config.decoder = "structshot"
+    t0 = time.perf_counter()
+    tuning = {}
+    for tau in TEMPERATURES:
+        model.config.temperature = tau
+        tuning[str(tau)] = _score(model, dev, 8)[0]["f1"]
+    tau = max(TEMPERATURES, key=lambda t: (tuning[str(t)], -t))
+    model.config.temperature = tau
+    scores, eps = _score(model, test, 8)
+    out = dict(base)
+    out.update({"cell": base["cell"].replace("__nnshot__", "__structshot__"), "model": "structshot",
+                "test": scores, "dev_f1": tuning[str(tau)], "temperature": tau, "dev_f1_by_temperature": tuning,
+                "test_episodes_per_second": eps, "wall_seconds": base["wall_seconds"] + time.perf_counter() - t0,
+                "command": base["command"] + "  (the nnshot cell stores this one)"})
+    return out
+
+
+def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dict) -> list[dict]:
+    from mner.fewshot.experiment import load_fewshot, train_fewshot
+
+    name = cell_name(dataset, split, model, k, seed)
+    run_dir = ROOT / "runs" / "bench-fewshot" / name
+    raw = experiment(dataset, split, model, k, seed, run_dir, train)
+    commit = git_commit()
+    t0 = time.perf_counter()
+    summary = train_fewshot(load_fewshot(raw))
+    wall = time.perf_counter() - t0
+    command = (f".venv/bin/python bench/fewshot_benchmark.py --datasets {dataset} --splits {split} "
+               f"--models {model} --k {k} --seeds {seed}")
+    test_file = Path(raw["episodes"]["test"])
+    from mner.data.episodes import read_episodes
+
+    test_eps = read_episodes(test_file)
+    cell = {
+        "cell": name, "dataset": dataset, "split": split, "model": model, "k": k, "seed": seed,
+        "command": command, "config": raw, "summary": summary,
+        "test": None, "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
+        "episodes": {"test": str(test_file.relative_to(ROOT)), "test_sha256": sha256(test_file),
+                     "dev_sha256": sha256(Path(raw["episodes"]["dev"])), "test_count": len(test_eps)},
+        "train_episodes": train["epochs"] * train["train_episodes"],
+        "train_episodes_per_second": (train["epochs"] * train["train_episodes"]) / max(1e-9, sum(summary["seconds_per_epoch"])),
+        "test_episodes_per_second": summary.get("test_episodes_per_second"),
+        "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
+        "machine": machine(), "git_commit": commit,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    cell["test"] = {"precision": summary["test_precision"], "recall": summary["test_recall"], "f1": summary["test_f1"]}
+    cells = [cell]
+    if model == "nnshot":
+        cells.append(structshot_cell(cell, run_dir))
+    return cells
+
+
+def load_cells() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    m = 100 * statistics.mean(values)
+    return f"{m:.2f}" if len(values) == 1 else f"{m:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def report(cells: list[dict]) -> tuple[str, dict]:
+    by: dict[tuple, list[dict]] = {}
+    for c in cells:
+        by.setdefault((c["dataset"], c["k"], c["model"], c["split"]), []).append(c)
+    lines = [
+        "# MOUSING and the few-shot baselines on Twitter-2015 and Twitter-2017",
+        "",
+        "Generated by `bench/fewshot_benchmark.py` from the stored cells in `bench/results/fewshot/` "
+        "(do not edit by hand). Protocol: `docs/models/mousing.md`. Each cell: one training run on "
+        "source-type episodes, best checkpoint on the dev episodes, scored on 500 test episodes of the "
+        "target types; entity-level micro F1 pooled over all query tweets (conlleval mode). Offline "
+        "MiniLM-L6 text encoder, caption view (BLIP-2 captions; the tweet images are not on this machine). "
+        "Mean ± std over seeds where there are several. `-`: not run yet.",
+        "",
+    ]
+    figures: dict = {}
+    for dataset in ("twitter2015", "twitter2017"):
+        for k in sorted({c["k"] for c in cells if c["dataset"] == dataset}):
+            lines += [f"## {dataset}, K = {k}", "",
+                      "| model | " + " | ".join(SPLITS) + " | Avg. | poster Avg. |",
+                      "|---|" + "---|" * (len(SPLITS) + 2)]
+            for model in ORDER + [m for m in ABLATIONS if m != "mousing"]:
+                row, means = [], []
+                for split in SPLITS:
+                    cs = by.get((dataset, k, model, split), [])
+                    f = [c["test"]["f1"] for c in cs]
+                    row.append(_ms(f))
+                    if f:
+                        means.append(statistics.mean(f))
+                if not means:
+                    continue
+                avg = f"{100 * statistics.mean(means):.2f}" if len(means) == len(SPLITS) else \
+                    f"({100 * statistics.mean(means):.2f} over {len(means)})"
+                poster = POSTER.get(dataset, {}).get(model)
+                lines.append(f"| {NAMES[model]} | " + " | ".join(row) + f" | **{avg}** | "
+                             f"{poster[-1] if poster else '-'} |")
+                figures[f"{dataset}/k{k}/{model}"] = round(100 * statistics.mean(means), 2)
+            lines.append("")
+    lines += ["Poster ablation (one dataset, F1): " + ", ".join(f"{NAMES[m]} {v}" for m, v in POSTER_ABLATION.items()),
+              "", "## How each cell was run", "",
+              "| cell | command | best epoch | dev F1 | test F1 | train episodes/s | test episodes/s | wall | machine | commit | test episodes sha256 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in sorted(cells, key=lambda c: c["cell"]):
+        lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {100 * (c['dev_f1'] or 0):.2f} | "
+                     f"{100 * c['test']['f1']:.2f} | {c['train_episodes_per_second']:.2f} | "
+                     f"{(c.get('test_episodes_per_second') or 0):.2f} | {c['wall_seconds'] / 60:.0f} min | "
+                     f"{c['machine']} | {c['git_commit']} | `{c['episodes']['test_sha256'][:16]}` |")
+    notes = ROOT / "docs" / "results" / "mousing-notes.md"
+    if notes.is_file():
+        lines += ["", notes.read_text().rstrip()]
+    return "\n".join(lines) + "\n", figures
+
+
+def write_report() -> dict:
+    text, figures = report(load_cells())
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(text)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["twitter2017", "twitter2015"])
+    ap.add_argument("--splits", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    ap.add_argument("--models", nargs="+", default=["protobert", "nnshot", "proto-maf", "mousing"],
+                    choices=list(MODELS))
+    ap.add_argument("--k", nargs="+", type=int, default=[5])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[37])
+    ap.add_argument("--epochs", type=int, default=TRAIN["epochs"])
+    ap.add_argument("--train-episodes", type=int, default=TRAIN["train_episodes"])
+    ap.add_argument("--report", action="store_true", help="only rebuild the results page")
+    ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    train = dict(TRAIN, epochs=args.epochs, train_episodes=args.train_episodes)
+    ran = []
+    if not args.report:
+        if not (DATA / "twitter2015").is_dir():
+            raise SystemExit(f"benchmark data not found at {DATA} (set MNER_DATA)")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        for seed in args.seeds:
+            for k in args.k:
+                for dataset in args.datasets:
+                    for model in args.models:
+                        for split in args.splits:
+                            name = cell_name(dataset, split, model, k, seed)
+                            path = RESULTS / f"{name}.json"
+                            if path.is_file():
+                                print(f"== {name}: stored, skipped")
+                                continue
+                            if args.max_cells is not None and len(ran) >= args.max_cells:
+                                continue
+                            print(f"== {name}: training", flush=True)
+                            for cell in run_cell(dataset, split, model, k, seed, train):
+                                (RESULTS / f"{cell['cell']}.json").write_text(json.dumps(cell, indent=2) + "\n")
+                                ran.append(cell["cell"])
+                                print(f"== {cell['cell']}: test F1 {100 * cell['test']['f1']:.2f}", flush=True)
+                            write_report()
+    figures = write_report()
+    print(f"results page: {PAGE.relative_to(ROOT)}")
+    print(json.dumps({"ran": ran, "avg_f1": figures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""``mner fewshot train | evaluate`` end to end on a tiny four-type corpus and tiny random encoders:
+source-type episodes for training, dev and test episode files of the target types, the best
+checkpoint scored; then the checkpoint evaluated again from the command line, and resumed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fewshot_fixtures import tiny_bert, write_tiny_corpus  # noqa: F401
+from model_fixtures import one_thread, write_yaml  # noqa: F401
+from mner.cli.main import main
+from mner.data.episodes import read_episodes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _setup(tmp_path, bert, model_type="mousing", model=None):
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    ids = [line[6:].strip() for split in ("train", "valid", "test")
+           for line in (corpus / f"{split}.txt").read_text().splitlines() if line.startswith("IMGID:")]
+    captions = tmp_path / "captions.txt"
+    captions.write_text("".join(f"{i}.jpg :a photo of people in a city\n" for i in ids))
+    for split, n in (("valid", 3), ("test", 4)):
+        assert main(["fewshot", "episodes", str(corpus), "--split", split, "--types", "PER,OTHER", "--k", "1",
+                     "--episodes", str(n), "--seed", "1", "--captions", str(captions),
+                     "--out", str(tmp_path / f"{split}.jsonl")]) == 0
+    cfg = {
+        "model_type": model_type,
+        "model": {"text_encoder": {"name": str(bert), "casing_dim": 4}, "caption_encoder": {"name": str(bert)},
+                  **({"hidden_dim": 16} if model_type in ("mousing", "proto-maf") else {}), **(model or {})},
+        "data": {"corpus": str(corpus), "captions": str(captions), "feature_cache": None},
+        "episodes": {"target_types": ["PER", "OTHER"], "k": 1, "train_episodes": 4,
+                     "dev": str(tmp_path / "valid.jsonl"), "test": str(tmp_path / "test.jsonl")},
+        "training": {"output_dir": str(tmp_path / "run"), "epochs": 2, "batch_size": 2, "eval_batch_size": 2,
+                     "learning_rate": 1e-3, "seed": 3, "progress": False, "tensorboard": False, "cpu": True,
+                     "log_every": 1},
+    }
+    return write_yaml(tmp_path / "fewshot.yaml", cfg)
+
+
+def test_train_then_evaluate(tiny_bert, tmp_path, capsys):
+    config = _setup(tmp_path, tiny_bert)
+    assert main(["fewshot", "train", str(config)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs_run"] == 2 and summary["global_step"] == 4  # 4 episodes per epoch, 2 per step
+    assert 0.0 <= summary["test_f1"] <= 1.0 and summary["dev_f1"] is not None
+    run = tmp_path / "run"
+    assert (run / "best" / "config.json").is_file() and (run / "test_report.json").is_file()
+    # the source types only were trained on: the training log says which
+    assert main(["fewshot", "evaluate", str(run), str(tmp_path / "test.jsonl"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == len(read_episodes(tmp_path / "test.jsonl"))
+    assert report["f1"] == pytest.approx(summary["test_f1"])
+    assert report["mode"] == "conlleval"
+
+
+def test_training_episodes_hold_source_types_only(tiny_bert, tmp_path):
+    from mner.fewshot.experiment import build_episodes, load_fewshot
+
+    cfg = load_fewshot(str(_setup(tmp_path, tiny_bert)))
+    train_set, pool, dev, test, _ = build_episodes(cfg, log=lambda *_: None)
+    seen = {t[2:] for i in range(len(train_set)) for ex in train_set[i].support + train_set[i].query
+            for t in ex.tags if t != "O"}
+    assert seen == {"LOC", "ORG"}
+    assert {t[2:] for ex in pool for t in ex.tags if t != "O"} == {"LOC", "ORG"}
+    assert {t for ep in dev + test for t in ep.types} == {"PER", "MISC"}
+
+
+def test_nnshot_evaluates_as_structshot(tiny_bert, tmp_path, capsys):
+    config = _setup(tmp_path, tiny_bert, "nnshot")
+    assert main(["fewshot", "train", str(config)]) == 0
+    capsys.readouterr()
+    run = str(tmp_path / "run")
+    assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--decoder", "structshot",
+                 "--temperature", "0.5", "--json"]) == 0
+    assert 0.0 <= json.loads(capsys.readouterr().out)["f1"] <= 1.0
+    # a MAF-only option on a few-shot model, and a bad temperature, are user errors
+    assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--temperature", "0"]) == 2
+
+
+def test_config_errors_are_user_errors(tiny_bert, tmp_path, capsys):
+    config = _setup(tmp_path, tiny_bert)
+    assert main(["fewshot", "train", str(config), "--set", "episodes.target_types=[]"]) == 2
+    assert "target_types" in capsys.readouterr().err
+    assert main(["fewshot", "train", str(config), "--set", "model_type=maf"]) == 2
+    assert "few-shot models" in capsys.readouterr().err
+    assert main(["fewshot", "train", str(config), "--set", "episodes.source_types=[PER, LOC]"]) == 2
