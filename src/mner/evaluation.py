@@ -1,7 +1,12 @@
 """Evaluate a tagging model: decode a data set, score it entity by entity, write predictions.
 
 Works for any model with ``decode(batch) -> Decoded`` (see :mod:`mner.models.base`), on one
-process or several (predictions are gathered across processes with accelerate).
+process or several (predictions are gathered across processes with accelerate, batch by batch,
+so they stay in the order of the data).
+
+Predictions are matched to the data by *position*, never by tweet id: the same tweet may appear
+several times (in many few-shot episodes, or twice in a file), and the i-th prediction belongs to
+the i-th example.
 """
 
 from __future__ import annotations
@@ -14,57 +19,64 @@ from mner.data.example import Example
 from mner.data.formats import write_conll
 from mner.tagging import EntityReport, score
 
-__all__ = ["Predictions", "predict_tags", "evaluate_examples", "dev_metrics"]
+__all__ = ["Predictions", "predict_tags", "evaluate_examples", "write_predictions", "dev_metrics"]
 
 
 @dataclass
 class Predictions:
-    ids: list[str]
+    """Predicted tags in the order of the data (and per word the confidence of its tag).
+
+    ``ids``: the tweet ids of the batches, for information only (they need not be unique)."""
+
     tags: list[list[str]]
     confidences: list[list[float]] | None = None
+    ids: list[str] | None = None
 
-    def by_id(self) -> dict[str, list[str]]:
-        return dict(zip(self.ids, self.tags))
+    def __len__(self) -> int:
+        return len(self.tags)
 
 
 def predict_tags(model, loader, accelerator=None, confidences: bool = False) -> Predictions:
-    """Decode every batch of ``loader`` (gathered over processes when ``accelerator`` is given)."""
+    """Decode every batch of ``loader``, in order (gathered over processes when ``accelerator``
+    is given: a prepared loader's duplicated tail is dropped by ``gather_for_metrics``)."""
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
+    gather = accelerator is not None and accelerator.num_processes > 1
     ids: list[str] = []
     tags: list[list[str]] = []
     confs: list[list[float]] = []
     for batch in loader:
         decoded = unwrapped.decode(batch, confidences=confidences)
-        ids += list(batch.ids)
-        tags += decoded.tags
-        if confidences:
-            confs += decoded.confidences
-    if accelerator is not None and accelerator.num_processes > 1:
-        rows = accelerator.gather_for_metrics(list(zip(ids, tags, confs or [None] * len(ids))),
-                                              use_gather_object=True)
-        seen: dict[str, tuple] = {}
+        batch_ids = list(getattr(batch, "ids", None) or [None] * len(decoded.tags))
+        rows = list(zip(batch_ids, decoded.tags, decoded.confidences or [None] * len(decoded.tags)))
+        if gather:
+            # one gather per batch: process p holds batch k * P + p, so the gathered rows of step
+            # k are batches k * P .. k * P + P - 1, in the order of the data
+            rows = accelerator.gather_for_metrics(rows, use_gather_object=True)
         for i, t, c in rows:
-            seen.setdefault(i, (t, c))
-        ids = list(seen)
-        tags = [seen[i][0] for i in ids]
-        confs = [seen[i][1] for i in ids] if confidences else []
-    return Predictions(ids, tags, confs if confidences else None)
+            ids.append(i)
+            tags.append(t)
+            if confidences:
+                confs.append(c)
+    return Predictions(tags, confs if confidences else None, ids)
+
+
+def _check_counts(examples: Sequence[Example], predictions: Predictions) -> None:
+    if len(predictions.tags) != len(examples):
+        raise ValueError(f"{len(predictions.tags)} predictions for {len(examples)} examples; predictions "
+                         "are matched by position, one per example in the order of the data")
 
 
 def evaluate_examples(examples: Sequence[Example], predictions: Predictions, mode: str = "conlleval") -> EntityReport:
-    """Score predictions against the gold tags of ``examples`` (matched by tweet id)."""
-    pred = predictions.by_id()
-    missing = [ex.id for ex in examples if ex.id not in pred]
-    if missing:
-        raise ValueError(f"no prediction for {len(missing)} tweets (e.g. {missing[:5]})")
-    return score([ex.tags for ex in examples], [pred[ex.id] for ex in examples], mode=mode,
-                 ids=[ex.id for ex in examples])
+    """Score predictions against the gold tags of ``examples``: the i-th prediction is the
+    i-th example's (the counts must be equal)."""
+    _check_counts(examples, predictions)
+    return score([ex.tags for ex in examples], list(predictions.tags), mode=mode, ids=[ex.id for ex in examples])
 
 
 def write_predictions(examples: Sequence[Example], predictions: Predictions, path: str | Path) -> Path:
-    """CoNLL columns ``token gold pred`` (``mner score FILE`` reads them back)."""
-    pred = predictions.by_id()
-    write_conll(examples, path, predictions=[pred[ex.id] for ex in examples])
+    """CoNLL columns ``token gold pred`` (``mner score FILE`` reads them back), by position."""
+    _check_counts(examples, predictions)
+    write_conll(examples, path, predictions=list(predictions.tags))
     return Path(path)
 
 
