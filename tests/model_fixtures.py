@@ -1,5 +1,6 @@
 """Shared helpers of the model, training, pipeline and CLI tests: tiny encoders, MAF configs,
-experiment dicts, images, and a one-thread setting for a busy CPU.
+experiment dicts, images, a one-thread setting for a busy CPU, and :data:`CONTRACT_FIXTURES`, the
+tiny builder of every registered model for the shared contract suite (``test_model_contract.py``).
 
 Import the fixtures you use into a test module (pytest then finds them there)::
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from mner.encoders import IMAGENET_MEAN, IMAGENET_STD
 from tiny_models import make_tiny_bert, make_tiny_clip, make_tiny_resnet, write_preprocessor_config
 
 __all__ = [
+    "CONTRACT_FIXTURES",
     "LABELS",
     "SWITCHES",
     "VIEWS",
@@ -188,3 +190,62 @@ class ForwardRecorder:
         """Per tweet of call ``k``, the emissions of its real words."""
         batch, out = self.calls[k]
         return [out.emissions[i][out.mask[i]] for i in range(len(batch))]
+
+
+# ================================================================================ model contract
+def tiny_maf(folder: Path) -> tuple[Any, list]:
+    """A tiny random MAF (both views: image regions and captions; seed 0) on tiny encoders built
+    under ``folder``, and three labelled tweets with images and captions (one without either)."""
+    from mner.data.example import Example
+    from mner.models import MAFModel
+    from tiny_models import make_tiny_bert as bert, make_tiny_resnet as resnet
+
+    folder = Path(folder)
+    enc = {"bert": folder / "bert", "resnet": folder / "resnet"}
+    if not (enc["bert"] / "config.json").is_file():
+        bert(enc["bert"], max_position_embeddings=64)
+        resnet(enc["resnet"])
+        write_preprocessor_config(enc["resnet"], image_size=32, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                  shortest_edge=36)
+    texts = [("Obama", "meets", "Merkel", "in", "Berlin"), ("Paris", "at", "night"), ("New", "York")]
+    tags = [("B-PER", "O", "B-PER", "O", "B-LOC"), ("B-LOC", "O", "O"), ("B-LOC", "I-LOC")]
+    examples = []
+    for i, (tokens, gold) in enumerate(zip(texts, tags)):
+        image = None
+        if i < 2:
+            image = folder / f"t{i}.png"
+            random_image(i).save(image)
+        examples.append(Example(f"t{i}", tokens, gold, image=str(image) if image else None,
+                                caption=f"a photo number {i}" if i < 2 else None))
+    torch.manual_seed(0)
+    return MAFModel(maf_config(enc, view="both")), examples
+
+
+def tiny_fewshot(variant: str) -> Callable[[Path], tuple[Any, list]]:
+    """The builder of a tiny random few-shot model (a ``fewshot_fixtures.FEWSHOT_VARIANTS`` key,
+    seed 0, text and caption encoder a tiny BERT under the folder) with two hand-made episodes."""
+
+    def build(folder: Path) -> tuple[Any, list]:
+        from fewshot_fixtures import episode_pair, fewshot_model
+        from tiny_models import make_tiny_bert as bert
+
+        path = Path(folder) / "bert"
+        if not (path / "config.json").is_file():
+            bert(path, max_position_embeddings=64)
+        torch.manual_seed(0)
+        return fewshot_model(path, variant), episode_pair()
+
+    return build
+
+
+#: model_type -> a function that builds a tiny random model (seeded) under a folder and returns it
+#: with a few training inputs (tweets, or episodes for a few-shot model) that
+#: ``model.processor()(inputs, train=True)`` turns into a batch. Every model of
+#: ``mner.models.MODELS`` needs one line here: the contract suite fails without it.
+CONTRACT_FIXTURES: dict[str, Callable[[Path], tuple[Any, list]]] = {
+    "maf": tiny_maf,
+    "mousing": tiny_fewshot("mousing"),
+    "protobert": tiny_fewshot("protobert"),
+    "nnshot": tiny_fewshot("nnshot"),
+    "proto-maf": tiny_fewshot("proto-maf"),
+}
