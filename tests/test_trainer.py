@@ -203,3 +203,11 @@ def test_eval_every_steps_must_be_positive():
 def test_checkpoint_helpers_are_imported_at_the_top():
     for name in ("atomic_folder", "interrupted_saves", "load_state_dict", "WEIGHTS_NAME"):
         assert getattr(trainer_module, name) is getattr(checkpoint, name)
+
+
+def test_max_steps_inside_an_epoch_evaluates_once_at_the_end(tmp_path):
+    evaluate = _scripted([0.1, 0.2, 0.3])
+    result = Trainer(TinyModel(), _config(tmp_path, eval_every_steps=2, max_steps=4), Numbers(10), list(range(4)),
+                     collate, evaluate=evaluate).train()
+    assert result.global_step == 4
+    assert [r["step"] for r in _records(tmp_path, "eval")] == [2, 4] and len(evaluate.calls) == 2

@@ -401,7 +401,8 @@ class Trainer:
                 for cb in self.on_step_end:
                     cb(self)
                 epoch_end = steps_per_epoch is not None and self.step_in_epoch >= steps_per_epoch
-                if cfg.eval_every_steps and self.evaluate_fn is not None and not epoch_end \
+                last_step = self.global_step >= total_steps  # the epoch-end evaluation follows at once
+                if cfg.eval_every_steps and self.evaluate_fn is not None and not (epoch_end or last_step) \
                         and self.global_step % cfg.eval_every_steps == 0:
                     record: dict[str, Any] = {"event": "eval", "epoch": self.epoch + 1, "step": self.global_step}
                     improved = self._evaluate(eval_loader, record, None)
