@@ -121,6 +121,11 @@ class MNERModel(nn.Module):
             out = self(batch)
         finally:
             self.train(was_training)
+        return self.decode_output(out, confidences)
+
+    @torch.no_grad()
+    def decode_output(self, out: TaggerOutput, confidences: bool = False) -> Decoded:
+        """Viterbi over a :class:`TaggerOutput` (its emissions, mask, transitions and labels)."""
         em = out.emissions.float()
         trans = out.transitions if out.transitions is not None else em.new_zeros(em.shape[-1], em.shape[-1])
         paths = viterbi_decode(em, out.mask, trans, out.start, out.end)[0]
