@@ -123,7 +123,7 @@ def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir:
 def _score(model, episodes, batch_size: int) -> tuple[dict, float]:
     from mner.fewshot.evaluation import predict_episodes, score_episodes
 
-    preds = predict_episodes(model, episodes, model.processor().collate(), batch_size)
+    preds = predict_episodes(model, episodes, model.processor(), batch_size)
     rep = score_episodes(episodes, preds)
     return ({"precision": rep.micro.precision, "recall": rep.micro.recall, "f1": rep.micro.f1,
              "per_type": {t: s.f1 for t, s in rep.per_type.items()}}, preds.episodes_per_second)

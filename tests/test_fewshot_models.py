@@ -172,3 +172,24 @@ def test_score_episodes_pools_query_tweets_by_position():
     assert rep.micro.precision == 1.0 and rep.micro.recall == 0.5
     with pytest.raises(ValueError):
         score_episodes([ep1, ep2], EpisodePredictions(gold[:1]))
+
+
+@pytest.mark.parametrize("variant", ["protobert", "nnshot", "proto-maf", "mousing", "mousing-no-multiview"])
+def test_cached_episode_evaluation_equals_the_whole_model_per_episode(tiny_bert, variant):
+    """Evaluation encodes each distinct tweet once and runs only the episode head per batch; the
+    predictions (and so every score) must be those of the whole model run on each episode."""
+    from mner.fewshot.evaluation import predict_episodes
+
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, variant)
+    if variant == "nnshot":
+        model.fit_transitions([e.tags for ep in episode_pair() for e in ep.support])
+        model.config.decoder = "structshot"
+    ep1, ep2 = episode_pair()
+    # the same tweets in several episodes, in batches that pad them to different lengths
+    episodes = [ep1, ep2, Episode(ep1.types, ep1.query, ep1.support), ep1, ep2]
+    proc = model.processor()
+    cached = predict_episodes(model, episodes, proc, batch_size=2)
+    whole = predict_episodes(model, episodes, proc, batch_size=3, cache=False)
+    assert cached.tags == whole.tags
+    assert [len(t) for t in cached.tags] == [len(e.query) for e in episodes]

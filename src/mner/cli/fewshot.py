@@ -242,7 +242,7 @@ def cmd_evaluate(args) -> int:
     if args.limit:
         episodes = episodes[: args.limit]
     store = ImageStore(args.images) if args.images else None
-    preds = predict_episodes(model, episodes, model.processor(store).collate(), args.batch_size,
+    preds = predict_episodes(model, episodes, model.processor(store), args.batch_size,
                              progress=not args.json)
     report = score_episodes(episodes, preds, args.mode)
     if args.json:

@@ -190,7 +190,7 @@ def train_fewshot(cfg: FewShotConfig, log=print) -> dict[str, Any]:
         with acc.main_process_first():
             processor.precompute(tweets, progress=cfg.training.progress and acc.is_main_process)
     out_dir = Path(cfg.training.output_dir)
-    evaluate = episode_metrics(dev, batch_size=cfg.training.eval_batch_size) if dev else None
+    evaluate = episode_metrics(dev, processor, batch_size=cfg.training.eval_batch_size) if dev else None
     trainer = Trainer(model, cfg.training, train_set, dev, processor.collate(train=True),
                       processor.collate(train=False), evaluate, accelerator=acc)
     if acc.is_main_process:
@@ -206,7 +206,7 @@ def train_fewshot(cfg: FewShotConfig, log=print) -> dict[str, Any]:
     if test and acc.is_main_process:
         best = model_cls.from_pretrained(out_dir / "best").to(acc.device)
         proc = best.processor(store, cache)
-        preds = predict_episodes(best, test, proc.collate(), cfg.training.eval_batch_size)
+        preds = predict_episodes(best, test, proc, cfg.training.eval_batch_size)
         report = score_episodes(test, preds)
         (out_dir / "test_report.json").write_text(json.dumps(report.to_dict(), indent=2))
         say("test episodes:\n" + report.format())

@@ -7,6 +7,12 @@ any) are built for those labels at every forward pass. ``forward(batch)`` return
 labels per row and the transitions Viterbi should use; the shared ``decode`` of
 :class:`~mner.models.base.MNERModel` does the rest.
 
+``forward`` is two steps, so that evaluation can encode every distinct tweet once however many
+episodes it appears in: ``encode(part)`` maps one side of the batch (support or query tweets) to
+per-word representations that depend on that tweet alone (a tuple of ``(B, W, ...)`` tensors), and
+``head(batch, support, query)`` builds the episode's classes from the support representations and
+scores the query (prototypes, nearest neighbours, CRF).
+
 :class:`EpisodicTagger` holds the encoders every few-shot model of the project reads (a text
 encoder fine-tuned on the source episodes and, for the multimodal ones, a frozen visual view:
 image regions, caption tokens or both, as in MAF), builds their processor, and saves them in the
@@ -110,6 +116,20 @@ class EpisodicTagger(MNERModel):
             if p.requires_grad:
                 groups["pretrained" if id(p) in pretrained else "new"].append(p)
         return groups
+
+    # ------------------------------------------------------------------------------ model
+    def forward(self, batch: EpisodeBatch) -> TaggerOutput:
+        train = self.training and batch.query.tags is not None
+        return self.head(batch, self.encode(batch.support, train), self.encode(batch.query, train))
+
+    def encode(self, part: TaggingBatch, train: bool = False) -> tuple[torch.Tensor | None, ...]:  # pragma: no cover
+        """Per-word representations of one side of the batch, each ``(B, W, ...)``; a tweet's rows
+        depend on that tweet alone. ``train``: a training step with gold tags."""
+        raise NotImplementedError
+
+    def head(self, batch: EpisodeBatch, support: tuple, query: tuple) -> TaggerOutput:  # pragma: no cover
+        """The episode step: classes from the support representations, the query scored."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------------------ pieces
     def words(self, part: TaggingBatch):

@@ -66,18 +66,14 @@ class NNShotModel(ProtoBERTModel):
         """StructShot: estimate the abstract transitions from the source training tags."""
         self.config.transitions = {k: float(v) for k, v in estimate_abstract_transitions(tag_sequences).items()}
 
-    def forward(self, batch: EpisodeBatch) -> TaggerOutput:
-        support, query = self.embed(batch.support), self.embed(batch.query)
-        scores = self.scores(batch, support, query)
-        losses = {}
-        loss = None
-        if batch.query.tags is not None:
-            loss = losses["ce"] = self.loss_fn(scores, batch.query.tags)
+    def head(self, batch: EpisodeBatch, support: tuple, query: tuple) -> TaggerOutput:
+        out = super().head(batch, support, query)
         if self.config.decoder == "argmax":
-            return self.output(batch, loss, scores, losses)
+            return out
         if self.config.transitions is None:
             raise MNERError("the structshot decoder needs the abstract transitions of the source data; "
                             "this checkpoint has none (train it with mner fewshot train)")
-        structshot = StructShotTransitions(self.config.transitions, self.config.temperature).to(scores.device)
-        emissions = structshot.emissions(scores)                                       # log softmax(s / tau)
-        return self.output(batch, loss, emissions, losses, transitions=structshot(batch.labels[0]))
+        structshot = StructShotTransitions(self.config.transitions, self.config.temperature).to(out.emissions.device)
+        out.emissions = structshot.emissions(out.emissions)                            # log softmax(s / tau)
+        out.transitions, out.start, out.end = structshot(batch.labels[0])
+        return out

@@ -78,10 +78,12 @@ class ProtoMAFModel(EpisodicTagger):
         c = self.interaction(text, v_tokens, v_mask)                                   # C = CI(T, V)
         return self.fused_proj(self.dropout(self.fusion(text, c)))                     # H = [T; g * C]
 
-    def forward(self, batch: EpisodeBatch) -> TaggerOutput:
-        support, query = self.embed(batch.support), self.embed(batch.query)
-        em = self.decoder.emissions(support, batch.support.tags, batch.support_episode, query, batch.query_episode,
-                                    batch.num_classes)
+    def encode(self, part: TaggingBatch, train: bool = False) -> tuple[torch.Tensor]:
+        return (self.embed(part),)
+
+    def head(self, batch: EpisodeBatch, support: tuple, query: tuple) -> TaggerOutput:
+        em = self.decoder.emissions(support[0], batch.support.tags, batch.support_episode, query[0],
+                                    batch.query_episode, batch.num_classes)
         losses = {}
         loss = None
         if batch.query.tags is not None:

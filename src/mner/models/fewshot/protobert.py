@@ -64,9 +64,11 @@ class ProtoBERTModel(EpisodicTagger):
                                           batch.num_classes)
         return prototype_scores(query, batch.query_episode, type_fallback(protos, counts))
 
-    def forward(self, batch: EpisodeBatch) -> TaggerOutput:
-        support, query = self.embed(batch.support), self.embed(batch.query)
-        scores = self.scores(batch, support, query)
+    def encode(self, part: TaggingBatch, train: bool = False) -> tuple[torch.Tensor]:
+        return (self.embed(part),)
+
+    def head(self, batch: EpisodeBatch, support: tuple, query: tuple) -> TaggerOutput:
+        scores = self.scores(batch, support[0], query[0])
         losses = {}
         loss = None
         if batch.query.tags is not None:

@@ -62,10 +62,11 @@ class MOUSINGModel(EpisodicTagger):
         self.decoder = PrototypeCRF(learn_transitions=config.learn_transitions)
 
     # ------------------------------------------------------------------------------ graph
-    def encode(self, part: TaggingBatch, environments: bool = False):
-        """Word nodes after the graph update: ``(view1, view2, per-environment | None)``, each (B, W, d)
-        (per-environment (B, V, W, d))."""
+    def encode(self, part: TaggingBatch, train: bool = False):
+        """Word nodes after the graph update: ``(view1, view2, per-environment | None)``, each (B, W, d);
+        the per-environment states (B, W, V, d) only for a training step with lambda > 0."""
         cfg = self.config
+        environments = (train and cfg.invariance_weight > 0 and not cfg.no_mcis and not cfg.no_intervention)
         states, word_mask = self.words(part)
         words = self.text_proj(self.dropout(states))                                   # word nodes
         if cfg.no_mcis:
@@ -81,17 +82,14 @@ class MOUSINGModel(EpisodicTagger):
         w = words.shape[1]
         view2 = out.view2[:, :w]
         view1 = view2 if cfg.no_multiview else out.view1[:, :w]
-        envs = out.environments[:, :, :w] if out.environments is not None else None
+        envs = out.environments[:, :, :w].transpose(1, 2) if out.environments is not None else None
         return view1, view2, envs
 
     # ------------------------------------------------------------------------------ model
-    def forward(self, batch: EpisodeBatch) -> TaggerOutput:
+    def head(self, batch: EpisodeBatch, support: tuple, query: tuple) -> TaggerOutput:
         cfg = self.config
         tags = batch.query.tags
-        with_envs = (self.training and tags is not None and cfg.invariance_weight > 0
-                     and not cfg.no_mcis and not cfg.no_intervention)
-        s1, s2, s_env = self.encode(batch.support, with_envs)
-        q1, q2, q_env = self.encode(batch.query, with_envs)
+        (s1, s2, s_env), (q1, q2, q_env) = support, query
         labels = batch.labels[0]
         n_cls = batch.num_classes
 
@@ -110,9 +108,9 @@ class MOUSINGModel(EpisodicTagger):
                 losses["crf_g1"] = self.decoder.loss(e1, tags, mask, labels)
                 losses["crf_g2"] = self.decoder.loss(e2, tags, mask, labels)
                 loss = losses["crf_g1"] + losses["crf_g2"]                             # L_CRF
-            if with_envs and s_env is not None:
-                env_losses = torch.stack([self.decoder.loss(emissions(s_env[:, v], q_env[:, v]), tags, mask, labels)
-                                          for v in range(s_env.shape[1])])
+            if s_env is not None and q_env is not None:
+                env_losses = torch.stack([self.decoder.loss(emissions(s_env[:, :, v], q_env[:, :, v]), tags, mask, labels)
+                                          for v in range(s_env.shape[2])])
                 losses["invariance"] = env_losses.var(unbiased=False)
                 loss = loss + cfg.invariance_weight * losses["invariance"]             # Eq. 14
         em = e1 if e2 is e1 else (e1 + e2) / 2
