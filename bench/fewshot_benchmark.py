@@ -271,10 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[37])
     ap.add_argument("--epochs", type=int, default=TRAIN["epochs"])
     ap.add_argument("--train-episodes", type=int, default=TRAIN["train_episodes"])
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's own; 1 when other jobs share the cores: "
+                         "oversubscribed cores slowed an epoch 11x here)")
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     train = dict(TRAIN, epochs=args.epochs, train_episodes=args.train_episodes)
     ran = []
     if not args.report:
