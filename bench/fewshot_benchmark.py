@@ -218,7 +218,7 @@ def report(cells: list[dict]) -> tuple[str, dict]:
     ]
     figures: dict = {}
     for dataset in ("twitter2015", "twitter2017"):
-        for k in sorted({c["k"] for c in cells if c["dataset"] == dataset}):
+        for k in sorted({5} | {c["k"] for c in cells if c["dataset"] == dataset}):
             lines += [f"## {dataset}, K = {k}", "",
                       "| model | " + " | ".join(SPLITS) + " | Avg. | poster Avg. |",
                       "|---|" + "---|" * (len(SPLITS) + 2)]
@@ -230,23 +230,32 @@ def report(cells: list[dict]) -> tuple[str, dict]:
                     row.append(_ms(f))
                     if f:
                         means.append(statistics.mean(f))
-                if not means:
+                if not means and model not in ORDER:
                     continue
-                avg = f"{100 * statistics.mean(means):.2f}" if len(means) == len(SPLITS) else \
-                    f"({100 * statistics.mean(means):.2f} over {len(means)})"
+                if not means:
+                    avg = "-"
+                elif len(means) == len(SPLITS):
+                    avg = f"{100 * statistics.mean(means):.2f}"
+                else:
+                    avg = f"({100 * statistics.mean(means):.2f} over {len(means)})"
                 poster = POSTER.get(dataset, {}).get(model)
                 lines.append(f"| {NAMES[model]} | " + " | ".join(row) + f" | **{avg}** | "
                              f"{poster[-1] if poster else '-'} |")
-                figures[f"{dataset}/k{k}/{model}"] = round(100 * statistics.mean(means), 2)
+                if means:
+                    figures[f"{dataset}/k{k}/{model}"] = round(100 * statistics.mean(means), 2)
+            for model, values in POSTER.get(dataset, {}).items():
+                lines.append(f"| *poster: {NAMES[model]}* | " + " | ".join(f"*{v:.2f}*" for v in values[:-1])
+                             + f" | *{values[-1]:.2f}* | |")
             lines.append("")
     lines += ["Poster ablation (one dataset, F1): " + ", ".join(f"{NAMES[m]} {v}" for m, v in POSTER_ABLATION.items()),
               "", "## How each cell was run", "",
-              "| cell | command | best epoch | dev F1 | test F1 | train episodes/s | test episodes/s | wall | machine | commit | test episodes sha256 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| cell | command | best epoch | dev F1 | test F1 | train episodes/s | test episodes/s | train + dev s | wall | machine | commit | test episodes sha256 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: c["cell"]):
         lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {100 * (c['dev_f1'] or 0):.2f} | "
                      f"{100 * c['test']['f1']:.2f} | {c['train_episodes_per_second']:.2f} | "
-                     f"{(c.get('test_episodes_per_second') or 0):.2f} | {c['wall_seconds'] / 60:.0f} min | "
+                     f"{(c.get('test_episodes_per_second') or 0):.2f} | {sum(c['seconds_per_epoch']):.0f} | "
+                     f"{c['wall_seconds'] / 60:.0f} min | "
                      f"{c['machine']} | {c['git_commit']} | `{c['episodes']['test_sha256'][:16]}` |")
     notes = ROOT / "docs" / "results" / "mousing-notes.md"
     if notes.is_file():
