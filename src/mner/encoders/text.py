@@ -45,7 +45,8 @@ class TextEncoderConfig:
     """How to build a :class:`TextEncoder`.
 
     Attributes:
-        name: ``"minilm"`` (offline default), ``"mpnet"``, a hub name (``"bert-base-cased"``) or a folder.
+        name: ``"minilm"`` (offline default), ``"mpnet"``, a hub name (``"bert-base-cased"``) or a folder;
+            a full CLIP checkpoint (``"openai/clip-vit-base-patch32"``) gives its text tower.
         pooling: word vector from the ``"first"`` sub-token or the ``"mean"`` of its sub-tokens.
         casing_dim: size of the casing embedding concatenated to each word vector; 0 disables it.
         window_overlap: content sub-tokens shared by two consecutive windows of a long input;
@@ -137,11 +138,17 @@ class TextEncoder(FrozenBackboneMixin, nn.Module):
         if (model is None) != (tokenizer is None):
             raise ValueError("TextEncoder: pass both model and tokenizer, or neither (to load config.name)")
         if model is None:
-            from transformers import AutoModel
+            from transformers import AutoConfig, AutoModel
 
             resolved = resolve_text_model(config.name)
             self.tokenizer = WordTokenizer.from_pretrained(resolved)
-            model = AutoModel.from_pretrained(resolved)
+            if getattr(AutoConfig.from_pretrained(resolved), "model_type", "") == "clip":
+                # a full CLIP checkpoint: its text tower (MOUSING reads words in CLIP's space)
+                from transformers import CLIPTextModel
+
+                model = CLIPTextModel.from_pretrained(resolved)
+            else:
+                model = AutoModel.from_pretrained(resolved)
         else:
             self.tokenizer = tokenizer if isinstance(tokenizer, WordTokenizer) else WordTokenizer(tokenizer)
         self.model = model

@@ -176,7 +176,7 @@ class EpisodicTagger(MNERModel):
             save_image_assets(self.image_encoder, folder / "image_encoder")
 
     @classmethod
-    def _from_assets(cls, config: Any, assets: Path) -> "EpisodicTagger":
+    def _from_assets(cls, config: Any, assets: Path, **parts) -> "EpisodicTagger":
         model, tok = load_text_parts(assets / "text_encoder", word_level=True)
         text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
         caption = image = None
@@ -185,4 +185,4 @@ class EpisodicTagger(MNERModel):
             caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
         if "pixels" in config.views:
             image = load_image_encoder(config.image_encoder, assets / "image_encoder")
-        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption)
+        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption, **parts)

@@ -138,6 +138,12 @@ class MOUSINGConfig(EpisodicConfig):
         visual_view: where the patch nodes come from: ``pixels`` (image regions, the poster's CLIP
             patches), ``caption`` (caption tokens, where the pixels are missing) or ``both``.
         hidden_dim: the shared width d of word and patch nodes (learned projections, ours).
+        shared_space: ``learned`` (a learned projection per side, for encoders without a joint
+            space: the offline ones) or ``clip`` (the poster's: CLIP's own heads map the words of its
+            text tower and the patches of its vision tower into its joint space; needs a CLIP
+            checkpoint as text and image encoder and the pixels view; ``hidden_dim`` is then CLIP's
+            projection width and the casing feature is not used).
+        clip_model: the CLIP checkpoint whose heads ``clip`` uses; None = ``image_encoder.name``.
         graph, intervention, update: the three graph modules (Eq. 2; Eq. 6-7; Eq. 9).
         invariance_weight: lambda of Eq. 14 (ours: the variance of the per-environment tagging
             losses; 0 switches the term off).
@@ -150,6 +156,8 @@ class MOUSINGConfig(EpisodicConfig):
 
     no_image: bool = False
     hidden_dim: int = 256
+    shared_space: str = "learned"
+    clip_model: str | None = None
     graph: GraphConfig = field(default_factory=GraphConfig)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
@@ -165,6 +173,10 @@ class MOUSINGConfig(EpisodicConfig):
             raise ConfigError(f"hidden_dim must be >= 1, got {self.hidden_dim}")
         if self.invariance_weight < 0:
             raise ConfigError(f"invariance_weight (lambda) must be >= 0, got {self.invariance_weight}")
+        _choose("shared_space", self.shared_space, ("learned", "clip"))
+        if self.shared_space == "clip" and not self.no_image and self.visual_view != "pixels":
+            raise ConfigError(f"shared_space clip reads image patches: set visual_view: pixels (got "
+                              f"{self.visual_view!r}), or use shared_space learned for captions")
 
     @property
     def variant(self) -> str:

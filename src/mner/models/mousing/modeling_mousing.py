@@ -2,9 +2,10 @@
 
 ``forward`` reads top to bottom as the poster's framework (equation numbers are the poster's):
 
-1. nodes: one per word (fine-tuned text encoder, first sub-token, projected to width d) and one per
-   visual token (image region and/or caption token, frozen encoder, projected to d: the offline
-   encoders do not share a space, so learned projections map both into one, ours);
+1. nodes: one per word (fine-tuned text encoder, first sub-token) and one per visual token (image
+   region and/or caption token, frozen encoder), in one space of width d: CLIP's joint space through
+   CLIP's own heads (``shared_space: clip``, the poster's, :mod:`mner.encoders.clip_space`), or, for
+   encoders without a joint space (the offline ones), a learned projection per side (ours);
 2. multimodal graph construction: cosine similarities between all nodes, intra- and inter-modal,
    edges below delta dropped (Eq. 2), :mod:`.similarity_graph`;
 3. MCIS, intervention graph generation: V environments (Eq. 6) of relaxed-Bernoulli edge masks at
@@ -29,7 +30,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pathlib import Path
+
+from mner.encoders.clip_space import ClipSpace
 from mner.models.base import TaggerOutput
+from mner.errors import MNERError
 from mner.models.episodic import EpisodicTagger
 from mner.models.mousing.causal_intervention import InterventionGenerator
 from mner.models.mousing.config import MOUSINGConfig
@@ -46,12 +51,20 @@ class MOUSINGModel(EpisodicTagger):
     model_type = "mousing"
     config_class = MOUSINGConfig
 
-    def __init__(self, config: MOUSINGConfig, **encoders):
+    def __init__(self, config: MOUSINGConfig, *, clip_space: ClipSpace | None = None, **encoders):
         super().__init__(config, **encoders)
-        d = config.hidden_dim
-        self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
-        if self.views:
-            self.visual_proj = nn.ModuleDict({v: nn.Linear(self.visual_dims[v], d) for v in self.views})
+        self.clip_space = None
+        if config.shared_space == "clip":
+            self.clip_space = clip_space or ClipSpace.from_pretrained(config.clip_model or config.image_encoder.name)
+            d = self.clip_space.projection_dim
+            if self.text_encoder.hidden_size != self.clip_space.text_hidden:
+                raise MNERError(f"shared_space clip: the text encoder ({config.text_encoder.name}) is not the "
+                                "text tower of the CLIP checkpoint; use the same CLIP checkpoint for both")
+        else:
+            d = config.hidden_dim
+            self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
+            if self.views:
+                self.visual_proj = nn.ModuleDict({v: nn.Linear(self.visual_dims[v], d) for v in self.views})
         g, iv, up = config.graph, config.intervention, config.update
         self.graph = SimilarityGraph(g.delta, g.normalization, g.self_loops)
         self.intervention = InterventionGenerator(
@@ -61,6 +74,23 @@ class MOUSINGModel(EpisodicTagger):
                                       up.activation)
         self.decoder = PrototypeCRF(learn_transitions=config.learn_transitions)
 
+    # ------------------------------------------------------------------------------ saving
+    def _save_assets(self, folder: Path) -> None:
+        super()._save_assets(folder)
+        if self.clip_space is not None:
+            (folder / "clip_space").mkdir(parents=True, exist_ok=True)
+            self.clip_space.clip_config.to_json_file(str(folder / "clip_space" / "config.json"))
+
+    @classmethod
+    def _from_assets(cls, config: MOUSINGConfig, assets: Path) -> "MOUSINGModel":
+        space = None
+        if config.shared_space == "clip":
+            from transformers import CLIPConfig
+
+            space = ClipSpace(CLIPConfig.from_json_file(str(assets / "clip_space" / "config.json")))
+        model = super()._from_assets(config, assets, clip_space=space)
+        return model
+
     # ------------------------------------------------------------------------------ graph
     def encode(self, part: TaggingBatch, train: bool = False):
         """Word nodes after the graph update: ``(view1, view2, per-environment | None)``, each (B, W, d);
@@ -68,12 +98,20 @@ class MOUSINGModel(EpisodicTagger):
         cfg = self.config
         environments = (train and cfg.invariance_weight > 0 and not cfg.no_mcis and not cfg.no_intervention)
         states, word_mask = self.words(part)
-        words = self.text_proj(self.dropout(states))                                   # word nodes
+        if self.clip_space is not None:                                                # CLIP's joint space
+            words = self.clip_space.words(self.dropout(states[..., : self.text_encoder.hidden_size]))
+        else:
+            words = self.text_proj(self.dropout(states))                               # word nodes
         if cfg.no_mcis:
             return words, words, None
         nodes, mask = words, word_mask
         if self.views:
-            v_tokens, v_mask = self.visual_nodes(part.visual, self.visual_proj)         # patch nodes
+            if self.clip_space is not None:
+                (_, feats), = self.visual_tokens(part.visual)
+                v_tokens = self.clip_space.patches(feats.tokens.to(words.dtype))
+                v_mask = feats.mask & part.visual.present["pixels"][:, None]
+            else:
+                v_tokens, v_mask = self.visual_nodes(part.visual, self.visual_proj)     # patch nodes
             nodes, mask = torch.cat([words, v_tokens], 1), torch.cat([word_mask, v_mask], 1)
         graph = self.graph(nodes, mask)                                                # Eq. 2
         interv = self.intervention(nodes, graph, mask)                                 # Eq. 6, 7
