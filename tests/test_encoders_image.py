@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mner.errors import MNERError
 from mner.encoders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -121,12 +122,12 @@ def test_only_the_offline_image_alias_loads_pretrained_efficientnet():
     from mner.encoders.offline import IMAGE_ALIASES
 
     assert IMAGE_ALIASES == ("efficientnet-lite0",)
-    with pytest.raises(ValueError, match="no offline weights for 'efficientnet-lite1'"):
+    with pytest.raises(MNERError, match="no offline weights for 'efficientnet-lite1'"):
         ImageEncoder(ImageEncoderConfig(name="efficientnet-lite1"))
 
 
 def test_unsupported_model_and_wrong_size(folders):
-    with pytest.raises(ValueError, match="supports"):
+    with pytest.raises(MNERError, match="supports"):
         ImageEncoder(ImageEncoderConfig(name=str(folders["bert"])))
     encoder = ImageEncoder(ImageEncoderConfig(pretrained=False, image_size=64))
     with pytest.raises(ValueError, match="64x64"):

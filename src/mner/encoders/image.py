@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from mner.errors import MNERError
 from mner.encoders.features import VisualFeatures
 from mner.encoders.fingerprint import WeightsDigest
 from mner.encoders.frozen import FrozenBackboneMixin
@@ -165,9 +166,9 @@ class ImageEncoder(FrozenBackboneMixin, nn.Module):
     def _load_efficientnet(self, config: ImageEncoderConfig):
         name = config.name.lower()
         if name not in _EFFICIENTNET_LITE:
-            raise ValueError(f"unknown EfficientNet {config.name!r}; this encoder knows {list(_EFFICIENTNET_LITE)}")
+            raise MNERError(f"unknown EfficientNet {config.name!r}; this encoder knows {list(_EFFICIENTNET_LITE)}")
         if config.pretrained and name not in IMAGE_ALIASES:
-            raise ValueError(f"no offline weights for {config.name!r}: only efficientnet-lite0 ships them; "
+            raise MNERError(f"no offline weights for {config.name!r}: only efficientnet-lite0 ships them; "
                              "use pretrained=False for a random one")
         module = efficientnet_module()
         size = config.image_size or int(module.EfficientNet.get_image_size(name))
@@ -194,7 +195,7 @@ class ImageEncoder(FrozenBackboneMixin, nn.Module):
             vision = hf_config.vision_config if model_type == "clip" else hf_config
             self.kind, cls, model_config, kwargs = "clip", CLIPVisionModel, vision, {}
         else:
-            raise ValueError(f"{config.name!r} is a {model_type!r} model; the image encoder supports "
+            raise MNERError(f"{config.name!r} is a {model_type!r} model; the image encoder supports "
                              f"efficientnet-lite0 and the transformers model types {list(SUPPORTED_MODEL_TYPES)}")
         if config.pretrained:
             with _quiet_transformers() if self.kind == "clip" else contextlib.nullcontext():
