@@ -1,0 +1,433 @@
+"""The HTTP service of ``mner serve``: a FastAPI app around one :class:`~mner.pipeline.Pipeline`.
+
+Routes: ``POST /predict`` (JSON ``{"text", "image" (base64), "caption", "explain"}``, a batch
+``{"items": [...]}``, or a multipart form with ``text`` and an ``image`` file), ``GET /health``
+(alive), ``GET /ready`` (model loaded and warm), ``GET /model`` (labels, encoders, views,
+version, limits), the web page at ``/`` and the OpenAPI schema at ``/openapi.json`` (``/docs``).
+
+The model is loaded once, at start-up (the app's lifespan), and warmed by one prediction before
+``/ready`` says so. Requests are gathered into model batches by :class:`.MicroBatcher`. Every
+refusal is JSON ``{"error", "status", "message"}`` (see :mod:`mner.serve.limits`); an unexpected
+failure answers 500 with a request id that the server's log repeats with the traceback, which
+never reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mner import __version__
+from mner.data.tokenize import tokenize_text
+from mner.errors import is_user_error
+from mner.serve.batching import MicroBatcher, QueueFull
+from mner.serve.explain import Inspector, entity_explanation
+from mner.serve.limits import ServeConfig, ServeError, check_text, decode_base64, open_image
+
+__all__ = ["InferenceItem", "Predictor", "create_app"]
+
+log = logging.getLogger("mner.serve")
+
+STATIC = resources.files("mner.serve") / "static"
+
+
+# ================================================================================ schemas
+class PredictRequest(BaseModel):
+    """One tweet: its text, an optional base64 image and caption, and whether to explain."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(description="the tweet (entity offsets are character offsets into it)")
+    image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL prefix is allowed)")
+    caption: str | None = Field(None, description="an image caption (models with a caption view)")
+    explain: bool = Field(False, description="add each entity's attention over the image regions / caption words")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[PredictRequest]
+
+
+class Entity(BaseModel):
+    text: str
+    type: str
+    start: int = Field(description="character offset of the first character")
+    end: int = Field(description="character offset after the last character")
+    token_start: int
+    token_end: int
+    confidence: float = Field(description="smallest CRF marginal of the span's tags")
+    explanation: dict[str, Any] | None = None
+
+
+class PredictResponse(BaseModel):
+    entities: list[Entity]
+    match_probability: float | None = Field(description="MAF's image-text match probability (None: no image "
+                                            "view or no matching module)")
+    time_ms: float
+
+
+class BatchResponse(BaseModel):
+    results: list[PredictResponse]
+    time_ms: float
+
+
+class ErrorBody(BaseModel):
+    error: str
+    status: int
+    message: str
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    return JSONResponse({"error": code, "status": status, "message": message}, status_code=status, headers=headers)
+
+
+# ================================================================================ inference
+@dataclass
+class InferenceItem:
+    """One input of the model: text, a decoded image (or None), a caption, explain or not."""
+
+    text: str
+    image: Image.Image | None = None
+    caption: str | None = None
+    explain: bool = False
+
+
+class Predictor:
+    """A pipeline plus what the service adds: match probability and explanations per item.
+
+    ``predictor(items)`` -> one ``{"entities", "match_probability"}`` per item; called by the
+    batcher's worker thread (one at a time)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.inspector = Inspector(pipeline.model)
+        self.views = tuple(pipeline.views)
+        caption_encoder = getattr(pipeline.model, "caption_encoder", None)
+        self._caption_tokenizer = getattr(caption_encoder, "tokenizer", None)
+
+    def __call__(self, items: list[InferenceItem]) -> list[dict[str, Any]]:
+        explain = any(it.explain for it in items)
+        with self.inspector.capture(attention=explain) as rec:
+            entities = self.pipeline([it.text for it in items], image=[it.image for it in items],
+                                     caption=[it.caption for it in items])
+        rows = rec.rows()
+        out, k = [], 0
+        for item, ents in zip(items, entities):
+            row: dict[str, Any] = {}
+            if tokenize_text(item.text)[0]:   # the pipeline ran the model on non-empty texts only
+                row = rows[k] if k < len(rows) else {}
+                k += 1
+            present = {"pixels": item.image is not None, "caption": item.caption is not None}
+            match = row.get("match")
+            if match is not None and not any(present[v] for v in self.views):
+                match = None  # no image: nothing to match (the model's gate sees an empty view)
+            if item.explain:
+                tokens = self._caption_tokens(item.caption) if present["caption"] else None
+                ents = [dict(e, explanation=entity_explanation(row, e, present, tokens)) for e in ents]
+            out.append({"entities": ents, "match_probability": None if match is None else round(match, 4)})
+        return out
+
+    def _caption_tokens(self, caption: str) -> list[str] | None:
+        tok = self._caption_tokenizer
+        if tok is None:
+            return None
+        ids = tok(caption, add_special_tokens=True, verbose=False)["input_ids"]
+        return tok.convert_ids_to_tokens(ids)
+
+    def info(self) -> dict[str, Any]:
+        model = self.pipeline.model
+        cfg = model.config
+        info = self.pipeline.info()
+        labels = info.get("labels") or []
+        encoders = {}
+        for part in ("text_encoder", "image_encoder", "caption_encoder"):
+            sub = getattr(cfg, part, None)
+            if sub is not None and (part == "text_encoder" or part.split("_")[0] in
+                                    {"image" if "pixels" in self.views else "", "caption" if "caption" in self.views else ""}):
+                encoders[part.removesuffix("_encoder")] = getattr(sub, "name", None)
+        return {**info, "entity_types": sorted({l[2:] for l in labels if l != "O"}), "encoders": encoders,
+                "match_probability": self.inspector.has_match, "explanations": self.inspector.has_attention,
+                "mner_version": __version__}
+
+
+# ================================================================================ body limit
+class BodyLimit:
+    """ASGI middleware: a body larger than ``max_bytes`` is refused with 413 while it is read
+    (from ``Content-Length`` at once, else as the chunks arrive), before anything parses it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(int(length), scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._refuse(size, scope, receive, send, more=True)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), [False]
+
+        async def replay():
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, size, scope, receive, send, more=False):
+        mib = 1024 * 1024
+        at_least = "at least " if more else ""
+        response = _error(413, "body_too_large",
+                          f"request body is {at_least}{size / mib:.1f} MiB, more than the limit of "
+                          f"{self.max_bytes / mib:.1f} MiB; send a smaller image or fewer items, or "
+                          "start the server with a larger --max-body-mb",
+                          headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
+# ================================================================================ app
+def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: ServeConfig | None = None,
+               device: str | None = None, threads: int | None = None):
+    """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up).
+
+    Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
+    a context manager (so the start-up runs)."""
+    if (checkpoint is None) == (pipeline is None):
+        raise ValueError("create_app: give a checkpoint or a pipeline (one of them)")
+    cfg = config or ServeConfig()
+
+    class State:
+        predictor: Predictor | None = None
+        batcher: MicroBatcher | None = None
+        ready = False
+
+    state = State()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        pipe = pipeline
+        if pipe is None:
+            from mner.pipeline import Pipeline
+
+            t0 = time.perf_counter()
+            pipe = await asyncio.to_thread(Pipeline.from_pretrained, checkpoint, device, cfg.max_batch_size)
+            log.info("model %s loaded in %.1f s", checkpoint, time.perf_counter() - t0)
+        state.predictor = Predictor(pipe)
+        state.batcher = MicroBatcher(state.predictor, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
+        await state.batcher.start()
+        warm = InferenceItem("Warm up", Image.new("RGB", (32, 32), (127, 127, 127)), "a grey square")
+        await asyncio.gather(*state.batcher.submit([warm]))
+        state.ready = True
+        log.info("ready: %s", json.dumps({k: v for k, v in state.predictor.info().items() if k != "labels"}))
+        try:
+            yield
+        finally:
+            state.ready = False
+            await state.batcher.stop()
+
+    app = FastAPI(title="mner", version=__version__, lifespan=lifespan,
+                  description="Multimodal named entity recognition: tag a tweet and its image.")
+    app.state.mner = state
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+
+    # ------------------------------------------------------------------------------ errors
+    @app.exception_handler(ServeError)
+    async def on_serve_error(_request, err: ServeError):
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_request, err):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        message = (f"no such route; the service has {', '.join(ROUTES)}" if err.status_code == 404
+                   else str(err.detail))
+        return _error(err.status_code, code, message, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_request, err):
+        return _error(422, "invalid_request", _validation_message(err.errors()))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request, err):
+        rid = uuid.uuid4().hex[:12]
+        log.error("request %s %s failed (id %s)", request.method, request.url.path, rid, exc_info=err)
+        return _error(500, "internal_error", f"the server failed on this request (id {rid}); its log has the "
+                      "details. Retry, and report the id if it keeps failing")
+
+    # ------------------------------------------------------------------------------ routes
+    @app.get("/health", summary="alive")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="model loaded and warm", responses={503: {"model": ErrorBody}})
+    async def ready():
+        if not state.ready:
+            return _error(503, "not_ready", "the model is still loading; retry in a few seconds",
+                          headers={"Retry-After": str(cfg.retry_after_s)})
+        return {"status": "ready"}
+
+    @app.get("/model", summary="labels, encoders, views, version, limits")
+    async def model_info():
+        if state.predictor is None:
+            raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
+                             {"Retry-After": str(cfg.retry_after_s)})
+        return {**state.predictor.info(), "limits": cfg.public()}
+
+    body_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": [PredictRequest.model_json_schema(),
+                                                  _batch_schema()]}},
+        "multipart/form-data": {"schema": {"type": "object", "required": ["text"], "properties": {
+            "text": {"type": "string"}, "image": {"type": "string", "format": "binary"},
+            "caption": {"type": "string"}, "explain": {"type": "boolean"}}}},
+    }}}
+    error_doc = {s: {"model": ErrorBody} for s in (413, 415, 422, 503, 504)}
+
+    @app.post("/predict", summary="tag one tweet (or a batch) with its image", openapi_extra=body_doc,
+              responses={200: {"model": PredictResponse}, **error_doc})
+    async def predict(request: Request):
+        t0 = time.perf_counter()
+        if not state.ready:
+            raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
+                             {"Retry-After": str(cfg.retry_after_s)})
+        items, batch = await _parse(request, cfg)
+        try:
+            futures = state.batcher.submit(items)
+        except QueueFull:
+            raise ServeError(503, "queue_full", f"the server is busy ({state.batcher.waiting} items wait, "
+                             f"the queue holds {cfg.max_queue}); retry after {cfg.retry_after_s} s",
+                             {"Retry-After": str(cfg.retry_after_s)}) from None
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures), cfg.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServeError(504, "timeout", f"no answer within {cfg.timeout_s:g} s; retry, send fewer items, "
+                             "or start the server with a larger --timeout") from None
+        except ServeError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            if is_user_error(err):
+                raise ServeError(422, "unprocessable", str(err)) from None
+            raise
+        ms = round((time.perf_counter() - t0) * 1000, 2)
+        results = [dict(r, time_ms=ms) for r in results]
+        return {"results": results, "time_ms": ms} if batch else results[0]
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    ROUTES = ["/", "/health", "/ready", "/model", "POST /predict", "/docs", "/openapi.json"]
+    return app
+
+
+def _batch_schema() -> dict:
+    return {"type": "object", "required": ["items"], "additionalProperties": False,
+            "properties": {"items": {"type": "array", "items": PredictRequest.model_json_schema()}}}
+
+
+def _validation_message(errors) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc or 'body'}: {e.get('msg')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return ("invalid request: " + "; ".join(parts) + more +
+            '. Send {"text": "...", "image": "<base64>"} or {"items": [...]} (see /docs)')
+
+
+async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
+    """The items of a request (JSON, JSON batch or multipart form) and whether it was a batch."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "application/json":
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ServeError(422, "invalid_json", f"the body is not valid JSON ({err}); send "
+                             '{"text": "...", "image": "<base64>"}') from None
+        try:
+            if isinstance(data, dict) and "items" in data:
+                req = BatchRequest.model_validate(data)
+                if len(req.items) > cfg.max_batch_items:
+                    raise ServeError(422, "batch_too_large",
+                                     f"the batch has {len(req.items)} items, more than the limit of "
+                                     f"{cfg.max_batch_items}; split it into smaller requests")
+                if not req.items:
+                    raise ServeError(422, "empty_batch", '"items" is empty; send at least one item')
+                return [_item(r, cfg, f"items[{i}]") for i, r in enumerate(req.items)], True
+            return [_item(PredictRequest.model_validate(data), cfg, "")], False
+        except ValidationError as err:
+            raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        from starlette.datastructures import UploadFile
+
+        try:
+            form = await request.form(max_files=1, max_fields=10)
+        except Exception as err:  # noqa: BLE001 - a malformed form is the sender's
+            raise ServeError(422, "invalid_form", f"the multipart form cannot be read ({err}); send the "
+                             "fields text (and image, a file)") from None
+        text = form.get("text")
+        if not isinstance(text, str):
+            raise ServeError(422, "invalid_request", "form field text is missing; send the tweet as field "
+                             "'text' (and the image file as field 'image')")
+        upload = form.get("image")
+        image = None
+        if isinstance(upload, UploadFile):
+            raw = await upload.read()
+            image = open_image(raw, cfg, "image") if raw else None
+        elif isinstance(upload, str) and upload:
+            image = open_image(decode_base64(upload, cfg, "image"), cfg, "image")
+        caption = form.get("caption") if isinstance(form.get("caption"), str) else None
+        explain = str(form.get("explain", "")).lower() in {"1", "true", "yes", "on"}
+        return [InferenceItem(check_text(text, cfg), image, caption or None, explain)], False
+    raise ServeError(415, "unsupported_media_type",
+                     f"content type {ctype or '(none)'} is not accepted; send application/json "
+                     "or multipart/form-data")
+
+
+def _item(req: PredictRequest, cfg: ServeConfig, where: str) -> InferenceItem:
+    check_text(req.text, cfg, where)
+    image = None
+    if req.image:
+        image = open_image(decode_base64(req.image, cfg, where), cfg, where)
+    return InferenceItem(req.text, image, req.caption, req.explain)
+
+
+def app_from_env():
+    """The app of one ``mner serve --workers N`` process, from ``MNER_SERVE_SPEC`` (JSON)."""
+    import os
+
+    spec = json.loads(os.environ["MNER_SERVE_SPEC"])
+    return create_app(spec["checkpoint"], config=ServeConfig(**spec["config"]), device=spec.get("device"),
+                      threads=spec.get("threads"))

@@ -1,0 +1,165 @@
+"""The service's limits and knobs (:class:`ServeConfig`) and the checks of one request's parts.
+
+Every refusal is a :class:`ServeError` carrying the HTTP status and a message that says what was
+wrong, where (which item of a batch, which field) and what to do. The statuses:
+
+====================================  ======  ===================================================
+refusal                               status  default limit (``mner serve`` flag)
+====================================  ======  ===================================================
+request body too large                413     16 MiB (``--max-body-mb``), checked while reading
+image file too large                  413     10 MiB (``--max-image-mb``)
+image has too many pixels             422     40 megapixels (``--max-image-pixels``)
+image format not supported            415     JPEG, PNG, GIF, WebP, BMP, TIFF
+image corrupt / not valid base64      422
+text too long                         422     2,000 characters (``--max-text-chars``)
+batch too large                       422     64 items (``--max-batch-items``)
+queue full                            503     256 waiting items (``--max-queue``), ``Retry-After``
+request timed out                     504     30 s (``--timeout``)
+====================================  ======  ===================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+__all__ = ["SUPPORTED_FORMATS", "ServeConfig", "ServeError", "check_text", "decode_base64", "open_image"]
+
+#: PIL format names the service accepts (what browsers and phones send).
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "MPO")
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class ServeConfig:
+    """Limits and batching knobs of ``mner serve`` (defaults documented in ``docs/serve.md``).
+
+    Args:
+        max_body_bytes: largest request body (413 beyond; counted while reading, before parsing).
+        max_image_bytes: largest image file, after base64 decoding (413 beyond).
+        max_image_pixels: largest width x height of an image (422 beyond; read from the header,
+            before the pixels are decoded).
+        max_text_chars: longest text (422 beyond).
+        max_batch_items: most items of one ``{"items": [...]}`` request (422 beyond).
+        max_batch_size: most items the model runs at once (micro-batching).
+        max_wait_ms: longest a first waiting item waits for others to join its batch.
+        max_queue: most items waiting for the model (503 with ``Retry-After`` beyond).
+        timeout_s: longest a request waits for its answer (504 beyond).
+        retry_after_s: the ``Retry-After`` of a 503.
+    """
+
+    max_body_bytes: int = 16 * MIB
+    max_image_bytes: int = 10 * MIB
+    max_image_pixels: int = 40_000_000
+    max_text_chars: int = 2000
+    max_batch_items: int = 64
+    max_batch_size: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    timeout_s: float = 30.0
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if (value < 0) if name == "max_wait_ms" else (value <= 0):
+                raise ValueError(f"serve config: {name} must be positive, got {value}")
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ServeError(Exception):
+    """A refusal with its HTTP status, a short code word and a message a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "status": self.status, "message": self.message}
+
+
+def _where(where: str) -> str:
+    return f"{where}: " if where else ""
+
+
+def check_text(text: str, cfg: ServeConfig, where: str = "") -> str:
+    if len(text) > cfg.max_text_chars:
+        raise ServeError(422, "text_too_long",
+                         f"{_where(where)}text has {len(text):,} characters, more than the limit of "
+                         f"{cfg.max_text_chars:,}; send a shorter text (or start the server with a "
+                         "larger --max-text-chars)")
+    return text
+
+
+def decode_base64(data: str, cfg: ServeConfig, where: str = "") -> bytes:
+    """The bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed)."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    # 4 base64 characters carry 3 bytes: refuse before decoding what cannot fit
+    if len(data) * 3 // 4 > cfg.max_image_bytes + 3:
+        raise _too_big(len(data) * 3 // 4, cfg, where)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServeError(422, "bad_base64", f"{_where(where)}image is not valid base64; send the file's "
+                         "bytes base64-encoded (e.g. base64.b64encode(open(path, 'rb').read()).decode())") from None
+    if len(raw) > cfg.max_image_bytes:
+        raise _too_big(len(raw), cfg, where)
+    return raw
+
+
+def _too_big(n: int, cfg: ServeConfig, where: str) -> ServeError:
+    return ServeError(413, "image_too_large",
+                      f"{_where(where)}image has {n / MIB:.1f} MiB, more than the limit of "
+                      f"{cfg.max_image_bytes / MIB:.1f} MiB; send a smaller (re-encoded or resized) "
+                      "image, or start the server with a larger --max-image-mb")
+
+
+def open_image(raw: bytes, cfg: ServeConfig, where: str = "") -> Image.Image:
+    """A decoded RGB image from a file's bytes, or a :class:`ServeError` naming the problem:
+    too many bytes (413), an unknown or unsupported format (415), too many pixels or a corrupt
+    file (422). The pixel count is read from the header, before any pixel is decoded."""
+    if len(raw) > cfg.max_image_bytes:
+        raise _too_big(len(raw), cfg, where)
+    if not raw:
+        raise ServeError(422, "empty_image", f"{_where(where)}image is empty (0 bytes); send the file's "
+                         "bytes, or leave the image out")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+    except UnidentifiedImageError:
+        raise ServeError(415, "unsupported_image",
+                         f"{_where(where)}image is not in a format this service reads (it accepts "
+                         f"{', '.join(SUPPORTED_FORMATS[:-1])}); convert it, e.g. to JPEG or PNG") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ServeError(422, "image_too_many_pixels", f"{_where(where)}image has more pixels than the "
+                         f"limit of {cfg.max_image_pixels:,}; resize it") from None
+    except Exception as err:  # noqa: BLE001 - a header PIL cannot parse is the sender's file
+        raise ServeError(422, "corrupt_image", f"{_where(where)}image cannot be read ({err}); "
+                         "send the original file again") from None
+    if img.format not in SUPPORTED_FORMATS:
+        raise ServeError(415, "unsupported_image",
+                         f"{_where(where)}image is {img.format}, not a format this service reads "
+                         f"({', '.join(SUPPORTED_FORMATS[:-1])}); convert it, e.g. to JPEG or PNG")
+    w, h = img.size
+    if w * h > cfg.max_image_pixels:
+        raise ServeError(422, "image_too_many_pixels",
+                         f"{_where(where)}image is {w} x {h} = {w * h:,} pixels, more than the limit "
+                         f"of {cfg.max_image_pixels:,}; resize it (the model sees a few hundred pixels "
+                         "a side) or start the server with a larger --max-image-pixels")
+    try:
+        img.load()
+        return img.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - truncated or damaged pixel data
+        raise ServeError(422, "corrupt_image",
+                         f"{_where(where)}image ({img.format}, {w} x {h}) is corrupt: {err}; "
+                         "send the original file again") from None

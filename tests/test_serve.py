@@ -1,0 +1,436 @@
+"""``mner serve``: every route and status code of the service, its limits, micro-batching under
+concurrency (answers equal to the bare pipeline's), explanations, and the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from mner.errors import MNERError
+from mner.models import MAFModel
+from mner.pipeline import Pipeline
+from mner.serve import ServeConfig, create_app
+from mner.serve.batching import MicroBatcher, QueueFull
+from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TEXTS = ["Obama meets Merkel in Berlin", "Paris at night", "New York !", "RT @user: Apple buys Beats",
+         "   ", "Handsome Rob after a fish dinner"]
+
+
+def png(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+@pytest.fixture(scope="module")
+def pipe(encoders) -> Pipeline:
+    torch.manual_seed(0)
+    return Pipeline(MAFModel(maf_config(encoders, view="pixels")).eval())
+
+
+@pytest.fixture(scope="module")
+def client(pipe):
+    with TestClient(create_app(pipeline=pipe, config=ServeConfig(max_wait_ms=1))) as c:
+        yield c
+
+
+def close(a: list[dict], b: list[dict]) -> None:
+    """The same entities (text, type, offsets), confidences within rounding."""
+    key = lambda ents: [(e["text"], e["type"], e["start"], e["end"], e["token_start"], e["token_end"]) for e in ents]
+    assert key(a) == key(b)
+    for x, y in zip(a, b):
+        assert abs(x["confidence"] - y["confidence"]) <= 2e-4
+
+
+def error(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["status"] == status and body["error"] == code and body["message"]
+    assert "Traceback" not in r.text
+    return body
+
+
+# ============================================================================ routes
+def test_health_ready_model_and_schema(client, pipe):
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json() == {"status": "ready"}
+    info = client.get("/model").json()
+    assert info["labels"] == list(pipe.model.label_set.labels)
+    assert info["entity_types"] == ["LOC", "MISC", "ORG", "PER"]
+    assert info["views"] == ["pixels"] and set(info["encoders"]) == {"text", "image"}
+    assert info["mner_version"] and info["limits"]["max_batch_size"] == 16
+    schema = client.get("/openapi.json").json()
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    assert {"413", "415", "422", "503", "504"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    error(client.get("/nowhere"), 404, "not_found")
+
+
+def test_predict_json_multipart_and_batch_equal_the_bare_pipeline(client, pipe):
+    img = random_image(3, size=48)
+    raw = png(img)
+    bare = pipe("Obama meets Merkel in Berlin", image=img)
+    r = client.post("/predict", json={"text": "Obama meets Merkel in Berlin", "image": b64(raw)})
+    assert r.status_code == 200
+    body = r.json()
+    close(body["entities"], bare)
+    assert 0.0 <= body["match_probability"] <= 1.0 and body["time_ms"] > 0
+    # the same with a data: URL, and as a multipart form with the file
+    r2 = client.post("/predict", json={"text": "Obama meets Merkel in Berlin",
+                                       "image": "data:image/png;base64," + b64(raw)})
+    assert r2.json()["entities"] == body["entities"]
+    r3 = client.post("/predict", data={"text": "Obama meets Merkel in Berlin"},
+                     files={"image": ("x.png", raw, "image/png")})
+    assert r3.status_code == 200 and r3.json()["entities"] == body["entities"]
+    assert r3.json()["match_probability"] == body["match_probability"]
+    # a batch: one answer per item, in order; no image -> no match probability; blank -> nothing
+    items = [{"text": t, "image": b64(raw) if i % 2 else None} for i, t in enumerate(TEXTS)]
+    r4 = client.post("/predict", json={"items": items})
+    assert r4.status_code == 200
+    results = r4.json()["results"]
+    assert len(results) == len(TEXTS)
+    for i, (t, res) in enumerate(zip(TEXTS, results)):
+        close(res["entities"], pipe(t, image=img if i % 2 else None))
+        assert (res["match_probability"] is None) == (i % 2 == 0 or not t.strip())
+    assert results[4]["entities"] == []
+
+
+def test_explanation_weights_over_image_regions(client):
+    raw = png(random_image(5, size=48))
+    r = client.post("/predict", json={"text": "Obama meets Merkel in Berlin", "image": b64(raw), "explain": True})
+    ents = r.json()["entities"]
+    assert ents, "the tiny model tags something"
+    for e in ents:
+        px = e["explanation"]["pixels"]
+        h, w = px["grid"]
+        assert len(px["weights"]) == h * w and abs(sum(px["weights"]) - 1.0) < 1e-3
+        assert min(px["weights"]) >= 0
+    # without an image there is nothing to look at
+    r = client.post("/predict", json={"text": "Obama meets Merkel in Berlin", "explain": True})
+    assert all(e["explanation"] is None for e in r.json()["entities"])
+
+
+def test_explanation_equals_the_attention_computed_by_hand(encoders):
+    """The served weights are the interaction's head-averaged attention of the entity's words."""
+    torch.manual_seed(1)
+    model = MAFModel(maf_config(encoders, view="both")).eval()
+    with torch.no_grad():  # every word a person: an entity per word
+        model.emissions.weight.zero_()
+        model.emissions.bias.fill_(-20.0)
+        model.emissions.bias[model.label_set.index("B-PER")] = 20.0
+    pipe = Pipeline(model)
+    seen = {}
+
+    def grab(module, args, kwargs, out):  # a = softmax(W_q T (W_k V)^T / sqrt(d/m)), mean over heads
+        t, v = args[0][0], args[1][0]
+        d, m = t.shape[-1], module.num_heads
+        wq, wk = module.in_proj_weight[:d], module.in_proj_weight[d:2 * d]
+        bq, bk = module.in_proj_bias[:d], module.in_proj_bias[d:2 * d]
+        q = (t @ wq.T + bq).view(-1, m, d // m).transpose(0, 1)             # (m, W, d/m)
+        k = (v @ wk.T + bk).view(-1, m, d // m).transpose(0, 1)             # (m, R, d/m)
+        scores = q @ k.transpose(1, 2) / (d // m) ** 0.5
+        scores = scores.masked_fill(kwargs["key_padding_mask"][0][None, None, :], float("-inf"))
+        seen["w"] = scores.softmax(-1).mean(0)                              # (W, R)
+
+    img = random_image(2, size=48)
+    handle = model.interaction.blocks[-1].attention.register_forward_hook(grab, with_kwargs=True)
+    pipe("Obama in Paris", image=img, caption="a man on a bridge")
+    handle.remove()
+    with TestClient(create_app(pipeline=pipe)) as c:
+        body = c.post("/predict", json={"text": "Obama in Paris", "image": b64(png(img)),
+                                        "caption": "a man on a bridge", "explain": True}).json()
+    ents = body["entities"]
+    assert [e["text"] for e in ents] == ["Obama", "in", "Paris"]
+    w = seen["w"]                                      # (W, R): pixels regions then caption tokens
+    regions = len(ents[0]["explanation"]["pixels"]["weights"])
+    caption = ents[0]["explanation"]["caption"]
+    assert caption["tokens"][0] == "[CLS]" and caption["tokens"][-1] == "[SEP]"
+    n_cap = len(caption["tokens"])
+    for k, e in enumerate(ents):
+        px = w[k, :regions] / w[k, :regions].sum()
+        cap = w[k, regions:regions + n_cap] / w[k, regions:regions + n_cap].sum()
+        assert e["explanation"]["pixels"]["weights"] == pytest.approx(px.tolist(), abs=1e-4)
+        assert e["explanation"]["caption"]["weights"] == pytest.approx(cap.tolist(), abs=1e-4)
+
+
+# ============================================================================ limits
+@pytest.fixture(scope="module")
+def strict(pipe):
+    cfg = ServeConfig(max_body_bytes=200_000, max_image_bytes=50_000, max_image_pixels=64 * 64,
+                      max_text_chars=50, max_batch_items=3, max_wait_ms=1)
+    with TestClient(create_app(pipeline=pipe, config=cfg)) as c:
+        yield c
+
+
+def test_body_too_large_is_refused_while_reading(strict):
+    body = error(strict.post("/predict", content=b"{" + b" " * 300_000 + b"}",
+                             headers={"content-type": "application/json"}), 413, "body_too_large")
+    assert "0.2 MiB" in body["message"] and "--max-body-mb" in body["message"]
+
+    def chunks():  # no Content-Length: counted chunk by chunk
+        for _ in range(40):
+            yield b" " * 10_000
+
+    error(strict.post("/predict", content=chunks(), headers={"content-type": "application/json"}),
+          413, "body_too_large")
+
+
+def test_image_limits(strict):
+    noisy = Image.frombytes("RGB", (160, 160), bytes(torch.randint(0, 256, (160 * 160 * 3,), dtype=torch.uint8).tolist()))
+    big = png(noisy)
+    assert 50_000 < len(big) < 150_000
+    error(strict.post("/predict", json={"text": "a", "image": b64(big)}), 413, "image_too_large")
+    error(strict.post("/predict", data={"text": "a"}, files={"image": ("b.png", big, "image/png")}),
+          413, "image_too_large")
+    many = png(Image.new("RGB", (100, 50)))  # 5,000 pixels > 4,096, few bytes
+    body = error(strict.post("/predict", json={"text": "a", "image": b64(many)}), 422, "image_too_many_pixels")
+    assert "100 x 50" in body["message"]
+    body = error(strict.post("/predict", json={"text": "a", "image": b64(b"GIF89a? no, plain text")}),
+                 415, "unsupported_image")
+    assert "JPEG" in body["message"]
+    error(strict.post("/predict", json={"text": "a", "image": b64(png(Image.new("RGB", (8, 8)), "PPM"))}),
+          415, "unsupported_image")
+    good = png(random_image(1, size=32))
+    error(strict.post("/predict", json={"text": "a", "image": b64(good[: len(good) // 2])}), 422, "corrupt_image")
+    error(strict.post("/predict", json={"text": "a", "image": "not base64 !!"}), 422, "bad_base64")
+    body = error(strict.post("/predict", json={"items": [{"text": "a"}, {"text": "b", "image": "%%"}]}),
+                 422, "bad_base64")
+    assert body["message"].startswith("items[1]")
+
+
+def test_text_batch_and_request_shape_limits(strict):
+    body = error(strict.post("/predict", json={"text": "x" * 51}), 422, "text_too_long")
+    assert "51" in body["message"] and "50" in body["message"]
+    error(strict.post("/predict", json={"items": [{"text": "a"}] * 4}), 422, "batch_too_large")
+    error(strict.post("/predict", json={"items": []}), 422, "empty_batch")
+    body = error(strict.post("/predict", json={"txt": "a"}), 422, "invalid_request")
+    assert "text" in body["message"] and "txt" in body["message"]
+    error(strict.post("/predict", content=b"{bad json", headers={"content-type": "application/json"}),
+          422, "invalid_json")
+    error(strict.post("/predict", content=b"hello", headers={"content-type": "text/plain"}),
+          415, "unsupported_media_type")
+    error(strict.post("/predict", data={"caption": "no text"}), 422, "invalid_request")
+    error(strict.get("/predict"), 405, "method_not_allowed")
+
+
+class Gate:
+    """A pipeline stand-in that blocks until opened (to fill the queue, to time out)."""
+
+    def __init__(self, pipe, fail: Exception | None = None):
+        self.pipe, self.fail = pipe, fail
+        self.model, self.views = pipe.model, pipe.views
+        self.open = threading.Event()
+        self.open.set()
+
+    def info(self):
+        return self.pipe.info()
+
+    def __call__(self, *args, **kwargs):
+        assert self.open.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        return self.pipe(*args, **kwargs)
+
+
+async def _serving(app):
+    """The app's lifespan entered by hand (httpx's ASGI transport does not run it)."""
+    ctx = app.router.lifespan_context(app)
+    await ctx.__aenter__()
+    return ctx
+
+
+def test_queue_full_is_503_with_retry_after_and_nothing_is_dropped(pipe):
+    gate = Gate(pipe)
+    app = create_app(pipeline=gate, config=ServeConfig(max_queue=1, max_batch_size=1, max_wait_ms=0))
+
+    async def main():
+        ctx = await _serving(app)
+        state = app.state.mner
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            gate.open.clear()
+            first = asyncio.create_task(c.post("/predict", json={"text": "Obama in Paris"}))
+            while len(state.batcher.batch_sizes) < 2:       # warm-up, then the first request runs
+                await asyncio.sleep(0.005)
+            second = asyncio.create_task(c.post("/predict", json={"text": "Merkel in Berlin"}))
+            while state.batcher.waiting < 1:
+                await asyncio.sleep(0.005)
+            third = await c.post("/predict", json={"text": "Paris"})
+            gate.open.set()
+            answers = [await first, await second]
+        await ctx.__aexit__(None, None, None)
+        return third, answers
+
+    third, answers = asyncio.run(main())
+    error(third, 503, "queue_full")
+    assert third.headers["retry-after"] == "1"
+    assert [a.status_code for a in answers] == [200, 200]
+    close(answers[1].json()["entities"], pipe("Merkel in Berlin"))
+
+
+def test_timeout_is_504_and_the_server_goes_on(pipe):
+    gate = Gate(pipe)
+    app = create_app(pipeline=gate, config=ServeConfig(timeout_s=0.2, max_wait_ms=0))
+    with TestClient(app) as c:
+        gate.open.clear()
+        body = error(c.post("/predict", json={"text": "Obama in Paris"}), 504, "timeout")
+        assert "--timeout" in body["message"]
+        gate.open.set()
+        r = c.post("/predict", json={"text": "Obama in Paris"})
+        assert r.status_code == 200
+        close(r.json()["entities"], pipe("Obama in Paris"))
+
+
+def test_not_ready_before_the_model_is_loaded(tmp_path):
+    app = create_app(tmp_path / "no-model-yet")  # lifespan not run: nothing loaded
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            return await c.get("/ready"), await c.post("/predict", json={"text": "a"}), await c.get("/health")
+
+    ready, predict, health = asyncio.run(main())
+    error(ready, 503, "not_ready")
+    error(predict, 503, "not_ready")
+    assert ready.headers["retry-after"] == "1" and health.status_code == 200
+
+
+def test_failures_are_json_without_traceback(pipe, caplog):
+    gate = Gate(pipe)
+    with TestClient(create_app(pipeline=gate), raise_server_exceptions=False) as c:
+        gate.fail = RuntimeError("secret internal detail")
+        with caplog.at_level(logging.ERROR, logger="mner.serve"):
+            body = error(c.post("/predict", json={"text": "Obama"}), 500, "internal_error")
+        assert "secret" not in body["message"]
+        rid = body["message"].split("(id ")[1].split(")")[0]
+        assert rid in caplog.text and "secret internal detail" in caplog.text
+        gate.fail = MNERError("3 texts but 2 images: give one per text")
+        body = error(c.post("/predict", json={"text": "Obama"}), 422, "unprocessable")
+        assert "one per text" in body["message"]
+        gate.fail = None
+        assert c.post("/predict", json={"text": "Obama"}).status_code == 200
+
+
+# ============================================================================ batching
+def test_batcher_gathers_up_to_the_max_batch_size_and_answers_every_item():
+    seen = []
+
+    def double(items):
+        seen.append(len(items))
+        time.sleep(0.01)
+        return [2 * x for x in items]
+
+    async def main():
+        b = MicroBatcher(double, max_batch_size=4, max_wait_ms=20, max_queue=100)
+        await b.start()
+        futures = b.submit(list(range(10)))
+        with pytest.raises(QueueFull):
+            b.submit(list(range(95)))  # 95 > the room left: refused as a whole
+        results = await asyncio.gather(*futures)
+        await b.stop()
+        return results
+
+    assert asyncio.run(main()) == [2 * x for x in range(10)]
+    assert seen == [4, 4, 2]
+
+
+def test_a_failing_item_fails_alone():
+    def fn(items):
+        if any(x < 0 for x in items):
+            raise ValueError(f"negative: {items}")
+        return items
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=20)
+        await b.start()
+        out = await asyncio.gather(*b.submit([1, -1, 2]), return_exceptions=True)
+        await b.stop()
+        return out
+
+    out = asyncio.run(main())
+    assert out[0] == 1 and out[2] == 2 and isinstance(out[1], ValueError)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_200_requests_from_20_clients_over_a_real_server(pipe):
+    """uvicorn on a free loopback port; every answer equals the bare pipeline's on that input."""
+    import uvicorn
+
+    imgs = [png(random_image(s, size=40)) for s in range(4)]
+    inputs = [(TEXTS[k % len(TEXTS)] + f" #{k}", k % 4 if k % 3 else None) for k in range(200)]
+    app = create_app(pipeline=pipe, config=ServeConfig(max_batch_size=8, max_wait_ms=5))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.02)
+        answers: dict[int, httpx.Response] = {}
+
+        def client(worker: int):
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                for k in range(worker, 200, 20):
+                    text, im = inputs[k]
+                    answers[k] = c.post("/predict", json={"text": text, "image": None if im is None else b64(imgs[im])})
+
+        workers = [threading.Thread(target=client, args=(w,)) for w in range(20)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+        sizes = app.state.mner.batcher.batch_sizes
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert sorted(answers) == list(range(200))
+    assert all(r.status_code == 200 for r in answers.values())
+    pil = [Image.open(io.BytesIO(b)).convert("RGB") for b in imgs]
+    bare = pipe([t for t, _ in inputs], image=[None if i is None else pil[i] for _, i in inputs])
+    for k in range(200):
+        close(answers[k].json()["entities"], bare[k])
+    assert max(sizes) > 1 and max(sizes) <= 8  # requests were gathered, never beyond the knob
+    assert sum(sizes) == 201                     # the warm-up and every request, each once
+
+
+# ============================================================================ command line
+def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplog, pipe):
+    import uvicorn
+
+    from mner.cli.main import build_parser
+
+    pipe.model.save_pretrained(tmp_path / "model")
+    calls = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    args = build_parser().parse_args(["serve", str(tmp_path / "model"), "--max-image-mb", "1", "--port", "8123"])
+    with caplog.at_level(logging.INFO, logger="mner.serve"):
+        assert args.func(args) == 0
+    assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
+    first = [r.getMessage() for r in caplog.records if r.name == "mner.serve"][0]
+    assert "127.0.0.1:8123" in first and "loopback only" in first
+    from mner.cli.main import main
+
+    assert main(["serve", str(tmp_path / "nothing")]) == 2
