@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mner.cli import score as score_cmd
     from mner.cli import infer as infer_cmd
     from mner.cli import quickstart as quickstart_cmd
+    from mner.cli import serve as serve_cmd
     from mner.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer_cmd.register(sub)
     quickstart_cmd.register(sub)
     fewshot_cmd.register(sub)
+    serve_cmd.register(sub)
     return parser
 
 
