@@ -40,8 +40,13 @@ ImageInput = str | Path | Image.Image | None
 class Pipeline:
     """A trained tagger ready for raw inputs (see the module docstring)."""
 
-    def __init__(self, model: MNERModel, batch_size: int = 16, device: str | torch.device | None = None):
+    def __init__(self, model: MNERModel, batch_size: int = 16, device: str | torch.device | None = None,
+                 image_store: ImageStore | None = None):
+        if batch_size < 1:
+            raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
+        # opens image paths given to the pipeline (as given: no folder; its max_pixels applies)
+        self.image_store = image_store or ImageStore(None)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
@@ -64,11 +69,10 @@ class Pipeline:
         tokens = [str(t) for t in text]
         return Example(str(i), tokens, caption=caption)
 
-    @staticmethod
-    def _image(image: ImageInput) -> Image.Image | None:
+    def _image(self, image: ImageInput) -> Image.Image | None:
         if image is None or isinstance(image, Image.Image):
             return to_rgb(image) if image is not None else None
-        return ImageStore(None).open(Path(image))
+        return self.image_store.open(Path(image))
 
     # ------------------------------------------------------------------------------ main
     def __call__(self, text: TextInput | Sequence[TextInput], image: ImageInput | Sequence[ImageInput] = None,

@@ -10,10 +10,30 @@ from pathlib import Path
 from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.data.corpus import Corpus
 from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, read_file, write_file
-from mner.data.images import POLICIES, ImageStore
+from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES, ImageStore
 from mner.data.stats import split_stats
 from mner.data.validate import summarize, validate_corpus
 from mner.resources import sample_corpus_dir
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch size, a count)."""
+    return _int_at_least(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is too small: give an integer >= {low}")
+    return value
 
 
 def add_corpus_options(p: argparse.ArgumentParser, images: bool = True, image_policy: bool = True) -> None:
@@ -57,7 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--types", default=None, metavar="T1,T2",
                    help="allowed entity types (default: any)")
     p.add_argument("--strict", action="store_true", help="warnings make the exit code non-zero too")
-    p.add_argument("--max-show", type=int, default=50, help="issues to print per code (default 50)")
+    p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--max-show", type=nonnegative_int, default=50, help="issues to print per code (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_validate)
 
@@ -142,7 +164,7 @@ def cmd_validate(args) -> int:
     issues, splits = validate_corpus(
         args.path, image_dir=args.images, captions=captions, missing_images=args.missing_images,
         allowed_types=args.types.split(",") if args.types else None,
-        format=args.format, type_map=args.map_types,
+        format=args.format, type_map=args.map_types, max_pixels=args.max_image_pixels,
     )
     counts = summarize(issues)
     failed = counts["error"] > 0 or (args.strict and counts["warning"] > 0)

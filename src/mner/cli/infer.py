@@ -7,17 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from mner.cli.data import positive_int
 from mner.data.formats import FORMATS
-from mner.data.images import POLICIES
+from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES
 from mner.errors import MNERError, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on labelled data and write its predictions",
-                       description="Decode DATA (a file, or a corpus folder with --split) with the model "
-                                   "in CHECKPOINT (a model folder or a training run), print the "
-                                   "entity-level report and write predictions next to gold in CoNLL "
-                                   "columns (token, gold, predicted).")
+                       description="Decode DATA (a file, or a corpus folder with --split: only that "
+                                   "split is read) with the model in CHECKPOINT (a model folder or a "
+                                   "training run), print the entity-level report and, with --out, "
+                                   "write predictions next to gold in CoNLL columns (token, gold, "
+                                   "predicted). Nothing is written into the checkpoint folder.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--split", default="test", help="split of a corpus folder (default test)")
@@ -28,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--missing-images", default="error", choices=POLICIES)
     p.add_argument("--mode", default="conlleval", choices=("conlleval", "strict"))
     p.add_argument("--out", type=Path, default=None,
-                   help="predictions file (default: <checkpoint>/predictions/<data name>.conll)")
-    p.add_argument("--batch-size", type=int, default=64)
+                   help="write the predictions to this file (default: none written)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -45,13 +47,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", type=Path, default=None, help="JSONL file of inputs")
     p.add_argument("--image-dir", type=Path, default=None, help="folder that relative image paths of --input are in")
     p.add_argument("--output", type=Path, default=None, help="write JSONL here (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--missing-images", default="error", choices=POLICIES,
+                   help="what to do with an input whose image is missing or unreadable: error (default: "
+                        "stop, naming the input line), blank (tag it without image) or drop (leave it out)")
+    p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.set_defaults(func=cmd_predict)
 
 
 def cmd_evaluate(args) -> int:
     from torch.utils.data import DataLoader
 
+    from mner.data.corpus import corpus_files
     from mner.data.prepare import DataConfig, prepare_data
     from mner.evaluation import evaluate_examples, predict_tags, write_predictions
     from mner.models import load_model
@@ -59,82 +67,130 @@ def cmd_evaluate(args) -> int:
     model = load_model(args.checkpoint)
     views = model.views
     is_dir = args.data.is_dir()
-    cfg = DataConfig(corpus=str(args.data) if is_dir else None, test=None if is_dir else str(args.data),
-                     format=args.format, type_map=args.map_types,
+    split = args.split if is_dir else "test"
+    data_file = args.data
+    if is_dir:  # only the split that is scored is read (and its images decoded)
+        files = corpus_files(args.data)
+        if split not in files:
+            raise UsageError(f"{args.data}: no split {split!r} (it has {', '.join(files)}); choose one with --split")
+        data_file = files[split]
+    if "pixels" in views and args.images is None and args.missing_images != "blank":
+        near = (args.data if is_dir else args.data.parent).parent / "images"
+        raise UsageError(
+            f"{args.checkpoint}: this model looks at pixels: give the image folder with --images DIR"
+            + (f" (there is one next to the data: --images {near})" if near.is_dir() else "")
+            + ", or --missing-images blank to score it without any image")
+    cfg = DataConfig(test=str(data_file), format=args.format, type_map=args.map_types,
                      captions=args.captions,
                      images=args.images, missing_images=args.missing_images, feature_cache=None)
     log = (lambda *_: None) if args.json else (lambda m: print(m, file=sys.stderr))
     data = prepare_data(cfg, needs_images="pixels" in views, needs_captions="caption" in views, log=log)
-    split = args.split if is_dir else "test"
-    if split not in data.splits:
-        raise UsageError(f"{args.data}: no split {split!r} (it has {', '.join(data.splits)})")
-    examples = data.splits[split]
+    examples = data.splits["test"]
     label_set = getattr(model, "label_set", None)
     if label_set is None:
         raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model has no label set of its own; "
                          "evaluate it on episodes with its own command")
     unknown = {t for ex in examples for t in ex.tags or () if t not in label_set.labels}
     if unknown:
-        raise MNERError(f"{args.data}: tags {sorted(unknown)} are not in the model's label set "
+        raise MNERError(f"{data_file}: tags {sorted(unknown)} are not in the model's label set "
                         f"{list(label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
     collate = model.processor(image_store=data.image_store).collate(train=False)
     preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
     report = evaluate_examples(examples, preds, mode=args.mode)
-    name = args.data.name if not is_dir else f"{args.data.name}-{split}"
-    out = args.out or args.checkpoint / "predictions" / f"{Path(name).stem}.conll"
-    write_predictions(examples, preds, out)
+    out = args.out
+    if out is not None:
+        write_predictions(examples, preds, out)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": split,
-                          "predictions": str(out), "precision": report.micro.precision,
+                          "predictions": str(out) if out else None, "precision": report.micro.precision,
                           "recall": report.micro.recall, "f1": report.micro.f1, **report.to_dict()}, indent=2))
     else:
         print(report.format())
-        print(f"predictions: {out}")
+        print(f"predictions: {out}" if out else "predictions: not written (--out FILE writes them)")
     return 0
 
 
 def cmd_predict(args) -> int:
     from mner.data.formats import read_jsonl
+    from mner.data.images import ImageStore, apply_image_policy
     from mner.pipeline import Pipeline
 
     if (args.text is None) == (args.input is None):
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"--output {args.output}: is a folder; give a file name")
     pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size)
+    pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
-        examples = [pipe._example(0, args.text, args.caption)]
-        images = [args.image]
+        examples = [pipe._example(0, args.text, args.caption).replace(image=args.image, source="--text")]
+        # a path on the command line is the user's own: opened as given (or inside --image-dir)
+        store = ImageStore(args.image_dir, max_pixels=args.max_image_pixels)
+        if args.image is not None and args.image_dir is None and ".." in Path(args.image).parts:
+            print(f"note: --image {args.image} is read as {Path(args.image).resolve()} (a path on the command "
+                  "line is opened as given; --image-dir DIR refuses images outside DIR)", file=sys.stderr)
     else:
         examples = read_jsonl(args.input, require_tokens=False)
         records = [ex.to_dict() for ex in examples]
-        images = []
-        for ex in examples:
-            if ex.image is None:
-                images.append(None)
-            else:
-                path = Path(ex.image)
-                if not path.is_absolute():
-                    path = (args.image_dir or args.input.parent) / path
-                images.append(path)
-    if "pixels" not in pipe.views and any(img is not None for img in images):
-        print(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
-              "images are ignored", file=sys.stderr)
+        # relative image paths stay inside the image folder; absolute ones are the user's own
+        store = ImageStore(args.image_dir or args.input.parent, max_pixels=args.max_image_pixels,
+                           allow_absolute=True)
+    with_image = sum(ex.image is not None for ex in examples)
+    images = None
+    if "pixels" not in pipe.views:
+        if with_image:
+            print(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
+                  "images are ignored", file=sys.stderr)
+    else:
+        if with_image < len(examples):
+            print(f"note: {len(examples) - with_image} of {len(examples)} inputs have no image; this model "
+                  "looks at pixels and tags them with no visual input", file=sys.stderr)
+        kept, report = apply_image_policy(examples, store, args.missing_images)
+        if report.affected:
+            print(report.summary(), file=sys.stderr)
+        keep = {id(ex) for ex in kept}
+        if args.missing_images == "drop":
+            records = [r for r, ex in zip(records, examples) if id(ex) in keep]
+        examples = kept
+        images = [store.resolve(ex.image, ex.id) if ex.image is not None else None for ex in examples]
     if "caption" in pipe.views:
         missing = sum(ex.caption is None for ex in examples)
         if missing:
             print(f"note: {missing} of {len(examples)} inputs have no caption; the model tags them "
                   "without a caption view", file=sys.stderr)
-    results = pipe.predict(examples, images if "pixels" in pipe.views else None)
+    results = pipe.predict(examples, images)
     lines = []
     for rec, ex, ents in zip(records, examples, results):
         rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets")}
         rec.setdefault("text", ex.text)
         lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+        write_text_atomic(args.output, text)
         print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into place:
+    a full disk (or a kill) leaves no half-written file under ``path``, and a file already there
+    untouched. Raises :class:`MNERError` naming the file when the disk is full."""
+    import errno
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise MNERError(f"{path}: could not write the predictions ({os.strerror(err.errno)}); "
+                            "nothing was written there: free some space or choose another --output") from None
+        raise

@@ -10,16 +10,19 @@ the format from the file:
     with a blank line (the last tweet is still read); tokens may be a non-breaking space or
     other invisible characters (lines are split on TAB only, and files on ``\\n`` only, never on
     Unicode line separators); extra TAB columns are allowed (``tag_column`` picks the tag,
-    default the last one, so ``token<TAB>gold<TAB>pred`` files read as predictions).
+    default the last one, so ``token<TAB>gold<TAB>pred`` files read as predictions), but every
+    token line of a file must have as many columns as its first one: a line with another count
+    is an error at its line (never read silently with a stray column as its tag).
 ``conll``
     Column files: one token per line, columns separated by a TAB (or, when a line has no TAB,
     by runs of spaces), the tag in ``tag_column`` (default: last), a blank line between
-    sentences, ``-DOCSTART-`` lines skipped. Optional comment lines before a sentence carry
+    sentences, ``-DOCSTART-`` lines skipped; every token line has the same number of columns. Optional comment lines before a sentence carry
     its metadata: ``# id = ...``, ``# image = ...``, ``# caption = ...``. Without ``# id``,
     sentences are numbered ``1, 2, ...`` in file order.
 ``jsonl``
     One JSON object per line: ``{"id", "tokens", "tags"?, "image"?, "caption"?}`` (plus
-    ``"text"`` and ``"offsets"`` when the tokens come from a raw text).
+    ``"text"`` and ``"offsets"`` when the tokens come from a raw text). Every field is
+    type-checked (:data:`_JSONL_FIELDS`); a wrong type is an error at its line.
 
 Entity types are kept as written unless ``type_map`` says otherwise. Twitter-2015 writes
 ``OTHER`` where Twitter-2017 writes ``MISC``; ``type_map={"OTHER": "MISC"}`` (or the preset
@@ -36,6 +39,7 @@ after a skipped one are still named right).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -134,6 +138,12 @@ def _read_lines(path: Path) -> list[str]:
     return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
+def _leaves_folder(ref: str) -> bool:
+    """Whether an image reference would resolve outside the folder it is relative to."""
+    ref = ref.replace("\\", "/")
+    return ref.startswith("/") or os.path.isabs(ref) or os.path.normpath(ref).split("/")[0] == ".."
+
+
 def _fail(errors: list | None, path: Path, line: int, message: str, hint: str = "") -> None:
     err = DataFormatError(path, line, message, hint)
     if errors is None:
@@ -163,6 +173,30 @@ def _token_and_tag(cols: list[str], line: str, path: Path, n: int, tag_column: i
     return cols[0], _map_tag(tag.strip(), tmap)
 
 
+class _Columns:
+    """The column count of a file's token lines, fixed by its first one: a line with another
+    count is an error at its line (a stray third column is never read silently as the tag)."""
+
+    def __init__(self) -> None:
+        self.count: int | None = None
+        self.line = 0
+
+    def check(self, cols: list[str], path: Path, n: int, errors: list | None) -> bool:
+        if len(cols) < 2:  # reported by _token_and_tag
+            return True
+        if self.count is None:
+            self.count, self.line = len(cols), n
+            return True
+        if len(cols) == self.count:
+            return True
+        _fail(errors, path, n,
+              f"{len(cols)} TAB-separated columns, but the file's token lines have {self.count} "
+              f"(as line {self.line})",
+              "give every token line the same columns: token<TAB>tag, or token<TAB>gold<TAB>pred "
+              "in every line; a TAB inside a token is not allowed")
+        return False
+
+
 # ----------------------------------------------------------------------------- twitter
 
 
@@ -183,13 +217,15 @@ def read_twitter(
     tokens: list[str] = []
     tags: list[str] = []
     tok_lines: list[int] = []
+    columns = _Columns()
 
     def flush() -> None:
         nonlocal cur_id, tokens, tags, tok_lines
         if cur_id is not None:
             examples.append(
                 Example(
-                    id=cur_id, tokens=tuple(tokens), tags=tuple(tags), image=cur_id,
+                    id=cur_id, tokens=tuple(tokens), tags=tuple(tags),
+                    image=None if _leaves_folder(cur_id) else cur_id,
                     source=f"{path}:{cur_line + 1}",
                 )
             )
@@ -208,6 +244,10 @@ def read_twitter(
             if not cur_id:
                 _fail(errors, path, n, "empty IMGID", "give each tweet its image id")
                 cur_id = f"line{n}"
+            elif _leaves_folder(cur_id):
+                _fail(errors, path, n, f"IMGID {cur_id!r} names a file outside the image folder",
+                      "an IMGID is the id of an image inside the image folder (<id>.jpg): "
+                      "no '..' and no absolute path")
             continue
         if line == "":
             flush()
@@ -216,7 +256,10 @@ def read_twitter(
             _fail(errors, path, n, "token line outside a tweet",
                   "each tweet starts with a line IMGID:<id>")
             continue
-        parsed = _token_and_tag(line.split("\t"), line, path, n, tag_column, tmap, errors)
+        cols = line.split("\t")
+        if not columns.check(cols, path, n, errors):
+            continue
+        parsed = _token_and_tag(cols, line, path, n, tag_column, tmap, errors)
         if parsed is not None:
             tokens.append(parsed[0])
             tags.append(parsed[1])
@@ -275,6 +318,7 @@ def read_conll(
     tags: list[str] = []
     tok_lines: list[int] = []
     first_line = 0
+    columns = _Columns()
 
     def flush() -> None:
         nonlocal meta, tokens, tags, tok_lines
@@ -306,6 +350,8 @@ def read_conll(
                 first_line = n + 1
                 continue
         cols = line.split("\t") if "\t" in line else [c for c in line.split(" ") if c != ""]
+        if not columns.check(cols, path, n, errors):
+            continue
         parsed = _token_and_tag(cols, line, path, n, tag_column, tmap, errors)
         if parsed is None:
             continue
@@ -372,6 +418,10 @@ def read_jsonl(
             _fail(errors, path, n, "expected a JSON object")
             continue
         obj.setdefault("id", str(n))
+        problem = _jsonl_field_problem(obj)
+        if problem is not None:
+            _fail(errors, path, n, problem[0], problem[1])
+            continue
         try:
             if "tokens" not in obj:
                 if require_tokens or "text" not in obj:
@@ -395,6 +445,51 @@ def read_jsonl(
     return examples
 
 
+#: JSONL fields and what each must be (``None`` is allowed for the optional ones).
+_JSONL_FIELDS = {
+    "id": "a string or an integer",
+    "text": "a string",
+    "tokens": "a list of strings",
+    "tags": "a list of strings (one tag per token) or null",
+    "image": "a string (an image path or id) or null",
+    "caption": "a string or null",
+    "offsets": "a list of [start, end] integer pairs",
+}
+
+
+_JSON_TYPE_NAMES = {int: "a number", float: "a number", str: "a string", list: "an array",
+                    dict: "an object", bool: "a boolean", type(None): "null"}
+
+
+def _jsonl_field_problem(obj: dict) -> tuple[str, str] | None:
+    """``(message, hint)`` for the first field of a JSONL object with the wrong type, else None."""
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def strings(v) -> bool:
+        return isinstance(v, list) and all(isinstance(t, str) for t in v)
+
+    checks = {
+        "id": lambda v: isinstance(v, str) or is_int(v),
+        "text": lambda v: isinstance(v, str),
+        "tokens": strings,
+        "tags": lambda v: v is None or strings(v),
+        "image": lambda v: v is None or isinstance(v, str),
+        "caption": lambda v: v is None or isinstance(v, str),
+        "offsets": lambda v: isinstance(v, list) and all(
+            isinstance(o, list) and len(o) == 2 and all(is_int(x) for x in o) for o in v),
+    }
+    for name, ok in checks.items():
+        if name in obj and not ok(obj[name]):
+            got = json.dumps(obj[name], ensure_ascii=False)
+            got = got if len(got) <= 40 else got[:37] + "..."
+            kind = _JSON_TYPE_NAMES.get(type(obj[name]), type(obj[name]).__name__)
+            return (f'field "{name}" must be {_JSONL_FIELDS[name]}, got {kind} {got}',
+                    f'fix the "{name}" of this line')
+    return None
+
+
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
     lines = [json.dumps(ex.to_dict(), ensure_ascii=False) for ex in examples]
     _atomic_write(Path(path), "\n".join(lines) + ("\n" if lines else ""))
@@ -405,12 +500,15 @@ def write_jsonl(examples: Iterable[Example], path: str | Path) -> None:
 
 def detect_format(path: str | Path) -> str:
     """``jsonl`` by extension (.jsonl/.json/.ndjson) or a first line starting with ``{``; ``twitter``
-    when the first non-blank line starts with ``IMGID:``; ``conll`` otherwise."""
+    when the first non-blank line starts with ``IMGID:``; ``conll`` otherwise. A UTF-8 byte-order
+    mark is skipped, as the readers skip it."""
     path = Path(path)
     if path.suffix.lower() in _JSONL_SUFFIXES:
         return "jsonl"
     with open(path, "rb") as fh:
-        for raw in fh:
+        for k, raw in enumerate(fh):
+            if k == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 BOM: _read_lines drops it too
+                raw = raw[3:]
             line = raw.strip()
             if not line:
                 continue

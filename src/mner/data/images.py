@@ -9,7 +9,12 @@
   ``HSV``; the EXIF orientation is applied;
 * refused, with an :class:`ImageError` naming the image id and the path: zero-byte files,
   files PIL cannot identify (corrupt), truncated files, and decompression bombs (more than
-  ``max_pixels`` pixels, checked *before* decoding).
+  ``max_pixels`` pixels, checked *before* decoding); a directory, a broken link or a symlink
+  loop where an image should be (``not-a-file``, never called "missing");
+* an image reference names a file *inside* the image folder: a reference that leaves it
+  (``../x``, or an absolute path elsewhere unless the store was made with ``allow_absolute=True``) is
+  refused (``outside``) whatever the policy, so that no file outside the folder is ever read.
+  Links inside the folder are followed (whoever put them there chose their target).
 
 What happens to a tweet whose image is missing or unreadable is a policy the user picks
 (:data:`POLICIES`), applied by :func:`apply_image_policy`:
@@ -26,6 +31,9 @@ images per dataset with one fixed picture, without a word).
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,14 +64,18 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 class ImageError(MNERError):
     """An image that cannot be used. ``kind`` is one of ``missing``, ``empty``,
-    ``corrupt``, ``truncated``, ``too-large``."""
+    ``corrupt``, ``truncated``, ``too-large``, ``not-a-file``, ``outside``."""
 
     HINTS = {
         "missing": "put the file in the image folder, or choose --missing-images blank|drop",
         "empty": "the file has zero bytes; download it again",
         "corrupt": "PIL cannot read it; download it again or remove it",
         "truncated": "the file ends early; download it again",
-        "too-large": "refused as a possible decompression bomb; shrink it or raise max_pixels",
+        "too-large": "refused as a possible decompression bomb; shrink the image "
+                     "(or raise the limit: --max-image-pixels N, ImageStore(max_pixels=N))",
+        "not-a-file": "put an image file there (a folder, a broken link or a link loop is no image)",
+        "outside": "an image reference names a file inside the image folder; move the image "
+                   "into the folder and give its path relative to it",
     }
 
     def __init__(self, kind: str, image_id: str, path: str | Path | None, detail: str = ""):
@@ -118,18 +130,31 @@ class ImageStore:
     root: Path | None = None
     extensions: Sequence[str] = EXTENSIONS
     max_pixels: int = DEFAULT_MAX_PIXELS
+    allow_absolute: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise MNERError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if self.root is not None:
             self.root = Path(self.root)
             if not self.root.is_dir():
                 raise FileNotFoundError(f"{self.root}: image folder not found")
 
-    def resolve(self, ref: str | Path) -> Path | None:
-        """The file for an image reference (an id or a path), or None if there is none."""
+    def resolve(self, ref: str | Path, image_id: str | None = None) -> Path | None:
+        """The file for an image reference (an id or a path), or None if there is none.
+
+        Raises :class:`ImageError` ``outside`` for a reference that leaves the image folder and
+        ``not-a-file`` for a folder, broken link or link loop where the image should be."""
         ref = str(ref)
+        image_id = str(image_id if image_id is not None else ref)
         candidates: list[Path] = []
         direct = Path(ref)
+        if self.root is not None and not (direct.is_absolute() and self.allow_absolute):
+            root = os.path.abspath(self.root)
+            target = os.path.normpath(os.path.join(root, ref))  # an absolute ref replaces root
+            if os.path.commonpath([root, target]) != root:
+                raise ImageError("outside", image_id, ref,
+                                 f"resolves outside the image folder {self.root}")
         if direct.is_absolute() or self.root is None:
             candidates.append(direct)
         if self.root is not None:
@@ -138,12 +163,16 @@ class ImageStore:
         for cand in candidates:
             if cand.is_file():
                 return cand
+        for cand in candidates:
+            problem = _not_a_file(cand)
+            if problem:
+                raise ImageError("not-a-file", image_id, cand, problem)
         return None
 
     def open(self, ref: str | Path, image_id: str | None = None) -> Image.Image:
         """Open and convert an image; raise :class:`ImageError` when it cannot be used."""
         image_id = str(image_id if image_id is not None else ref)
-        path = self.resolve(ref)
+        path = self.resolve(ref, image_id)
         if path is None:
             raise ImageError("missing", image_id, self._expected_path(ref))
         return self.open_path(path, image_id)
@@ -153,7 +182,8 @@ class ImageStore:
             raise ImageError("empty", image_id, path)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # PIL's own warning limit is not mner's: max_pixels is checked just below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(path)
                 w, h = img.size
                 if w * h > self.max_pixels:
@@ -172,8 +202,13 @@ class ImageStore:
                 return to_rgb(img)
         except ImageError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageError("too-large", image_id, path, str(err)) from None
+        except Image.DecompressionBombError as err:  # over PIL's hard limit (twice its own)
+            found = re.search(r"\((\d+) pixels\)", str(err))
+            size = f"{found.group(1)} pixels" if found else "too many pixels"
+            raise ImageError("too-large", image_id, path,
+                             f"{size} > max_pixels {self.max_pixels}" if found and int(found.group(1)) > self.max_pixels
+                             else f"{size}, over PIL's hard limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
+                                  "(twice PIL.Image.MAX_IMAGE_PIXELS)") from None
         except UnidentifiedImageError:
             raise ImageError("corrupt", image_id, path, "not a recognised image format") from None
         except OSError as err:
@@ -186,6 +221,21 @@ class ImageStore:
         if self.root is None:
             return Path(ref)
         return self.root / (str(ref) if Path(str(ref)).suffix else f"{ref}{self.extensions[0]}")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (which is no regular file) is not an image file, or "" when nothing is there."""
+    try:
+        path.stat()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if os.path.islink(path):
+            return f"a broken symbolic link (to {os.readlink(path)})"
+        return ""
+    if path.is_dir():
+        return "a folder, not an image file"
+    return "not a regular file"
 
 
 @dataclass
@@ -233,10 +283,11 @@ class ImageReport:
 class MissingImagesError(MNERError):
     """Raised by :func:`apply_image_policy` under the ``error`` policy."""
 
-    def __init__(self, report: ImageReport, errors: list[ImageError]):
+    def __init__(self, report: ImageReport, errors: list[ImageError], where: Sequence[str] | None = None):
         self.report = report
         self.errors = errors
-        head = "\n  ".join(str(e) for e in errors[:10])
+        where = list(where) if where is not None else [""] * len(errors)
+        head = "\n  ".join((f"{w}: {e}" if w else str(e)) for w, e in list(zip(where, errors))[:10])
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         super().__init__(
             f"{report.affected} tweets have no usable image:\n  {head}{more}\n"
@@ -253,6 +304,9 @@ def apply_image_policy(
 ) -> tuple[list[Example], ImageReport]:
     """Check every example's image and apply ``policy`` to those that cannot be used.
 
+    An image reference that leaves the image folder (``outside``) is an error under every
+    policy, naming the example's file:line.
+
     With ``check_content`` each image is decoded (corrupt/truncated files are found now, not
     in the middle of an epoch); without it only existence is checked.
     """
@@ -260,6 +314,7 @@ def apply_image_policy(
         raise MNERError(f"unknown missing-image policy {policy!r}; choose one of {POLICIES}")
     report = ImageReport(policy=policy)
     errors: list[ImageError] = []
+    where: list[str] = []
     bad: set[int] = set()  # positions, not ids: a duplicate id must not hit a healthy tweet
     examples = list(examples)
     for k, ex in enumerate(examples):
@@ -270,11 +325,14 @@ def apply_image_policy(
         try:
             if check_content:
                 store.open(ex.image, ex.id).close()
-            elif store.resolve(ex.image) is None:
+            elif store.resolve(ex.image, ex.id) is None:
                 raise ImageError("missing", ex.id, store._expected_path(ex.image))
             report.found += 1
         except ImageError as err:
+            if err.kind == "outside":  # never a matter of policy: no file outside the folder is read
+                raise MNERError(f"{ex.source or ex.where}: {err}") from None
             errors.append(err)
+            where.append(ex.source or "")
             bad.add(k)
             if err.kind == "missing":
                 report.missing.append(ex.id)
@@ -285,7 +343,7 @@ def apply_image_policy(
         return examples, report
     if policy == "error":
         report.action = "stopped"
-        raise MissingImagesError(report, errors)
+        raise MissingImagesError(report, errors, where)
     if policy == "blank":
         report.action = f"{len(bad)} tweets kept without image"
         return [ex.replace(image=None) if k in bad else ex for k, ex in enumerate(examples)], report

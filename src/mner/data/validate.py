@@ -5,7 +5,7 @@ Each finding is an :class:`Issue` with a severity:
 ``error``
     the data cannot be used as it is: malformed lines, unknown tags, empty tokens, tweets
     without tokens, duplicate ids, an image id in two splits, images that are missing (under
-    the ``error`` policy) or unreadable.
+    the ``error`` policy) or unreadable, a file with no tweet (0 bytes, or only blank lines).
 ``warning``
     usable, but worth knowing: ``I-`` without ``B-`` (read as an entity start by conlleval),
     tokens made only of invisible characters (they produce no sub-tokens and are encoded as
@@ -29,7 +29,7 @@ from mner.data.captions import CaptionStore, attach_captions
 from mner.data.corpus import corpus_files
 from mner.data.example import Example
 from mner.data.formats import DataFormatError, detect_format, read_file
-from mner.data.images import ImageError, ImageStore
+from mner.data.images import DEFAULT_MAX_PIXELS, ImageError, ImageStore
 from mner.tagging import orphan_positions, tag_problems
 
 __all__ = ["Issue", "validate_corpus", "is_invisible_token"]
@@ -75,6 +75,15 @@ def _source_line(ex: Example) -> int | None:
     return int(ex.source.rsplit(":", 1)[1])
 
 
+def _ends_with_blank_line(path: Path) -> bool:
+    """Whether the file ends with an empty line, with ``\n`` or ``\r\n`` line ends (any size)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, 2)
+        fh.seek(max(0, size - 4))
+        tail = fh.read()
+    return tail.replace(b"\r\n", b"\n").endswith(b"\n\n")
+
+
 def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[Issue],
                 type_map: str | Mapping[str, str] | None = None) -> list[Example]:
     errors: list[DataFormatError] = []
@@ -84,12 +93,14 @@ def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[
     f = str(path)
     for err in errors:
         out.append(Issue("error", "format", err.message + (f" ({err.hint})" if err.hint else ""), f, err.line))
-    if fmt == "twitter" and path.stat().st_size:
-        with open(path, "rb") as fh:
-            fh.seek(-2, 2)
-            if not fh.read().endswith(b"\n\n"):
-                out.append(Issue("info", "no-final-blank-line",
-                                 "file does not end with a blank line (the last tweet is still read)", f))
+    if not examples and not errors:
+        size = path.stat().st_size
+        out.append(Issue("error", "empty-file",
+                         ("the file is empty (0 bytes)" if size == 0 else f"no tweet in the file ({size} bytes)")
+                         + ": give a file with at least one tweet, or remove it from the corpus", f))
+    elif fmt == "twitter" and not _ends_with_blank_line(path):
+        out.append(Issue("info", "no-final-blank-line",
+                         "file does not end with a blank line (the last tweet is still read)", f))
     seen: dict[str, int] = {}
     for ex, lines in zip(examples, token_lines):
         line0 = _source_line(ex)
@@ -136,6 +147,7 @@ def validate_corpus(
     allowed_types: Sequence[str] | None = None,
     format: str = "auto",
     type_map: str | Mapping[str, str] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[list[Issue], dict[str, list[Example]]]:
     """Check a corpus folder (or one file); return the issues and the examples read.
 
@@ -171,7 +183,7 @@ def validate_corpus(
                                 f"{text[:60]!r}"))
 
     if image_dir is not None:
-        store = ImageStore(Path(image_dir))
+        store = ImageStore(Path(image_dir), max_pixels=max_pixels)
         for split, exs in splits.items():
             fmt = fmts[split]
             for ex in exs:
@@ -186,6 +198,8 @@ def validate_corpus(
                             "" if sev == "error" else f" (policy {missing_images!r})")
                     else:
                         sev, msg = "error", f"image {err.kind}: {err.path}: {err.detail}"
+                        if err.kind in ("outside", "not-a-file"):
+                            msg += f" ({ImageError.HINTS[err.kind]})"
                     line = _source_line(ex)
                     if line is not None and fmt == "twitter":
                         line -= 1  # the IMGID line
