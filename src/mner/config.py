@@ -177,6 +177,9 @@ def load_yaml(path: str) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not a text file (byte {err.object[err.start]:#04x} at offset {err.start} is not "
+                          "UTF-8); give a YAML config file") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the top level must be a mapping (model:, data:, training:)")
     return data

@@ -106,13 +106,16 @@ def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[
         line0 = _source_line(ex)
         if ex.id in seen:
             out.append(Issue("error", "duplicate-id",
-                             f"tweet id {ex.id!r} already used at line {seen[ex.id]}", f, line0, ex.id))
+                             f"tweet id {ex.id!r} already used at line {seen[ex.id]}: give each tweet its own id",
+                             f, line0, ex.id))
         seen.setdefault(ex.id, line0 or 0)
         if not ex.tokens:
-            out.append(Issue("error", "empty-tweet", "tweet has no tokens", f, line0, ex.id))
+            out.append(Issue("error", "empty-tweet", "tweet has no tokens: add its token lines or remove it",
+                             f, line0, ex.id))
         for i, tok in enumerate(ex.tokens):
             if tok == "":
-                out.append(Issue("error", "empty-token", "empty token", f, lines[i], ex.id))
+                out.append(Issue("error", "empty-token", "empty token: give the token before the TAB, or remove "
+                                 "the line", f, lines[i], ex.id))
             elif is_invisible_token(tok):
                 names = "+".join(f"U+{ord(c):04X}" for c in tok)
                 out.append(Issue("warning", "invisible-token",
@@ -134,7 +137,8 @@ def _check_file(path: Path, fmt: str, allowed_types: set[str] | None, out: list[
                 typ = tag.partition("-")[2]
                 if tag != "O" and typ not in allowed_types:
                     out.append(Issue("error", "unknown-type",
-                                     f"entity type {typ!r} not in {sorted(allowed_types)}",
+                                     f"entity type {typ!r} not in {sorted(allowed_types)}: rename it "
+                                     "with --map-types (e.g. OTHER=MISC) or allow it with --types",
                                      f, lines[i], ex.id))
     return examples
 
@@ -195,11 +199,10 @@ def validate_corpus(
                     if err.kind == "missing":
                         sev = "error" if missing_images == "error" else "warning"
                         msg = f"image missing: {err.path}" + (
-                            "" if sev == "error" else f" (policy {missing_images!r})")
+                            f" ({ImageError.HINTS['missing']})" if sev == "error" else f" (policy {missing_images!r})")
                     else:
                         sev, msg = "error", f"image {err.kind}: {err.path}: {err.detail}"
-                        if err.kind in ("outside", "not-a-file"):
-                            msg += f" ({ImageError.HINTS[err.kind]})"
+                        msg += f" ({ImageError.HINTS[err.kind]})"
                     line = _source_line(ex)
                     if line is not None and fmt == "twitter":
                         line -= 1  # the IMGID line

@@ -109,6 +109,12 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or a bare pickle
+        raise CheckpointError(f"{path}: a pickle (torch.save) under a safetensors name; mner never unpickles "
+                              "(it can run arbitrary code): convert the weights with "
+                              "safetensors.torch.save_file in a trusted environment")
     try:
         return load_file(str(path))
     except Exception as err:  # safetensors raises its own SafetensorError for torn files
