@@ -234,7 +234,7 @@ def read_twitter(
         cur_id, tokens, tags, tok_lines = None, [], [], []
 
     for n, line in enumerate(lines, start=1):
-        if line.startswith("IMGID:"):
+        if line.startswith("IMGID:") and "\t" not in line:  # a token "IMGID:..." has its TAB and tag
             if cur_id is not None and tokens:
                 _fail(errors, path, n, "IMGID line inside a tweet",
                       "put a blank line between tweets")
@@ -377,6 +377,12 @@ def write_conll(
     """
     out: list[str] = []
     for ex, pred in _with_predictions(examples, predictions):
+        for i, tok in enumerate(ex.tokens):
+            # what read_conll would take for a document marker or a metadata line
+            if tok.startswith("-DOCSTART-") or (i == 0 and tok.startswith("# ") and " = " in tok):
+                raise MNERError(f"{ex.where}: token {tok!r} would be read back as a "
+                                f"{'document marker' if i or tok.startswith('-') else 'metadata line'} "
+                                "in CoNLL and cannot be written; write JSONL (.jsonl) instead")
         if metadata:
             out.append(f"# id = {ex.id}")
             if ex.image is not None:
@@ -578,7 +584,8 @@ def _one_line(s: str) -> str:
 def _check_writable(ex: Example, sep: str) -> None:
     for tok in ex.tokens:
         if sep in tok or "\n" in tok:
-            raise MNERError(f"{ex.where}: token {tok!r} contains a separator and cannot be written")
+            raise MNERError(f"{ex.where}: token {tok!r} contains a separator and cannot be written; "
+                            "write JSONL (.jsonl) instead")
 
 
 def _atomic_write(path: Path, text: str) -> None:
