@@ -38,6 +38,7 @@ after a skipped one are still named right).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -589,8 +590,19 @@ def _check_writable(ex: Example, sep: str) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place."""
+    """Write to a temporary file beside ``path`` and rename it into place (a kill or a full disk
+    leaves no partial file under ``path``; a full disk is an :class:`MNERError` naming it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise MNERError(f"{path}: could not write ({os.strerror(err.errno)}); nothing was written there: "
+                            "free some space or write elsewhere") from None
+        raise
     tmp.replace(path)

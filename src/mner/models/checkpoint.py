@@ -10,15 +10,18 @@ A model folder holds:
   preprocessing.
 
 Writing is atomic (a temporary folder renamed into place), so a kill never leaves a half
-written checkpoint behind. Loading refuses folders that hold only pickled weights
+written checkpoint behind, and a full disk (or a file-size limit) raises :class:`CheckpointError`
+naming the folder, with the temporary folder removed and the checkpoint already there untouched. Loading refuses folders that hold only pickled weights
 (``pytorch_model.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``): unpickling runs code, and the
 project's format is safetensors.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -46,6 +49,8 @@ __all__ = [
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+#: errno values of a write that failed for want of room (a full disk, a quota, a file-size limit).
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
@@ -103,7 +108,16 @@ def save_state_dict(state: dict[str, torch.Tensor], path: Path, metadata: dict[s
         elif ptr != -1:
             seen.add(ptr)
         clean[name] = t.cpu()
-    save_file(clean, str(path), metadata=metadata or {"format": "pt"})
+    try:
+        save_file(clean, str(path), metadata=metadata or {"format": "pt"})
+    except OSError:
+        raise
+    except Exception as err:  # safetensors wraps the OS error of a failed write (disk full) in its own
+        found = re.search(r"os error (\d+)", str(err))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from err
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -161,5 +175,14 @@ class atomic_folder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
+            # the OS error itself, or the one under the CheckpointError of a save nested in this one
+            cause = exc if isinstance(exc, OSError) else exc.__cause__ if isinstance(exc, CheckpointError) else None
+            if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+                exc = cause
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+                raise CheckpointError(
+                    f"{self.target}: could not save ({os.strerror(exc.errno)}); nothing was replaced: "
+                    + ("the checkpoint already there is untouched" if self.target.exists() else "no folder was written")
+                    + "; free some space (or choose another output folder) and save again") from exc
             return
         replace_folder(self.tmp, self.target)
