@@ -206,6 +206,11 @@ def test_r7_batch_size_is_range_checked_by_the_parser(tmp_path, value, message):
     assert code == 2 and "argument --max-show: -1 is too small: give an integer >= 0" in err
     code, out, err = run("predict", tmp_path, "--input", inputs, "--max-image-pixels", "0")
     assert code == 2 and "argument --max-image-pixels: 0 is too small" in err
+    code, out, err = run("quickstart", "--epochs", "0", "--out", tmp_path / "qs")
+    assert code == 2 and "argument --epochs: 0 is too small: give an integer >= 1" in err
+    code, out, err = run("quickstart", "--seed", "-3", "--out", tmp_path / "qs")
+    assert code == 2 and "argument --seed: -3 is too small: give an integer >= 0" in err
+    assert not (tmp_path / "qs").exists()
 
 
 # ============================================================ also found

@@ -16,12 +16,14 @@ import json
 import time
 from pathlib import Path
 
+from mner.cli.data import nonnegative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train and compare text-only vs MAF on a built-in demo corpus (a few minutes on a CPU)")
     p.add_argument("--out", type=Path, default=Path("runs/quickstart"), help="where the model goes (default runs/quickstart)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--seed", type=int, default=37)
+    p.add_argument("--epochs", type=positive_int, default=12)
+    p.add_argument("--seed", type=nonnegative_int, default=37)
     p.add_argument("--text-encoder", default="minilm", help="text encoder (default: the offline MiniLM)")
     p.add_argument("--image-encoder", default="efficientnet-lite0", help="image encoder (default: the offline EfficientNet-Lite0)")
     p.add_argument("--fresh", action="store_true", help="retrain even if DIR holds finished runs")
