@@ -71,8 +71,8 @@ class ImageError(MNERError):
         "empty": "the file has zero bytes; download it again",
         "corrupt": "PIL cannot read it; download it again or remove it",
         "truncated": "the file ends early; download it again",
-        "too-large": "refused as a possible decompression bomb; shrink the image "
-                     "(or raise the limit: --max-image-pixels N, ImageStore(max_pixels=N))",
+        "too-large": "refused as a possible decompression bomb; shrink the image (or raise the limit: "
+                     "--max-image-pixels N of mner predict and mner data validate, ImageStore(max_pixels=N))",
         "not-a-file": "put an image file there (a folder, a broken link or a link loop is no image)",
         "outside": "an image reference names a file inside the image folder; move the image "
                    "into the folder and give its path relative to it",
