@@ -267,7 +267,7 @@ def test_queue_full_is_503_with_retry_after_and_nothing_is_dropped(pipe):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
             gate.open.clear()
             first = asyncio.create_task(c.post("/predict", json={"text": "Obama in Paris"}))
-            while len(state.batcher.batch_sizes) < 2:       # warm-up, then the first request runs
+            while state.batcher.batches < 2:       # warm-up, then the first request runs
                 await asyncio.sleep(0.005)
             second = asyncio.create_task(c.post("/predict", json={"text": "Merkel in Berlin"}))
             while state.batcher.waiting < 1:
@@ -402,7 +402,8 @@ def test_200_requests_from_20_clients_over_a_real_server(pipe):
             w.start()
         for w in workers:
             w.join(60)
-        sizes = app.state.mner.batcher.batch_sizes
+        sizes = app.state.mner.batcher.size_counts
+        stats = httpx.get(f"http://127.0.0.1:{port}/model").json()["batching"]
     finally:
         server.should_exit = True
         thread.join(10)
@@ -413,7 +414,8 @@ def test_200_requests_from_20_clients_over_a_real_server(pipe):
     for k in range(200):
         close(answers[k].json()["entities"], bare[k])
     assert max(sizes) > 1 and max(sizes) <= 8  # requests were gathered, never beyond the knob
-    assert sum(sizes) == 201                     # the warm-up and every request, each once
+    assert sum(k * n for k, n in sizes.items()) == 201   # the warm-up and every request, each once
+    assert stats["items"] == 201 and stats["largest_batch"] == max(sizes) and stats["waiting"] == 0
 
 
 # ============================================================================ command line

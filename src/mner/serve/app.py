@@ -15,6 +15,7 @@ never reaches the client.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -103,9 +104,10 @@ class InferenceItem:
     """One input of the model: text, a decoded image (or None), a caption, explain or not."""
 
     text: str
-    image: Image.Image | None = None
+    image: Image.Image | bytes | None = None   # bytes until decoded (off the event loop)
     caption: str | None = None
     explain: bool = False
+    where: str = ""                              # "items[3]", "image": named in refusals
 
 
 class Predictor:
@@ -227,6 +229,7 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     class State:
         predictor: Predictor | None = None
         batcher: MicroBatcher | None = None
+        decoder: concurrent.futures.ThreadPoolExecutor | None = None
         ready = False
 
     state = State()
@@ -244,6 +247,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             t0 = time.perf_counter()
             pipe = await asyncio.to_thread(Pipeline.from_pretrained, checkpoint, device, cfg.max_batch_size)
             log.info("model %s loaded in %.1f s", checkpoint, time.perf_counter() - t0)
+        # image decoding: two threads of its own (a bounded number of allocator arenas)
+        state.decoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mner-decode")
         state.predictor = Predictor(pipe)
         state.batcher = MicroBatcher(state.predictor, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
         await state.batcher.start()
@@ -256,6 +261,7 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         finally:
             state.ready = False
             await state.batcher.stop()
+            state.decoder.shutdown(wait=True)
 
     app = FastAPI(title="mner", version=__version__, lifespan=lifespan,
                   description="Multimodal named entity recognition: tag a tweet and its image.")
@@ -302,7 +308,7 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         if state.predictor is None:
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
-        return {**state.predictor.info(), "limits": cfg.public()}
+        return {**state.predictor.info(), "limits": cfg.public(), "batching": state.batcher.stats()}
 
     body_doc = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [PredictRequest.model_json_schema(),
@@ -321,6 +327,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
         items, batch = await _parse(request, cfg)
+        if any(isinstance(it.image, bytes) for it in items):  # decoded off the event loop
+            await asyncio.get_running_loop().run_in_executor(state.decoder, _decode_images, items, cfg)
         try:
             futures = state.batcher.submit(items)
         except QueueFull:
@@ -404,13 +412,12 @@ async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
         upload = form.get("image")
         image = None
         if isinstance(upload, UploadFile):
-            raw = await upload.read()
-            image = open_image(raw, cfg, "image") if raw else None
+            image = await upload.read() or None
         elif isinstance(upload, str) and upload:
-            image = open_image(decode_base64(upload, cfg, "image"), cfg, "image")
+            image = decode_base64(upload, cfg, "image")
         caption = form.get("caption") if isinstance(form.get("caption"), str) else None
         explain = str(form.get("explain", "")).lower() in {"1", "true", "yes", "on"}
-        return [InferenceItem(check_text(text, cfg), image, caption or None, explain)], False
+        return [InferenceItem(check_text(text, cfg), image, caption or None, explain, "image")], False
     raise ServeError(415, "unsupported_media_type",
                      f"content type {ctype or '(none)'} is not accepted; send application/json "
                      "or multipart/form-data")
@@ -418,10 +425,15 @@ async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
 
 def _item(req: PredictRequest, cfg: ServeConfig, where: str) -> InferenceItem:
     check_text(req.text, cfg, where)
-    image = None
-    if req.image:
-        image = open_image(decode_base64(req.image, cfg, where), cfg, where)
-    return InferenceItem(req.text, image, req.caption, req.explain)
+    raw = decode_base64(req.image, cfg, where) if req.image else None
+    return InferenceItem(req.text, raw, req.caption, req.explain, where)
+
+
+def _decode_images(items: list[InferenceItem], cfg: ServeConfig) -> None:
+    """Each item's image bytes -> an RGB image (or the ServeError of the first bad one)."""
+    for it in items:
+        if isinstance(it.image, bytes):
+            it.image = open_image(it.image, cfg, it.where)
 
 
 def app_from_env():

@@ -14,6 +14,7 @@ If a batch fails, its items are run again one by one, so one bad item cannot fai
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 from typing import Any, Callable, Sequence
@@ -44,8 +45,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        #: sizes of the batches run so far (tests and /model read it)
-        self.batch_sizes: list[int] = []
+        #: how many batches of each size ran so far (bounded: one count per size)
+        self.size_counts: collections.Counter[int] = collections.Counter()
 
     # ------------------------------------------------------------------------------ life
     async def start(self) -> None:
@@ -67,6 +68,16 @@ class MicroBatcher:
                     fut.set_exception(RuntimeError("the server is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
+
+    @property
+    def batches(self) -> int:
+        return sum(self.size_counts.values())
+
+    def stats(self) -> dict[str, Any]:
+        items = sum(k * n for k, n in self.size_counts.items())
+        return {"batches": self.batches, "items": items, "waiting": self.waiting,
+                "mean_batch_size": round(items / self.batches, 2) if self.batches else None,
+                "largest_batch": max(self.size_counts, default=None)}
 
     @property
     def waiting(self) -> int:
@@ -104,7 +115,7 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), left))
                 except asyncio.TimeoutError:
                     break
-            self.batch_sizes.append(len(batch))
+            self.size_counts[len(batch)] += 1
             items = [item for item, _ in batch]
             try:
                 results = await loop.run_in_executor(self._executor, self._run, items)
