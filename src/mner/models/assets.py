@@ -16,7 +16,8 @@ from mner.encoders.image import ImageEncoder, ImageEncoderConfig
 from mner.encoders.tokenization import WordTokenizer
 from mner.models.checkpoint import CheckpointError
 
-__all__ = ["save_text_assets", "load_text_parts", "save_image_assets", "load_image_encoder"]
+__all__ = ["save_text_assets", "load_text_parts", "save_image_assets", "load_image_encoder", "save_encoder_assets",
+           "load_encoders"]
 
 
 def save_text_assets(model, tokenizer, folder: Path) -> None:
@@ -67,3 +68,31 @@ def load_image_encoder(config: ImageEncoderConfig, folder: Path) -> ImageEncoder
         return ImageEncoder(dataclasses.replace(config, pretrained=False))
     _require(folder)
     return ImageEncoder(dataclasses.replace(config, name=str(folder), pretrained=False))
+
+
+def save_encoder_assets(model, folder: Path) -> None:
+    """The assets of a model's encoders (``text_encoder``, and ``caption_encoder`` /
+    ``image_encoder`` where the model has them) under ``folder``."""
+    save_text_assets(model.text_encoder.model, model.text_encoder.tokenizer.tokenizer, folder / "text_encoder")
+    if getattr(model, "caption_encoder", None) is not None:
+        save_text_assets(model.caption_encoder.model, model.caption_encoder.tokenizer, folder / "caption_encoder")
+    if getattr(model, "image_encoder", None) is not None:
+        save_image_assets(model.image_encoder, folder / "image_encoder")
+
+
+def load_encoders(config, assets: Path) -> dict:
+    """The encoders that :func:`save_encoder_assets` described, rebuilt offline with random
+    weights (the checkpoint's replace them): ``{"text_encoder", "caption_encoder", "image_encoder"}``
+    keyword arguments for a model's constructor; ``config.views`` says which visual ones exist."""
+    from mner.encoders.caption import CaptionEncoder
+    from mner.encoders.text import TextEncoder
+
+    model, tok = load_text_parts(assets / "text_encoder", word_level=True)
+    out = {"text_encoder": TextEncoder(config.text_encoder, model=model, tokenizer=tok),
+           "caption_encoder": None, "image_encoder": None}
+    if "caption" in config.views:
+        cm, ct = load_text_parts(assets / "caption_encoder")
+        out["caption_encoder"] = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
+    if "pixels" in config.views:
+        out["image_encoder"] = load_image_encoder(config.image_encoder, assets / "image_encoder")
+    return out

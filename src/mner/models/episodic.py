@@ -35,7 +35,7 @@ from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder, ImageEncoderConfig
 from mner.encoders.text import TextEncoder, TextEncoderConfig
 from mner.errors import MNERError
-from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
+from mner.models.assets import load_encoders, save_encoder_assets
 from mner.models.base import MNERModel, TaggerOutput
 from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
@@ -169,20 +169,8 @@ class EpisodicTagger(MNERModel):
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:
-        save_text_assets(self.text_encoder.model, self.text_encoder.tokenizer.tokenizer, folder / "text_encoder")
-        if self.caption_encoder is not None:
-            save_text_assets(self.caption_encoder.model, self.caption_encoder.tokenizer, folder / "caption_encoder")
-        if self.image_encoder is not None:
-            save_image_assets(self.image_encoder, folder / "image_encoder")
+        save_encoder_assets(self, folder)
 
     @classmethod
     def _from_assets(cls, config: Any, assets: Path, **parts) -> "EpisodicTagger":
-        model, tok = load_text_parts(assets / "text_encoder", word_level=True)
-        text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
-        caption = image = None
-        if "caption" in config.views:
-            cm, ct = load_text_parts(assets / "caption_encoder")
-            caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
-        if "pixels" in config.views:
-            image = load_image_encoder(config.image_encoder, assets / "image_encoder")
-        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption, **parts)
+        return cls(config, **load_encoders(config, assets), **parts)

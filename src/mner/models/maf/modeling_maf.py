@@ -31,7 +31,7 @@ from mner.encoders.caption import CaptionEncoder
 from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder
 from mner.encoders.text import TextEncoder
-from mner.models.assets import load_image_encoder, load_text_parts, save_image_assets, save_text_assets
+from mner.models.assets import load_encoders, save_encoder_assets
 from mner.models.base import TaggerOutput
 from mner.models.maf.config import MAFConfig
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
@@ -180,21 +180,8 @@ class MAFModel(CRFTagger):
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:
-        save_text_assets(self.text_encoder.model, self.text_encoder.tokenizer.tokenizer, folder / "text_encoder")
-        if self.caption_encoder is not None:
-            save_text_assets(self.caption_encoder.model, self.caption_encoder.tokenizer, folder / "caption_encoder")
-        if self.image_encoder is not None:
-            save_image_assets(self.image_encoder, folder / "image_encoder")
+        save_encoder_assets(self, folder)
 
     @classmethod
     def _from_assets(cls, config: MAFConfig, assets: Path) -> "MAFModel":
-        model, tok = load_text_parts(assets / "text_encoder", word_level=True)
-        text = TextEncoder(config.text_encoder, model=model, tokenizer=tok)
-        caption = image = None
-        views = config.views
-        if "caption" in views:
-            cm, ct = load_text_parts(assets / "caption_encoder")
-            caption = CaptionEncoder(config.caption_encoder, model=cm, tokenizer=ct)
-        if "pixels" in views:
-            image = load_image_encoder(config.image_encoder, assets / "image_encoder")
-        return cls(config, text_encoder=text, image_encoder=image, caption_encoder=caption)
+        return cls(config, **load_encoders(config, assets))
