@@ -31,10 +31,30 @@ from mner.models import load_model
 from mner.models.base import MNERModel
 from mner.tagging import get_spans
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "input_examples"]
 
 TextInput = str | Sequence[str]
 ImageInput = str | Path | Image.Image | None
+
+
+def input_examples(text, image=None, caption=None, is_split_into_words: bool = False
+                   ) -> tuple[bool, list[Example], list]:
+    """One input or a batch (see :meth:`Pipeline.__call__`) -> ``(single, examples, images)``:
+    one :class:`Example` per text and one image reference per text (a single value is given to all)."""
+    single = isinstance(text, str) or (is_split_into_words and all(isinstance(t, str) for t in text))
+    texts = [text] if single else list(text)
+
+    def per_input(value, name):
+        if single:
+            return [value]
+        if isinstance(value, (list, tuple)):
+            if len(value) != len(texts):
+                raise MNERError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
+            return list(value)
+        return [value] * len(texts)
+
+    images, captions = per_input(image, "image"), per_input(caption, "caption")
+    return single, [Pipeline._example(i, t, c) for i, (t, c) in enumerate(zip(texts, captions))], images
 
 
 class Pipeline:
@@ -85,20 +105,7 @@ class Pipeline:
         strings (or of token lists), ``image`` and ``caption`` lists of the same length (or one
         value for all).
         """
-        single = isinstance(text, str) or (is_split_into_words and all(isinstance(t, str) for t in text))
-        texts = [text] if single else list(text)
-
-        def per_input(value, name):
-            if single:
-                return [value]
-            if isinstance(value, (list, tuple)):
-                if len(value) != len(texts):
-                    raise MNERError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
-                return list(value)
-            return [value] * len(texts)
-
-        images, captions = per_input(image, "image"), per_input(caption, "caption")
-        examples = [self._example(i, t, c) for i, (t, c) in enumerate(zip(texts, captions))]
+        single, examples, images = input_examples(text, image, caption, is_split_into_words)
         results = self.predict(examples, images)
         return results[0] if single else results
 

@@ -23,9 +23,9 @@ from mner.crf import crf_marginals, viterbi_decode
 from mner.data.episodes import Episode
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
-from mner.data.tokenize import tokenize_text
 from mner.errors import MNERError
-from mner.tagging import convert_tags, get_spans
+from mner.pipeline import Pipeline, input_examples
+from mner.tagging import convert_tags
 
 __all__ = ["FewShotPipeline", "support_types"]
 
@@ -83,26 +83,8 @@ class FewShotPipeline:
                    ImageStore(images) if images is not None else None)
 
     def __call__(self, text, image=None, caption=None, is_split_into_words: bool = False):
-        single = isinstance(text, str) or (is_split_into_words and all(isinstance(t, str) for t in text))
-        texts = [text] if single else list(text)
-
-        def per_input(value, name):
-            if single:
-                return [value]
-            if isinstance(value, (list, tuple)):
-                if len(value) != len(texts):
-                    raise MNERError(f"{len(texts)} texts but {len(value)} {name}s: give one per text")
-                return list(value)
-            return [value] * len(texts)
-
-        images, captions = per_input(image, "image"), per_input(caption, "caption")
-        examples = []
-        for i, (t, c) in enumerate(zip(texts, captions)):
-            if isinstance(t, str):
-                tokens, offsets = tokenize_text(t)
-                examples.append(Example(f"input {i}", tokens, caption=c, text=t, offsets=offsets))
-            else:
-                examples.append(Example(f"input {i}", [str(w) for w in t], caption=c))
+        """Entities of one input or of each input of a batch, as :meth:`mner.pipeline.Pipeline.__call__`."""
+        single, examples, images = input_examples(text, image, caption, is_split_into_words)
         out = self.predict(examples, images)
         return out[0] if single else out
 
@@ -129,7 +111,7 @@ class FewShotPipeline:
             for row, (i, path) in enumerate(zip(idx, paths)):
                 tags = [out.labels[row][c] for c in path]
                 conf = [float(marg[row, j, c]) for j, c in enumerate(path)]
-                results[i] = self._entities(examples[i], tags, conf)
+                results[i] = Pipeline._entities(examples[i], tags, conf)
         return results
 
     def _image(self, ref):
@@ -138,16 +120,6 @@ class FewShotPipeline:
         if hasattr(ref, "mode"):
             return to_rgb(ref)
         return self.store.open(ref, str(ref))
-
-    @staticmethod
-    def _entities(ex: Example, tags: list[str], conf: list[float]) -> list[dict]:
-        ents = []
-        for span in get_spans(tags, mode="conlleval"):
-            s, e = ex.offsets[span.start][0], ex.offsets[span.end - 1][1]
-            ents.append({"text": ex.text[s:e], "type": span.label, "start": s, "end": e,
-                         "token_start": span.start, "token_end": span.end,
-                         "confidence": round(min(conf[span.start:span.end]), 4)})
-        return ents
 
     def info(self) -> dict[str, Any]:
         return {"model_type": self.model.model_type, "types": list(self.types), "support": len(self.support),
