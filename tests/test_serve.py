@@ -424,10 +424,10 @@ def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplo
 
     from mner.cli.main import build_parser
 
-    pipe.model.save_pretrained(tmp_path / "model")
+    pipe.model.save_pretrained(tmp_path / "run" / "best")   # a training run: its best/ is served
     calls = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
-    args = build_parser().parse_args(["serve", str(tmp_path / "model"), "--max-image-mb", "1", "--port", "8123"])
+    args = build_parser().parse_args(["serve", str(tmp_path / "run"), "--max-image-mb", "1", "--port", "8123"])
     with caplog.at_level(logging.INFO, logger="mner.serve"):
         assert args.func(args) == 0
     assert calls["host"] == "127.0.0.1" and calls["port"] == 8123
@@ -436,3 +436,9 @@ def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplo
     from mner.cli.main import main
 
     assert main(["serve", str(tmp_path / "nothing")]) == 2
+    fewshot = tmp_path / "fewshot"
+    fewshot.mkdir()
+    (fewshot / "config.json").write_text('{"model_type": "mousing", "config": {}}')
+    (fewshot / "model.safetensors").write_bytes(b"")
+    assert main(["serve", str(fewshot)]) == 2
+    assert main(["serve", str(tmp_path / "run"), "--max-queue", "0"]) == 2

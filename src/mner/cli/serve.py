@@ -65,9 +65,16 @@ def cmd_serve(args) -> int:
     except ImportError as err:
         raise UsageError(f"mner serve needs the serve extra ({err.name} is missing): "
                          "pip install 'mner[serve]' (scripts/setup.sh installs it)") from None
-    if not (args.checkpoint / "config.json").is_file():
-        raise UsageError(f"{args.checkpoint}: no model here (no config.json); give a model folder, "
-                         "e.g. runs/quickstart/best")
+    from mner.models import MODELS
+    from mner.models.checkpoint import read_config, resolve_model_dir
+    from mner.models.tagger import CRFTagger
+
+    args.checkpoint = resolve_model_dir(args.checkpoint)        # a model folder or a run's best/
+    model_type = read_config(args.checkpoint).get("model_type")
+    cls = MODELS.get(model_type)
+    if cls is not None and not issubclass(cls, CRFTagger):
+        raise UsageError(f"{args.checkpoint}: a {model_type!r} model tags the types of a support set; "
+                         "mner serve serves models with a label set of their own (e.g. maf) for now")
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     cfg = config_from_args(args)
