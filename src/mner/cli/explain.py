@@ -1,0 +1,46 @@
+"""``mner explain CHECKPOINT --text ... [--image ...] --out FILE.png``: what each entity of one
+tweet looked at (the web page's explanation as a picture, :mod:`mner.report.explain`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mner.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="draw what each entity of a tweet looked at (PNG)",
+                       description="Tag one tweet (with its image and/or caption) and draw, for each entity, "
+                                   "the cross-modal interaction's attention over the image regions (a heatmap) "
+                                   "or the caption's words (bars). Prints the entities as JSON.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--text", required=True)
+    p.add_argument("--image", type=Path, default=None)
+    p.add_argument("--caption", default=None)
+    p.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    p.add_argument("--max-entities", type=int, default=6)
+    p.set_defaults(func=cmd_explain)
+
+
+def cmd_explain(args) -> int:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("mner explain needs matplotlib: pip install 'mner[report]' (scripts/setup.sh installs it)") from None
+    if args.out.suffix.lower() != ".png":
+        raise UsageError(f"--out {args.out}: give a .png file")
+    from mner.data.images import ImageStore
+    from mner.pipeline import Pipeline
+    from mner.report.explain import explain_figure
+    from mner.serve.predictor import InferenceItem, Predictor
+
+    pipe = Pipeline.from_pretrained(args.checkpoint)
+    image = ImageStore(None).open(args.image) if args.image is not None else None
+    predictor = Predictor(pipe)
+    result = predictor([InferenceItem(args.text, image, args.caption, explain=True)])[0]
+    explain_figure(args.text, result, image, args.out, max_entities=args.max_entities)
+    slim = [{k: v for k, v in e.items() if k != "explanation"} for e in result["entities"]]
+    print(json.dumps({"entities": slim, "match_probability": result["match_probability"], "out": str(args.out)}))
+    return 0
