@@ -16,6 +16,7 @@ __all__ = ["UsageError", "build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     from mner.cli import data as data_cmd
+    from mner.cli import explain as explain_cmd
     from mner.cli import fewshot as fewshot_cmd
     from mner.cli import score as score_cmd
     from mner.cli import infer as infer_cmd
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     quickstart_cmd.register(sub)
     fewshot_cmd.register(sub)
     serve_cmd.register(sub)
+    explain_cmd.register(sub)
     return parser
 
 
