@@ -1,5 +1,6 @@
 """``mner explain CHECKPOINT --text ... [--image ...] --out FILE.png``: what each entity of one
-tweet looked at (the web page's explanation as a picture, :mod:`mner.report.explain`)."""
+tweet looked at (the web page's explanation as a picture, :mod:`mner.report.explain`);
+``mner report RUN_DIR [RUN_DIR ...] --out DIR``: pictures of training runs (:mod:`mner.report.runs`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
     p.add_argument("--max-entities", type=int, default=6)
     p.set_defaults(func=cmd_explain)
+    register_report(sub)
 
 
 def cmd_explain(args) -> int:
@@ -43,4 +45,28 @@ def cmd_explain(args) -> int:
     explain_figure(args.text, result, image, args.out, max_entities=args.max_entities)
     slim = [{k: v for k, v in e.items() if k != "explanation"} for e in result["entities"]]
     print(json.dumps({"entities": slim, "match_probability": result["match_probability"], "out": str(args.out)}))
+    return 0
+
+
+def register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="pictures of training runs and an HTML index",
+                       description="Learning curves (loss parts, dev F1 per epoch), test F1 per type of the "
+                                   "runs side by side, a confusion matrix of entity types (with missed and "
+                                   "spurious), the worst test tweets and what their entities looked at.")
+    p.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs and index.html")
+    p.add_argument("--worst", type=int, default=10, help="worst test tweets to list (default 10)")
+    p.add_argument("--explain", type=int, default=3, help="worst tweets with an image to draw (default 3)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("mner report needs matplotlib: pip install 'mner[report]' (scripts/setup.sh installs it)") from None
+    from mner.report.runs import write_report
+
+    index = write_report(args.runs, args.out, worst=args.worst, explain=args.explain)
+    print(json.dumps({"index": str(index), "files": sorted(p.name for p in args.out.iterdir())}))
     return 0
