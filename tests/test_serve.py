@@ -442,3 +442,55 @@ def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplo
     (fewshot / "model.safetensors").write_bytes(b"")
     assert main(["serve", str(fewshot)]) == 2
     assert main(["serve", str(tmp_path / "run"), "--max-queue", "0"]) == 2
+
+
+# ============================================================================ few-shot side
+@pytest.fixture(scope="module")
+def fewshot_client(pipe, tmp_path_factory):
+    from fewshot_fixtures import fewshot_model
+    from tiny_models import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path_factory.mktemp("fs") / "bert", max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = fewshot_model(bert, "protobert").eval()
+    with TestClient(create_app(pipeline=pipe, fewshot_model=model)) as c:
+        yield c, model
+
+
+SUPPORT = [{"text": "Pad thai at Nong's tonight", "entities": [{"start": 0, "end": 8, "type": "DISH"}]},
+           {"text": "Green curry with Anna", "entities": [{"start": 0, "end": 11, "type": "DISH"},
+                                                          {"start": 17, "end": 21, "type": "PER"}]}]
+
+
+def test_fewshot_predict_equals_the_fewshot_pipeline(fewshot_client):
+    from mner.data.example import Example
+    from mner.fewshot.pipeline import FewShotPipeline
+
+    c, model = fewshot_client
+    assert c.get("/model").json()["fewshot"]["model_type"] == "protobert"
+    r = c.post("/fewshot/predict", json={"support": SUPPORT, "text": "Massaman curry with Tom tonight"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["types"] == ["DISH", "PER"]
+    support = [Example("s0", ("Pad", "thai", "at", "Nong's", "tonight"), ("B-DISH", "I-DISH", "O", "O", "O")),
+               Example("s1", ("Green", "curry", "with", "Anna"), ("B-DISH", "I-DISH", "O", "B-PER"))]
+    bare = FewShotPipeline(model, support)("Massaman curry with Tom tonight")
+    close(body["entities"], bare)
+
+
+def test_fewshot_refusals(fewshot_client, client):
+    c, _ = fewshot_client
+    post = lambda support, text="Tom": c.post("/fewshot/predict", json={"support": support, "text": text})
+    error(post([]), 422, "empty_support")
+    error(post([{"text": "Pad thai", "entities": []}]), 422, "no_entity")
+    body = error(post([{"text": "Pad thai", "entities": [{"start": 0, "end": 30, "type": "DISH"}]}]), 422, "bad_span")
+    assert body["message"].startswith("support[0].entities[0]")
+    error(post([{"text": "Pad thai", "entities": [{"start": 0, "end": 3, "type": "two words"}]}]), 422, "bad_type_name")
+    error(post([{"text": "Pad  thai", "entities": [{"start": 3, "end": 5, "type": "DISH"}]}]), 422, "bad_span")
+    error(post([{"text": "Pad thai", "entities": [{"start": 0, "end": 8, "type": "DISH"},
+                                                  {"start": 4, "end": 8, "type": "X"}]}]), 422, "overlapping_spans")
+    error(post(SUPPORT, text="x" * 3000), 422, "text_too_long")
+    error(c.post("/fewshot/predict", json={"text": "a"}), 422, "invalid_request")
+    # a server without a few-shot model says how to start one
+    body = error(client.post("/fewshot/predict", json={"support": SUPPORT, "text": "Tom"}), 404, "no_fewshot_model")
+    assert "--fewshot" in body["message"]

@@ -43,13 +43,23 @@ def pipe(encoders) -> Pipeline:
 
 
 @pytest.fixture(scope="module")
-def server(pipe):
+def fewshot(tmp_path_factory):
+    from fewshot_fixtures import fewshot_model
+    from tiny_models import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path_factory.mktemp("fs") / "bert", max_position_embeddings=64)
+    torch.manual_seed(0)
+    return fewshot_model(bert, "protobert").eval()
+
+
+@pytest.fixture(scope="module")
+def server(pipe, fewshot):
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(pipeline=pipe, config=ServeConfig(max_wait_ms=1)),
+    srv = uvicorn.Server(uvicorn.Config(create_app(pipeline=pipe, config=ServeConfig(max_wait_ms=1), fewshot_model=fewshot),
                                         host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -62,18 +72,27 @@ def server(pipe):
     thread.join(10)
 
 
+def _browser(p):
+    assert Path(CHROMIUM).is_file(), (f"no chromium at {CHROMIUM}: run scripts/setup.sh as root (it runs "
+                                      "apt-get install chromium) or set MNER_CHROMIUM")
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+
+
+def _out() -> Path:
+    out = Path(os.environ.get("MNER_TEST_OUTPUT", ROOT / "build" / "test-output")) / "serve_browser"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def test_tag_a_tweet_with_its_image_in_chromium(server, pipe, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    assert Path(CHROMIUM).is_file(), (f"no chromium at {CHROMIUM}: run scripts/setup.sh as root (it runs "
-                                      "apt-get install chromium) or set MNER_CHROMIUM")
     image = tmp_path / "photo.png"
     random_image(4, size=96).save(image)
-    out = Path(os.environ.get("MNER_TEST_OUTPUT", ROOT / "build" / "test-output")) / "serve_browser"
-    out.mkdir(parents=True, exist_ok=True)
+    out = _out()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        browser = _browser(p)
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})   # a phone-sized screen
             requests = []
@@ -106,5 +125,56 @@ def test_tag_a_tweet_with_its_image_in_chromium(server, pipe, tmp_path):
             print(f"screenshot: {shot}")
             assert shot.stat().st_size > 5000
             assert all(u.startswith(server) or u.startswith("data:") for u in requests), requests  # no CDN
+        finally:
+            browser.close()
+
+
+def test_define_new_types_by_keyboard_and_tag_with_them(server, fewshot):
+    """The few-shot tab: two examples annotated by keyboard selection, then a new tweet tagged."""
+    from playwright.sync_api import sync_playwright
+
+    from mner.data.example import Example
+    from mner.fewshot.pipeline import FewShotPipeline
+
+    def annotate(page, text: str, spans: list[tuple[str, str]]):
+        page.fill("#fs-example", text)
+        for words, etype in spans:
+            start = text.index(words)
+            page.focus("#fs-example")
+            page.keyboard.press("Control+Home")
+            for _ in range(start):
+                page.keyboard.press("ArrowRight")
+            for _ in range(len(words)):
+                page.keyboard.press("Shift+ArrowRight")
+            page.fill("#fs-type", etype)
+            page.focus("#fs-mark")
+            page.keyboard.press("Enter")
+        page.focus("#fs-add")
+        page.keyboard.press("Enter")
+
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(server + "/")
+            page.wait_for_selector("#tabs:not([hidden])")
+            page.focus("#tab-tag")
+            page.keyboard.press("ArrowRight")                     # to the "New types" tab
+            page.wait_for_selector("#panel-fewshot:not([hidden])")
+            annotate(page, "Pad thai at Nong's tonight", [("Pad thai", "DISH")])
+            annotate(page, "Green curry with Anna", [("Green curry", "DISH"), ("Anna", "PER")])
+            listed = page.eval_on_selector_all("#fs-support li", "els => els.map(li => "
+                                               "[...li.querySelectorAll('.entity')].map(e => [e.firstChild.textContent, e.dataset.type]))")
+            assert listed == [[["Pad thai", "DISH"]], [["Green curry", "DISH"], ["Anna", "PER"]]]
+            page.fill("#fs-text", "Massaman curry with Tom tonight")
+            page.click("#fs-tag")
+            page.wait_for_selector("#fs-result:not([hidden])")
+            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            support = [Example("s0", ("Pad", "thai", "at", "Nong's", "tonight"), ("B-DISH", "I-DISH", "O", "O", "O")),
+                       Example("s1", ("Green", "curry", "with", "Anna"), ("B-DISH", "I-DISH", "O", "B-PER"))]
+            bare = FewShotPipeline(fewshot, support)("Massaman curry with Tom tonight")
+            assert shown == [[e["text"], e["type"]] for e in bare]
+            assert page.is_hidden("#error")
+            page.screenshot(path=str(_out() / "new_types.png"), full_page=True)
         finally:
             browser.close()

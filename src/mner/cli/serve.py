@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "or multipart), GET /health, /ready, /model, the web page at / and the "
                                    "OpenAPI schema at /docs. Loopback only unless --host says otherwise.")
     p.add_argument("checkpoint", type=Path)
+    p.add_argument("--fewshot", type=Path, default=None, metavar="CHECKPOINT",
+                   help="a few-shot model: the web page's second tab defines new types with it")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="processes, each loading the model once (default 1)")
@@ -77,6 +79,12 @@ def cmd_serve(args) -> int:
                          "mner serve serves models with a label set of their own (e.g. maf) for now")
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
+    if args.fewshot is not None:
+        args.fewshot = resolve_model_dir(args.fewshot)
+        fs_type = read_config(args.fewshot).get("model_type")
+        if fs_type in MODELS and issubclass(MODELS[fs_type], CRFTagger):
+            raise UsageError(f"--fewshot {args.fewshot}: a {fs_type!r} model has a fixed label set; give a "
+                             "few-shot model (mousing, protobert, nnshot, proto-maf)")
     cfg = config_from_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log = logging.getLogger("mner.serve")
@@ -90,11 +98,13 @@ def cmd_serve(args) -> int:
     if args.workers == 1:
         from mner.serve.app import create_app
 
-        app = create_app(args.checkpoint, config=cfg, device=args.device, threads=args.threads)
+        app = create_app(args.checkpoint, config=cfg, device=args.device, threads=args.threads,
+                         fewshot=args.fewshot)
         uvicorn.run(app, **kwargs)
     else:  # each worker process builds its app from the environment (uvicorn imports the factory)
         os.environ["MNER_SERVE_SPEC"] = json.dumps({"checkpoint": str(args.checkpoint), "config": cfg.public(),
-                                                    "device": args.device, "threads": args.threads})
+                                                    "device": args.device, "threads": args.threads,
+                                                    "fewshot": str(args.fewshot) if args.fewshot else None})
         uvicorn.run("mner.serve.app:app_from_env", factory=True, workers=args.workers, **kwargs)
     return 0
 

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mner import __version__
 from mner.errors import is_user_error
 from mner.serve.batching import MicroBatcher, QueueFull
+from mner.serve.fewshot import FewShotRequest, fewshot_info, support_examples
 from mner.serve.predictor import InferenceItem, Predictor
 from mner.serve.limits import ServeConfig, ServeError, check_text, decode_base64, open_image
 
@@ -145,8 +146,11 @@ class BodyLimit:
 
 # ================================================================================ app
 def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: ServeConfig | None = None,
-               device: str | None = None, threads: int | None = None):
-    """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up).
+               device: str | None = None, threads: int | None = None, fewshot: str | Path | None = None,
+               fewshot_model=None):
+    """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up),
+    and, given ``fewshot`` (a few-shot checkpoint, loaded at start-up) or ``fewshot_model``, the
+    few-shot side (``POST /fewshot/predict``, :mod:`mner.serve.fewshot`).
 
     Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
     a context manager (so the start-up runs)."""
@@ -158,6 +162,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         predictor: Predictor | None = None
         batcher: MicroBatcher | None = None
         decoder: concurrent.futures.ThreadPoolExecutor | None = None
+        fewshot = fewshot_model
+        fewshot_runner: concurrent.futures.ThreadPoolExecutor | None = None
         ready = False
 
     state = State()
@@ -177,6 +183,14 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             log.info("model %s loaded in %.1f s", checkpoint, time.perf_counter() - t0)
         # image decoding: two threads of its own (a bounded number of allocator arenas)
         state.decoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mner-decode")
+        if state.fewshot is None and fewshot is not None:
+            from mner.models import load_model
+
+            state.fewshot = await asyncio.to_thread(load_model, fewshot, device or "cpu")
+            log.info("few-shot model %s loaded", fewshot)
+        if state.fewshot is not None:
+            state.fewshot.eval()
+            state.fewshot_runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mner-fewshot")
         state.predictor = Predictor(pipe)
         state.batcher = MicroBatcher(state.predictor, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
         await state.batcher.start()
@@ -190,6 +204,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             state.ready = False
             await state.batcher.stop()
             state.decoder.shutdown(wait=True)
+            if state.fewshot_runner is not None:
+                state.fewshot_runner.shutdown(wait=True)
 
     app = FastAPI(title="mner", version=__version__, lifespan=lifespan,
                   description="Multimodal named entity recognition: tag a tweet and its image.")
@@ -236,7 +252,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         if state.predictor is None:
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
-        return {**state.predictor.info(), "limits": cfg.public(), "batching": state.batcher.stats()}
+        return {**state.predictor.info(), "limits": cfg.public(), "batching": state.batcher.stats(),
+                "fewshot": fewshot_info(state.fewshot) if state.fewshot is not None else None}
 
     body_doc = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [PredictRequest.model_json_schema(),
@@ -278,12 +295,46 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         results = [dict(r, time_ms=ms) for r in results]
         return {"results": results, "time_ms": ms} if batch else results[0]
 
+    @app.post("/fewshot/predict", summary="tag a tweet with new types defined by a few annotated tweets",
+              responses={200: {"model": PredictResponse}, **error_doc})
+    async def fewshot_predict(req: FewShotRequest):
+        t0 = time.perf_counter()
+        if state.fewshot is None:
+            raise ServeError(404, "no_fewshot_model", "this server has no few-shot model; start it with "
+                             "mner serve CHECKPOINT --fewshot FEWSHOT_CHECKPOINT")
+        if not state.ready:
+            raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
+                             {"Retry-After": str(cfg.retry_after_s)})
+        support = support_examples(req, cfg)
+        check_text(req.text, cfg, "text")
+
+        def run():
+            from mner.fewshot.pipeline import FewShotPipeline
+
+            pipe = FewShotPipeline(state.fewshot, support)
+            return pipe(req.text, caption=req.caption), pipe.types
+
+        try:
+            ents, types = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(state.fewshot_runner, run), cfg.timeout_s)
+        except asyncio.TimeoutError:
+            raise ServeError(504, "timeout", f"no answer within {cfg.timeout_s:g} s; retry with fewer example "
+                             "tweets, or start the server with a larger --timeout") from None
+        except ServeError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            if is_user_error(err):
+                raise ServeError(422, "unprocessable", str(err)) from None
+            raise
+        return {"entities": ents, "types": list(types), "match_probability": None,
+                "time_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    ROUTES = ["/", "/health", "/ready", "/model", "POST /predict", "/docs", "/openapi.json"]
+    ROUTES = ["/", "/health", "/ready", "/model", "POST /predict", "POST /fewshot/predict", "/docs", "/openapi.json"]
     return app
 
 
@@ -370,4 +421,4 @@ def app_from_env():
 
     spec = json.loads(os.environ["MNER_SERVE_SPEC"])
     return create_app(spec["checkpoint"], config=ServeConfig(**spec["config"]), device=spec.get("device"),
-                      threads=spec.get("threads"))
+                      threads=spec.get("threads"), fewshot=spec.get("fewshot"))

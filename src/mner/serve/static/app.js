@@ -27,6 +27,7 @@
       (info.entity_types || []).join(", ") + "; views " + (info.views.join(", ") || "text only") + "; " + enc +
       "; mner " + info.mner_version;
     $("caption-row").hidden = !(info.views || []).includes("caption");
+    $("tabs").hidden = !info.fewshot;
   }).catch(() => { $("model-line").textContent = "the server did not describe its model"; });
 
   // ------------------------------------------------------------------ image choice
@@ -83,7 +84,12 @@
   });
 
   function render(res) {
-    const tweet = $("tweet");
+    drawEntities($("tweet"), res.text, res.data.entities, explain);
+    renderRest(res);
+  }
+
+  function drawEntities(tweet, text, entities, onChoose) {
+    const res = { text: text, data: { entities: entities } };
     tweet.textContent = "";
     let at = 0;
     res.data.entities.forEach((ent, i) => {
@@ -102,11 +108,15 @@
       tag.className = "tag";
       tag.textContent = ent.type;
       b.appendChild(tag);
-      b.addEventListener("click", () => explain(i));
+      if (onChoose) b.addEventListener("click", () => onChoose(i));
       tweet.appendChild(b);
       at = ent.end;
     });
     tweet.appendChild(document.createTextNode(res.text.slice(at)));
+    if (!entities.length) tweet.appendChild(document.createTextNode("  (no entity found)"));
+  }
+
+  function renderRest(res) {
     const legend = $("legend");
     legend.textContent = "";
     if (!res.data.entities.length) legend.textContent = "No entity found.";
@@ -157,6 +167,80 @@
     };
     if (img.getAttribute("src") !== lastResult.image) { img.onload = paint; img.src = lastResult.image; } else paint();
   }
+
+  // ------------------------------------------------------------------ few-shot tab
+  const tabs = [["tab-tag", "panel-tag"], ["tab-fewshot", "panel-fewshot"]];
+  function choose(k) {
+    tabs.forEach(([t, p], j) => {
+      $(t).setAttribute("aria-selected", j === k ? "true" : "false");
+      $(t).tabIndex = j === k ? 0 : -1;
+      $(p).hidden = j !== k;
+    });
+    $(tabs[k][0]).focus();
+  }
+  tabs.forEach(([t], k) => {
+    $(t).addEventListener("click", () => choose(k));
+    $(t).addEventListener("keydown", (e) => {
+      if (e.key === "ArrowRight" || e.key === "ArrowLeft") { e.preventDefault(); choose((k + 1) % 2); }
+    });
+  });
+
+  const support = [];           // [{text, entities: [{start, end, type}]}]
+  let current = [];             // entities of the example being annotated
+  function showCurrent() {
+    const text = $("fs-example").value;
+    const ents = current.slice().sort((a, b) => a.start - b.start)
+      .map((e) => ({ text: text.slice(e.start, e.end), type: e.type, start: e.start, end: e.end, confidence: 1 }));
+    if (!ents.length) { $("fs-current").textContent = text ? "(no span marked yet)" : ""; return; }
+    drawEntities($("fs-current"), text, ents, null);
+  }
+  $("fs-example").addEventListener("input", () => { current = []; showCurrent(); });
+  $("fs-mark").addEventListener("click", () => {
+    const box = $("fs-example");
+    let s = box.selectionStart, e = box.selectionEnd;
+    const text = box.value;
+    while (s < e && /\s/.test(text[s])) s++;
+    while (e > s && /\s/.test(text[e - 1])) e--;
+    const type = $("fs-type").value.trim();
+    if (s >= e) { showError("Select the words of a mention in the example tweet first."); box.focus(); return; }
+    if (!/^[A-Za-z][A-Za-z0-9_-]{0,29}$/.test(type)) { showError("Give the type a name (letters and digits, e.g. DISH)."); $("fs-type").focus(); return; }
+    if (current.some((c) => c.start < e && c.end > s)) { showError("That selection overlaps a marked span."); return; }
+    showError("");
+    current.push({ start: s, end: e, type: type });
+    if (![...$("fs-types").options].some((o) => o.value === type)) {
+      const o = document.createElement("option"); o.value = type; $("fs-types").appendChild(o);
+    }
+    showCurrent();
+  });
+  $("fs-add").addEventListener("click", () => {
+    const text = $("fs-example").value;
+    if (!text.trim() || !current.length) { showError("Type an example tweet and mark at least one span in it."); return; }
+    showError("");
+    support.push({ text: text, entities: current.slice() });
+    const li = document.createElement("li");
+    drawEntities(li, text, current.slice().sort((a, b) => a.start - b.start)
+      .map((e) => ({ text: text.slice(e.start, e.end), type: e.type, start: e.start, end: e.end, confidence: 1 })), null);
+    li.className = "tweet";
+    $("fs-support").appendChild(li);
+    $("fs-example").value = ""; current = []; showCurrent(); $("fs-example").focus();
+  });
+  $("fs-tag").addEventListener("click", async () => {
+    const text = $("fs-text").value;
+    if (!support.length) { showError("Add at least one annotated example first."); return; }
+    if (!text.trim()) { showError("Type a tweet to tag."); $("fs-text").focus(); return; }
+    $("fs-tag").disabled = true;
+    try {
+      const r = await fetch("/fewshot/predict", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ support: support, text: text }) });
+      const data = await r.json();
+      if (!r.ok) { showError(data.message || ("the server answered " + r.status)); return; }
+      showError("");
+      drawEntities($("fs-tweet"), text, data.entities, null);
+      $("fs-result").hidden = false;
+    } catch (err) {
+      showError("The server could not be reached (" + err + ").");
+    } finally { $("fs-tag").disabled = false; }
+  });
 
   function drawCaption(cap) {
     const el = $("caption-heat");
