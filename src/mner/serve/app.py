@@ -280,17 +280,7 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             raise ServeError(503, "queue_full", f"the server is busy ({state.batcher.waiting} items wait, "
                              f"the queue holds {cfg.max_queue}); retry after {cfg.retry_after_s} s",
                              {"Retry-After": str(cfg.retry_after_s)}) from None
-        try:
-            results = await asyncio.wait_for(asyncio.gather(*futures), cfg.timeout_s)
-        except asyncio.TimeoutError:
-            raise ServeError(504, "timeout", f"no answer within {cfg.timeout_s:g} s; retry, send fewer items, "
-                             "or start the server with a larger --timeout") from None
-        except ServeError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            if is_user_error(err):
-                raise ServeError(422, "unprocessable", str(err)) from None
-            raise
+        results = await _answer(asyncio.gather(*futures), cfg.timeout_s, "retry, send fewer items")
         ms = round((time.perf_counter() - t0) * 1000, 2)
         results = [dict(r, time_ms=ms) for r in results]
         return {"results": results, "time_ms": ms} if batch else results[0]
@@ -314,18 +304,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             pipe = FewShotPipeline(state.fewshot, support)
             return pipe(req.text, caption=req.caption), pipe.types
 
-        try:
-            ents, types = await asyncio.wait_for(
-                asyncio.get_running_loop().run_in_executor(state.fewshot_runner, run), cfg.timeout_s)
-        except asyncio.TimeoutError:
-            raise ServeError(504, "timeout", f"no answer within {cfg.timeout_s:g} s; retry with fewer example "
-                             "tweets, or start the server with a larger --timeout") from None
-        except ServeError:
-            raise
-        except Exception as err:  # noqa: BLE001
-            if is_user_error(err):
-                raise ServeError(422, "unprocessable", str(err)) from None
-            raise
+        ents, types = await _answer(asyncio.get_running_loop().run_in_executor(state.fewshot_runner, run),
+                                    cfg.timeout_s, "retry with fewer example tweets")
         return {"entities": ents, "types": list(types), "match_probability": None,
                 "time_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
@@ -336,6 +316,21 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     ROUTES = ["/", "/health", "/ready", "/model", "POST /predict", "POST /fewshot/predict", "/docs", "/openapi.json"]
     return app
+
+
+async def _answer(awaitable, timeout_s: float, hint: str):
+    """The awaited answer; a timeout is a 504 (with ``hint``), a user error a 422, a bug raises."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.TimeoutError:
+        raise ServeError(504, "timeout", f"no answer within {timeout_s:g} s; {hint}, "
+                         "or start the server with a larger --timeout") from None
+    except ServeError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        if is_user_error(err):
+            raise ServeError(422, "unprocessable", str(err)) from None
+        raise
 
 
 def _batch_schema() -> dict:
