@@ -78,6 +78,9 @@ def test_nnshot_evaluates_as_structshot(tiny_bert, tmp_path, capsys):
     assert 0.0 <= json.loads(capsys.readouterr().out)["f1"] <= 1.0
     # a MAF-only option on a few-shot model, and a bad temperature, are user errors
     assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--temperature", "0"]) == 2
+    assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--o-bias", "nan"]) == 2
+    assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--o-bias", "1e4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["recall"] == 0.0
 
 
 def test_config_errors_are_user_errors(tiny_bert, tmp_path, capsys):

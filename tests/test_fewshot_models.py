@@ -193,3 +193,23 @@ def test_cached_episode_evaluation_equals_the_whole_model_per_episode(tiny_bert,
     whole = predict_episodes(model, episodes, proc, batch_size=3, cache=False)
     assert cached.tags == whole.tags
     assert [len(t) for t in cached.tags] == [len(e.query) for e in episodes]
+
+
+@pytest.mark.parametrize("variant", ["protobert", "mousing"])
+def test_o_bias_shifts_only_the_o_emission_at_decoding_and_never_the_loss(tiny_bert, variant):
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, variant).eval()
+    batch = model.processor()(episode_pair(), train=True)
+    base = model(batch)
+    model.config.o_bias = 2.5
+    biased = model(batch)
+    assert torch.allclose(biased.loss, base.loss)
+    assert torch.allclose(biased.emissions[..., 0], base.emissions[..., 0] + 2.5)
+    assert torch.equal(biased.emissions[..., 1:], base.emissions[..., 1:])
+    # a bias large enough makes every query word O; a very negative one leaves no word O
+    model.config.o_bias = 1e4
+    assert all(set(t) == {"O"} for t in model.decode(batch).tags)
+    model.config.o_bias = -1e4
+    assert all("O" not in t for t in model.decode(batch).tags)
+    with pytest.raises(MNERError, match="o_bias"):
+        type(model.config)(o_bias=float("nan"))

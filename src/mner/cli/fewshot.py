@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -181,6 +182,9 @@ def register_models(fs) -> None:
     p.add_argument("--decoder", default=None, choices=("argmax", "structshot"),
                    help="NNShot checkpoints: decode as NNShot (argmax) or StructShot")
     p.add_argument("--temperature", type=float, default=None, help="StructShot's tau (default: the checkpoint's)")
+    p.add_argument("--o-bias", type=float, default=None, metavar="B",
+                   help="add B to the O emission before decoding (trades recall for precision; "
+                        "default: the checkpoint's o_bias, 0 unless set)")
     p.add_argument("--images", default=None, metavar="DIR", help="image folder (models with the pixels view)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="episodes per batch")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N episodes")
@@ -238,6 +242,10 @@ def cmd_evaluate(args) -> int:
             if args.temperature <= 0:
                 raise UsageError(f"--temperature must be > 0, got {args.temperature}")
             model.config.temperature = args.temperature
+    if args.o_bias is not None:
+        if not math.isfinite(args.o_bias):
+            raise UsageError(f"--o-bias must be a finite number, got {args.o_bias}")
+        model.config.o_bias = args.o_bias
     episodes = read_episodes(args.episodes)
     if args.limit:
         episodes = episodes[: args.limit]

@@ -21,6 +21,7 @@ checkpoint so that a model folder loads offline. Subclasses implement ``forward`
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ class EpisodicConfig:
         image_encoder, caption_encoder: the frozen encoders of the visual views.
         no_image: text only (the baselines; MOUSING's "w/o Image" ablation).
         dropout: on the word features before the metric space.
+        o_bias: decoding only **(ours)**: added to the ``O`` column of the query emissions before
+            decoding (and the confidences), never to the training loss. A prototype or
+            nearest-neighbour decoder trained on source types over-predicts entities of unseen
+            types; a positive bias trades recall for precision. Chosen on the dev episodes like
+            StructShot's tau (``bench/fewshot_benchmark.py``); 0 (default) = off.
     """
 
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -63,12 +69,15 @@ class EpisodicConfig:
     caption_encoder: CaptionEncoderConfig = field(default_factory=CaptionEncoderConfig)
     no_image: bool = True
     dropout: float = 0.1
+    o_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if self.visual_view not in VIEWS:
             raise MNERError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise MNERError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not math.isfinite(self.o_bias):
+            raise MNERError(f"o_bias must be a finite number, got {self.o_bias}")
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -161,6 +170,8 @@ class EpisodicTagger(MNERModel):
         """The query rows' output; ``transitions`` None: zero transitions (per-word argmax)."""
         mask = batch.query.words.word_mask
         c = emissions.shape[-1]
+        if self.config.o_bias:                         # class 0 is O in every episode's label tuple
+            emissions = torch.cat([emissions[..., :1] + self.config.o_bias, emissions[..., 1:]], -1)
         if transitions is None:
             transitions = (emissions.new_zeros(c, c), None, None)
         trans, start, end = transitions
