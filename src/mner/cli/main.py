@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mner.cli import infer as infer_cmd
     from mner.cli import quickstart as quickstart_cmd
     from mner.cli import serve as serve_cmd
+    from mner.cli import tag as tag_cmd
     from mner.cli import train as train_cmd
 
     parser = argparse.ArgumentParser(
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_cmd.register(sub)
     train_cmd.register(sub)
     infer_cmd.register(sub)
+    tag_cmd.register(sub)
     quickstart_cmd.register(sub)
     fewshot_cmd.register(sub)
     serve_cmd.register(sub)

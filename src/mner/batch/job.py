@@ -1,0 +1,262 @@
+"""One ``mner tag`` run, whatever the engine: plan the shards, take the output folder (or resume
+it), hand the unfinished shards to an engine, commit each shard when all of its windows are
+tagged, and write the manifest and the final counts.
+
+The unit of work is a *window*: ``batch_size`` consecutive rows of a shard. Its rows are prepared
+(parsed, tokenized, images decoded: :func:`mner.batch.prepare.prepare_rows`) on the CPU side and
+its taggable rows go through the model as one batch (:func:`tag_window`). Windows depend only on
+the shard and the batch size, so both engines run the model on exactly the same batches and
+write the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from mner.batch.manifest import model_fingerprint, new_manifest
+from mner.batch.prepare import POLICIES, PrepareSettings, Prepared
+from mner.batch.shards import OUTPUT_FORMATS, OutputFolder
+from mner.batch.sources import Columns, Record, Shard, expand_inputs, plan_shards
+from mner.data.images import DEFAULT_MAX_PIXELS
+from mner.errors import MNERError
+
+__all__ = ["ENGINES", "Outcome", "TagOptions", "run_tag", "tag_window", "windows"]
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class TagOptions:
+    """Everything ``mner tag`` is told (see ``mner tag --help``)."""
+
+    checkpoint: Path
+    inputs: Sequence[Path]
+    out: Path
+    engine: str = "local"
+    format: str = "parquet"
+    batch_size: int = 32
+    shard_size: int = 1000
+    columns: Columns = field(default_factory=Columns)
+    image_root: Path | None = None
+    image_policy: str = "error"
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    strict: bool = False
+    overwrite: bool = False
+    workers: int | None = None          # local: decoding processes (None: cores - 1, at most 4)
+    threads: int | None = None          # torch threads of the process (local) or each actor (ray)
+    device: str | None = None
+    ray_address: str | None = None
+    concurrency: int | None = None      # ray: actors in the pool
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1.0
+    progress: bool | None = None        # None: a bar when standard error is a terminal
+
+    def output_options(self) -> dict[str, Any]:
+        """The options that change what is written (compared on a restart)."""
+        return {"format": self.format, "shard_size": self.shard_size, "columns": self.columns.to_dict(),
+                "image_root": str(Path(self.image_root).resolve()) if self.image_root else None,
+                "image_policy": self.image_policy, "max_image_pixels": self.max_image_pixels}
+
+
+@dataclass
+class Outcome:
+    """One tagged window: output rows, rows that failed, and per-reason counts."""
+
+    rows: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+    dropped: dict[str, int]
+    blanked: dict[str, int]
+    read: int
+
+
+def windows(records: Sequence[Record], batch_size: int) -> list[Sequence[Record]]:
+    return [records[i:i + batch_size] for i in range(0, len(records), batch_size)] or [records]
+
+
+def tag_window(pipeline, prepared: Prepared) -> Outcome:
+    """Tag the prepared rows of one window with ``pipeline`` (one model batch)."""
+    from mner.batch.tagging import tag_batch
+
+    rows = tag_batch(pipeline, prepared.rows) if prepared.rows else []
+    return Outcome(rows, prepared.failed, dict(prepared.dropped), dict(prepared.blanked), prepared.read)
+
+
+class Collector:
+    """Gathers the windows of each shard (in any order) and commits a shard once all are in."""
+
+    def __init__(self, folder: OutputFolder, strict: bool, progress, batch_size: int, engine: str):
+        self.folder = folder
+        self.strict = strict
+        self.progress = progress
+        self.batch_size = batch_size
+        self.engine = engine
+        self.open: dict[int, list[Outcome | None]] = {}
+        self.rows_done = 0
+        self.shards_done = 0
+
+    def add(self, shard: Shard, window: int, n_windows: int, outcome: Outcome) -> None:
+        if self.strict and outcome.failed:
+            bad = outcome.failed[0]
+            where = f"{bad['file']}:{bad['line']}" if bad.get("line") is not None else f"{bad['file']} row {bad['row']}"
+            raise MNERError(f"{where}: {bad['reason']}: {bad['detail']} (--strict stops at the first row that "
+                            "cannot be tagged; without it such rows go to errors.jsonl and the run goes on)")
+        parts = self.open.setdefault(shard.index, [None] * n_windows)
+        parts[window] = outcome
+        self.rows_done += outcome.read
+        if self.progress is not None:
+            self.progress.update(outcome.read)
+        if all(p is not None for p in parts):
+            del self.open[shard.index]
+            self.commit(shard, parts)
+
+    def commit(self, shard: Shard, parts: list[Outcome]) -> None:
+        rows = [r for p in parts for r in p.rows]
+        failed = [f for p in parts for f in p.failed]
+        counts: dict[str, Any] = {"read": sum(p.read for p in parts), "tagged": len(rows), "failed": len(failed)}
+        by: dict[str, dict[str, int]] = {"failed": {}, "dropped": {}, "blanked": {}}
+        for f in failed:
+            by["failed"][f["reason"]] = by["failed"].get(f["reason"], 0) + 1
+        for p in parts:
+            for key in ("dropped", "blanked"):
+                for reason, n in getattr(p, key).items():
+                    by[key][reason] = by[key].get(reason, 0) + n
+        counts["dropped"] = sum(by["dropped"].values())
+        counts["blanked"] = sum(by["blanked"].values())
+        if counts["read"] != counts["tagged"] + counts["failed"] + counts["dropped"] or counts["read"] != shard.count:
+            raise RuntimeError(f"shard {shard.name}: {counts} do not add up to its {shard.count} rows")
+        for key, value in by.items():
+            counts[f"{key}_by_reason"] = value
+        counts.update(batch_size=self.batch_size, engine=self.engine)
+        self.folder.commit(shard, rows, failed, counts)
+        self.shards_done += 1
+
+
+def _default_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_pipeline(opts: TagOptions, device: str | None = None):
+    """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows."""
+    from mner.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(opts.checkpoint, device=device or opts.device, batch_size=opts.batch_size)
+    if getattr(pipe.model, "label_set", None) is None:
+        raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model tags with the entity types of a "
+                        "support set; mner tag runs models with their own types (use mner fewshot predict)")
+    return pipe
+
+
+def prepare_settings(opts: TagOptions, pipe) -> PrepareSettings:
+    pixels = "pixels" in pipe.views
+    resize = None
+    visual = getattr(pipe.processor, "visual", None)
+    if pixels and visual is not None and getattr(visual, "image_encoder", None) is not None:
+        t = visual.image_encoder.eval_transform()
+        resize = (max(t.resize_to, t.image_size), t.interpolation)
+    return PrepareSettings(columns=opts.columns, policy=opts.image_policy,
+                           image_root=str(Path(opts.image_root).resolve()) if opts.image_root else None,
+                           max_pixels=opts.max_image_pixels, pixels=pixels, resize=resize)
+
+
+def _check(opts: TagOptions) -> None:
+    if opts.engine not in ENGINES:
+        raise MNERError(f"unknown engine {opts.engine!r}; choose one of {', '.join(ENGINES)}")
+    if opts.format not in OUTPUT_FORMATS:
+        raise MNERError(f"unknown output format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    if opts.image_policy not in POLICIES:
+        raise MNERError(f"unknown image policy {opts.image_policy!r}; choose one of {', '.join(POLICIES)}")
+    if opts.batch_size < 1 or opts.shard_size < 1:
+        raise MNERError("--batch-size and --shard-size must be >= 1")
+    if opts.image_root is not None and not Path(opts.image_root).is_dir():
+        raise MNERError(f"--image-root {opts.image_root}: no such folder")
+    if opts.ray_address and opts.engine != "ray":
+        raise MNERError("--ray-address goes with --engine ray")
+
+
+def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict[str, Any]:
+    """Tag every row of ``opts.inputs`` into ``opts.out``; returns the final summary (also the
+    manifest's counts). Raises :class:`MNERError` for what the user can fix."""
+    from mner.models.checkpoint import resolve_model_dir
+
+    _check(opts)
+    started = time.time()
+    model_dir = resolve_model_dir(opts.checkpoint)
+    files = expand_inputs(opts.inputs)
+    inputs, shards = plan_shards(files, opts.shard_size, opts.columns)
+    if opts.threads:
+        import torch
+
+        torch.set_num_threads(opts.threads)
+    pipe = load_pipeline(opts, device="cpu" if opts.engine == "ray" else None)
+    settings = prepare_settings(opts, pipe)
+    manifest = new_manifest(model_fingerprint(model_dir), inputs, opts.output_options(), len(shards))
+    folder = OutputFolder(opts.out, opts.format)
+    try:
+        done = folder.open(manifest, overwrite=opts.overwrite)
+        pending = [s for s in shards if s.index not in done]
+        total = sum(f.rows for f in inputs)
+        todo = sum(s.count for s in pending)
+        log(f"mner tag: {total} rows in {len(inputs)} file(s), {len(shards)} shard(s) of up to {opts.shard_size}"
+            + (f"; {len(shards) - len(pending)} finished earlier, {todo} rows to go" if len(pending) < len(shards) else "")
+            + f"; engine {opts.engine}, batch size {opts.batch_size}")
+        if not settings.pixels:
+            log(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
+                "image columns are not read")
+        progress = _progress(opts, todo)
+        collector = Collector(folder, opts.strict, progress, opts.batch_size, opts.engine)
+        status = "failed"
+        t0 = time.time()
+        try:
+            if pending:
+                if opts.engine == "local":
+                    from mner.batch.engine_local import run_local
+
+                    run_local(opts, settings, pipe, pending, collector, log)
+                else:
+                    from mner.batch.engine_ray import run_ray
+
+                    del pipe
+                    run_ray(opts, settings, model_dir, pending, collector, log)
+            status = "complete"
+        except KeyboardInterrupt:
+            status = "stopped"
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+            seconds = time.time() - t0
+            run = {"engine": opts.engine, "batch_size": opts.batch_size, "started": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "seconds": round(seconds, 3),
+                "rows": collector.rows_done, "shards": collector.shards_done, "status": status}
+            manifest = folder.finish(status, run)
+            if status != "complete":
+                done_now = manifest["shards"]["done"]
+                log(f"mner tag: {status} with {done_now} of {len(shards)} shards finished; run the same command "
+                    "again to tag the rest")
+    finally:
+        folder.close()
+    counts = manifest["counts"]
+    summary = {"out": str(opts.out), "engine": opts.engine, "status": manifest["status"],
+               "shards": len(shards), "shards_skipped": len(shards) - len(pending), **counts,
+               "rows_this_run": collector.rows_done, "seconds": round(seconds, 3),
+               "tweets_per_second": round(collector.rows_done / seconds, 2) if seconds > 0 else None}
+    return summary
+
+
+def _progress(opts: TagOptions, total: int):
+    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="tweet", desc="tagging", file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
+
+
+def default_workers() -> int:
+    """Decoding processes of the local engine: one core is left to the model, at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
