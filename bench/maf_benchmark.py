@@ -3,21 +3,31 @@
 Each cell trains one model on Twitter-2015 or Twitter-2017 (text side from ``../shared/data``,
 the visual side is the caption view: one BLIP-2 caption per image, since the tweet images are not
 on this machine), selects the best epoch on the dev split and scores it on the test split. A
-finished cell's result is stored in ``bench/results/maf/<cell>.json`` (committed) and skipped
-next time; an interrupted cell resumes from its last epoch (``runs/bench/<cell>/last``). After
-every cell the results page ``docs/results/maf.md`` is regenerated from all stored cells, so the
-table can be filled over several runs and machines.
+finished cell's result is stored in ``bench/results/maf/<cell>.json`` (committed) with its test
+predictions (``bench/results/maf/predictions/<cell>.conll.gz``: token, gold, pred columns,
+``# id =`` lines; ``mner score FILE`` reads it) and skipped next time; an interrupted cell resumes
+from its last epoch (``runs/bench/<cell>/last``). After every cell the results page
+``docs/results/maf.md`` is regenerated from all stored cells, so the table can be filled over
+several runs and machines. The page tests MAF against the text-only CRF (and each variant against
+its reference) on the stored predictions of the seeds both have (:mod:`mner.tagging.significance`).
 
     .venv/bin/python bench/maf_benchmark.py                          # every missing cell
-    .venv/bin/python bench/maf_benchmark.py --datasets twitter2017 --variants text-only maf
+    .venv/bin/python bench/maf_benchmark.py --datasets twitter2017 --variants text-only maf --seeds 37 38 39
+    .venv/bin/python bench/maf_benchmark.py --encoders mpnet --patience 3 --max-epochs 20   # until dev F1 stops rising
+    .venv/bin/python bench/maf_benchmark.py --rerun-stale --threads 1    # re-run cells of another code version
     .venv/bin/python bench/maf_benchmark.py --report                 # only rebuild the page
 
-The output ends with one JSON line: the cells run now and the table's F1 per cell (mean over seeds).
+Each cell records its wall time, the machine, the torch thread count, the git commit and a
+fingerprint of the mner code it ran (:func:`code_fingerprint`); the page names the code
+version(s) its cells come from. The output ends with one JSON line: the cells run now and the
+table's F1 per row (mean over seeds).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import json
 import os
 import platform
@@ -30,6 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "maf"
+PREDICTIONS = "predictions"  # the folder of the stored test predictions, inside RESULTS
 PAGE = ROOT / "docs" / "results" / "maf.md"
 DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
 
@@ -69,10 +80,67 @@ PAPER = {
     ("twitter2017", "maf-no-ca-cm"): (82.90, 84.30, 83.60, None),
 }
 TYPES = ("PER", "LOC", "ORG", "MISC")
+# Early stopping (--patience): at most this many epochs unless --max-epochs says otherwise. The
+# learning rate decays linearly over the maximum, so an early-stopped cell never reaches the end of
+# its schedule; its row says "early stopping" and each cell records the epochs it ran.
+MAX_EPOCHS = 20
+# The rows of the page, in this order (the code's loss weights next to the table's MAF).
+REPORT_ORDER = ("text-only", "maf", "maf-code-weights", "maf-no-ca", "maf-no-cm", "maf-no-ca-cm")
+# What the significance table tests: (system B, its reference A); the gain is F1(B) - F1(A).
+COMPARISONS = (("maf", "text-only"), ("maf-code-weights", "text-only"), ("maf-code-weights", "maf"),
+               ("maf-no-ca", "maf"), ("maf-no-cm", "maf"), ("maf-no-ca-cm", "maf"))
+# The page's tests: pooled over the common seeds, approximate randomization for p (fewer
+# assumptions), the paired bootstrap for the confidence interval; fixed seed, so the page is
+# rebuilt to the same bytes.
+SIGNIFICANCE_RESAMPLES = 10_000
+SIGNIFICANCE_SEED = 1
+# The code a supervised MAF cell runs (data, encoders, MAF and its base classes, tagging, training),
+# hashed into the cell's code fingerprint; the rest (few-shot models, serving, the CLI, this
+# benchmark's page) can change without making the stored cells stale.
+FINGERPRINTED = ("mner/__init__.py", "mner/config.py", "mner/crf.py", "mner/errors.py", "mner/evaluation.py",
+                 "mner/experiment.py", "mner/data/", "mner/encoders/", "mner/models/__init__.py",
+                 "mner/models/assets.py", "mner/models/base.py", "mner/models/checkpoint.py", "mner/models/tagger.py",
+                 "mner/models/maf/", "mner/processing/__init__.py", "mner/processing/tagging.py",
+                 "mner/processing/visual.py", "mner/tagging/", "mner/training/")
+NOT_FINGERPRINTED = ("mner/data/episodes.py", "mner/data/sampling.py", "mner/tagging/significance.py")
 
 
-def cell_name(dataset: str, variant: str, encoder: str, seed: int) -> str:
-    return f"{dataset}__{variant}__{encoder}__seed{seed}"
+def cell_name(dataset: str, variant: str, encoder: str, seed: int, patience: int | None = None) -> str:
+    """``<dataset>__<variant>__<encoder>[__early-stop]__seed<seed>``: early-stopped cells are other
+    cells than fixed-epoch ones (another row of the page)."""
+    schedule = "__early-stop" if patience is not None else ""
+    return f"{dataset}__{variant}__{encoder}{schedule}__seed{seed}"
+
+
+def schedule_of(cell: dict) -> str:
+    """The training length of a cell in words: ``10 epochs`` or ``early stopping (patience 3, <= 20 epochs)``."""
+    es = cell.get("early_stopping")
+    if es:
+        return f"early stopping (patience {es['patience']}, <= {es['max_epochs']} epochs)"
+    return f"{cell['epochs']} epochs"
+
+
+def code_fingerprint(src: Path | None = None) -> str:
+    """A hash of the source files of :data:`FINGERPRINTED` (less :data:`NOT_FINGERPRINTED`) in
+    ``src`` (default: the folder that holds the mner package this process imports): two cells
+    with the same fingerprint ran the same training code, whatever else was committed between them."""
+    if src is None:
+        import mner
+
+        src = Path(mner.__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted((src / "mner").rglob("*.py")):
+        rel = f.relative_to(src).as_posix()
+        if rel.startswith(FINGERPRINTED) and not rel.startswith(NOT_FINGERPRINTED):
+            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def threads_record(deterministic: bool) -> dict:
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "deterministic_algorithms": deterministic}
 
 
 def machine() -> str:
@@ -100,45 +168,125 @@ def git_commit() -> str:
         return "unknown"
 
 
-def experiment(dataset: str, variant: str, encoder: str, seed: int, epochs: int, run_dir: Path) -> dict:
-    return {
+def experiment(dataset: str, variant: str, encoder: str, seed: int, epochs: int, run_dir: Path,
+               patience: int | None = None) -> dict:
+    """The experiment dict of a cell (``epochs``: the maximum when ``patience`` is set)."""
+    raw = {
         "model_type": "maf",
         "model": {"visual_view": "caption", "text_encoder": {"name": ENCODERS[encoder]},
                   "caption_encoder": {"name": "minilm"}, **VARIANTS[variant]},
-        "data": {"corpus": str(DATA / dataset), "type_map": "OTHER=MISC", "captions": "auto"},
+        # the caption features in memory, computed by the cell itself: a shared disk cache holds for
+        # each caption whatever run encoded it first, in whatever batch (padding changes the last
+        # bits, and the float16 rounding of some values with them), so the cell's input would
+        # depend on the machine's history (docs/results/maf-notes.md, *Reproducibility*)
+        "data": {"corpus": str(DATA / dataset), "type_map": "OTHER=MISC", "captions": "auto",
+                 "feature_cache": None},
         "training": {"output_dir": str(run_dir), "epochs": epochs, "batch_size": 32, "eval_batch_size": 64,
                      "learning_rate": 5e-5, "head_learning_rate": 1e-3, "seed": seed, "progress": False,
                      "log_every": 50},
     }
+    if patience is not None:
+        raw["training"]["early_stopping_patience"] = patience
+    return raw
 
 
-def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int) -> dict:
+def comparable_config(raw: dict | None) -> dict | None:
+    """A cell's experiment without what depends on the checkout's location (its output folder and
+    the data folder), to tell whether a stored cell ran the configuration the benchmark runs now."""
+    if raw is None:
+        return None
+    out = json.loads(json.dumps(raw))
+    out.get("training", {}).pop("output_dir", None)
+    out.get("data", {}).pop("corpus", None)
+    return out
+
+
+def current_config(cell: dict) -> dict | None:
+    """The experiment the benchmark would run now for a stored cell (None for a variant it no longer has)."""
+    if cell["variant"] not in VARIANTS or cell["encoder"] not in ENCODERS:
+        return None
+    es = cell.get("early_stopping") or {}
+    return experiment(cell["dataset"], cell["variant"], cell["encoder"], cell["seed"], cell["epochs"], Path("."),
+                      es.get("patience"))
+
+
+def stale_reasons(cell: dict, fingerprint: str) -> list[str]:
+    """Why a stored cell is not what the benchmark would produce now: another code version, another
+    configuration (e.g. after a change of the table's loss weights)."""
+    reasons = []
+    if cell.get("code_fingerprint") != fingerprint:
+        reasons.append("code")
+    if comparable_config(cell.get("config")) != comparable_config(current_config(cell)):
+        reasons.append("configuration")
+    return reasons
+
+
+def store_predictions(source: Path, target: Path) -> dict:
+    """Store the test predictions that training wrote (``<run>/predictions/test.conll``: token,
+    gold, pred; ``# id =`` lines) as ``target`` (gzip, no timestamp: the same predictions give the
+    same bytes), without the image and caption lines; return its path (relative to the repository
+    when inside it), sha256, size and tweet count, for the cell's JSON."""
+    out: list[str] = []
+    tweets = 0
+    after_id = False
+    for line in source.read_text(encoding="utf-8").split("\n"):
+        if after_id and line.startswith(("# image = ", "# caption = ")):
+            continue  # metadata of the tweet: not needed to score, and the bulk of the file
+        after_id = line.startswith("# id = ")
+        tweets += after_id
+        out.append(line)
+    data = gzip.compress("\n".join(out).encode("utf-8"), compresslevel=9, mtime=0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    try:
+        shown = target.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        shown = str(target)
+    return {"path": shown, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tweets": tweets}
+
+
+def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
+             raw: dict | None = None, results: Path = RESULTS, deterministic: bool = False) -> dict:
+    """Train one cell and return its record (the caller stores it). ``raw`` replaces the cell's
+    experiment (tests: a tiny model); ``results`` is where its predictions go."""
     from mner.experiment import load_experiment, train
 
-    name = cell_name(dataset, variant, encoder, seed)
-    run_dir = ROOT / "runs" / "bench" / name
-    raw = experiment(dataset, variant, encoder, seed, epochs, run_dir)
+    name = cell_name(dataset, variant, encoder, seed, patience)
+    if raw is None:
+        raw = experiment(dataset, variant, encoder, seed, epochs, ROOT / "runs" / "bench" / name, patience)
+    run_dir = Path(raw["training"]["output_dir"])
     commit = git_commit()  # the code this process imports, before any later commit
+    fingerprint = code_fingerprint()
     t0 = time.perf_counter()
     summary = train(load_experiment(raw))
     wall = time.perf_counter() - t0
+    run = json.loads((run_dir / "train_result.json").read_text())
+    predictions = store_predictions(run_dir / "predictions" / "test.conll", results / PREDICTIONS / f"{name}.conll.gz")
     command = (f".venv/bin/python bench/maf_benchmark.py --datasets {dataset} --variants {variant} "
                f"--encoders {encoder} --seeds {seed}")
+    if patience is not None:
+        command += f" --patience {patience} --max-epochs {epochs}"
     return {
         "cell": name, "dataset": dataset, "variant": variant, "encoder": encoder, "seed": seed,
-        "epochs": epochs, "command": command, "config": raw, "summary": summary,
+        "epochs": epochs, "epochs_run": summary["epochs_run"], "stopped_early": run["stopped_early"],
+        "early_stopping": {"patience": patience, "max_epochs": epochs} if patience is not None else None,
+        "command": command, "config": raw, "summary": summary,
         "test": {"precision": summary["test_precision"], "recall": summary["test_recall"], "f1": summary["test_f1"],
                  "per_type": summary["test_f1_per_type"]},
+        "predictions": predictions,
         "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
         "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
         "resumed_from_step": summary.get("resumed_from_step"),
-        "machine": machine(), "git_commit": commit,
+        "machine": machine(), **threads_record(deterministic),
+        "git_commit": commit, "code_fingerprint": fingerprint,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
-def load_cells() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+def load_cells(results: Path = RESULTS) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
 
 
 def _ms(values: list[float]) -> str:
@@ -150,10 +298,105 @@ def _ms(values: list[float]) -> str:
     return f"{m:.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
-def report(cells: list[dict]) -> tuple[str, dict]:
+def _version(cell: dict) -> str:
+    """The code version of a cell: its fingerprint, or its commit for cells stored before there was one."""
+    fp = cell.get("code_fingerprint")
+    return f"code `{fp}`" if fp else f"commit {cell['git_commit']} (no fingerprint)"
+
+
+def _short(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
+
+
+class _StoredPredictions:
+    """The stored test predictions of cells, read once each: ``(ids, gold, pred)`` or a reason why not."""
+
+    def __init__(self, root: Path = ROOT):
+        self.root = root
+        self.cache: dict[str, tuple | str] = {}
+
+    def get(self, cell: dict) -> tuple | str:
+        name = cell["cell"]
+        if name not in self.cache:
+            self.cache[name] = self._read(cell)
+        return self.cache[name]
+
+    def _read(self, cell: dict) -> tuple | str:
+        import tempfile
+
+        from mner.data.formats import read_conll
+        from mner.tagging import score
+
+        rec = cell.get("predictions")
+        if not rec:
+            return "no stored predictions (re-run)"
+        path = self.root / rec["path"] if not Path(rec["path"]).is_absolute() else Path(rec["path"])
+        if not path.is_file():
+            return f"predictions file missing: {rec['path']}"
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != rec["sha256"]:
+            return f"{rec['path']}: sha256 differs from the cell's record"
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / "test.conll"
+            plain.write_bytes(gzip.decompress(data))
+            gold = read_conll(plain, tag_column=-2)
+            pred = read_conll(plain, tag_column=-1)
+        g, p = [ex.tags for ex in gold], [ex.tags for ex in pred]
+        f1 = score(g, p).f1
+        if abs(f1 - cell["test"]["f1"]) > 1e-12:
+            return f"{rec['path']}: scores {100 * f1:.2f}, the cell says {100 * cell['test']['f1']:.2f}"
+        return [ex.id for ex in gold], g, p
+
+
+def significance_rows(groups: dict[tuple, list[dict]], stored: _StoredPredictions) -> list[str]:
+    """Markdown rows of the significance table (see :data:`COMPARISONS`)."""
+    from mner.tagging.significance import compare, compare_runs
+
+    rows = []
+    for (dataset, encoder, schedule, variant_b), cells_b in groups.items():
+        for b, a in COMPARISONS:
+            if b != variant_b or (dataset, encoder, schedule, a) not in groups:
+                continue
+            by_seed_a = {c["seed"]: c for c in groups[(dataset, encoder, schedule, a)]}
+            by_seed_b = {c["seed"]: c for c in cells_b}
+            seeds = sorted(by_seed_a.keys() & by_seed_b.keys())
+            head = f"| {dataset} | {encoder} | {schedule} | {VARIANT_NAMES[b]} vs {VARIANT_NAMES[a]} | "
+            if not seeds:
+                rows.append(head + "none | - | - | - | - | - | - |")
+                continue
+            gains = [by_seed_b[s]["test"]["f1"] - by_seed_a[s]["test"]["f1"] for s in seeds]
+            paper_a, paper_b = PAPER.get((dataset, a)), PAPER.get((dataset, b))
+            paper = f"{paper_b[2] - paper_a[2]:+.2f}" if paper_a and paper_b and encoder == "minilm" else "-"
+            gain_cols = (f"{', '.join(map(str, seeds))} | **{100 * statistics.mean(gains):+.2f}** | "
+                         + ", ".join(f"{100 * g:+.2f}" for g in gains) + f" | {paper} | ")
+            read = {s: (stored.get(by_seed_a[s]), stored.get(by_seed_b[s])) for s in seeds}
+            missing = [c["cell"] for s in seeds for c, r in zip((by_seed_a[s], by_seed_b[s]), read[s])
+                       if isinstance(r, str)]
+            if missing:
+                reasons = sorted({r for s in seeds for r in read[s] if isinstance(r, str)})
+                rows.append(head + gain_cols + f"{'; '.join(reasons)}: {', '.join(missing)} | - | - |")
+                continue
+            ids, gold = read[seeds[0]][0][0], read[seeds[0]][0][1]
+            if any(r[0] != ids or r[1] != gold for s in seeds for r in read[s]):
+                rows.append(head + gain_cols + "predictions not on the same tweets and gold | - | - |")
+                continue
+            runs_a = [read[s][0][2] for s in seeds]
+            runs_b = [read[s][1][2] for s in seeds]
+            kw = {"resamples": SIGNIFICANCE_RESAMPLES, "seed": SIGNIFICANCE_SEED}
+            ar = compare_runs(gold, runs_a, runs_b, method="randomization", **kw)
+            boot = compare_runs(gold, runs_a, runs_b, method="bootstrap", **kw)
+            per_seed = [compare(gold, x, y, method="randomization", **kw).p_value for x, y in zip(runs_a, runs_b)]
+            rows.append(head + gain_cols + f"**{_short(ar.p_value)}** | [{100 * boot.ci_low:+.2f}, "
+                        f"{100 * boot.ci_high:+.2f}] | " + ", ".join(_short(p) for p in per_seed) + " |")
+    return rows
+
+
+def report(cells: list[dict], root: Path = ROOT) -> tuple[str, dict]:
     groups: dict[tuple, list[dict]] = {}
-    for c in cells:
-        groups.setdefault((c["dataset"], c["encoder"], c["variant"]), []).append(c)
+    for c in sorted(cells, key=lambda c: c["seed"]):
+        groups.setdefault((c["dataset"], c["encoder"], schedule_of(c), c["variant"]), []).append(c)
+    order = list(REPORT_ORDER) + [v for v in VARIANTS if v not in REPORT_ORDER]
+    groups = dict(sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], order.index(kv[0][3]))))
     lines = [
         "# MAF on Twitter-2015 and Twitter-2017: our numbers beside the paper's",
         "",
@@ -161,7 +404,7 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         "(do not edit by hand). Each cell: one training run, best epoch on the dev split, scored on "
         "the test split, entity-level micro P/R/F1 in conlleval mode (an I- after O starts an "
         "entity), Twitter-2015's OTHER read as MISC. Mean ± standard deviation over seeds where "
-        "there are several (the `seeds` column).",
+        "there are several (the `seeds` column), and each seed's F1.",
         "",
         "What differs from the paper, on purpose or by necessity:",
         "",
@@ -170,22 +413,59 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         "frozen MiniLM as visual tokens. The paper uses ResNet-152 regions of the real images.",
         "- **text encoder**: the offline MiniLM-L6 (22.7 M parameters, uncased, plus a casing "
         "feature) or MPNet-base (109 M, uncased); the paper fine-tunes BERT-base-cased.",
-        "- **training**: fewer epochs on 2 CPU cores (column `epochs`; the paper runs 24 / 23), "
-        "batch 32, learning rate 5e-5 for the encoder and 1e-3 for the new layers, warmup 10 %.",
-        "- **loss weights**: the rows MAF and MAF w/o ... ran with alpha = beta = 0.19, i.e. "
+        "- **training**: fewer epochs on 2 CPU cores (column `training`; the paper runs 24 / 23), "
+        "batch 32, learning rate 5e-5 for the encoder and 1e-3 for the new layers, warmup 10 %. "
+        "With early stopping the schedule spans the maximum number of epochs and a cell stops "
+        "once dev F1 has not risen for `patience` epochs (the epochs each cell ran: last table).",
+        "- **loss weights**: the rows MAF and MAF w/o ... run with alpha = beta = 0.19, i.e. "
         "L_mner : L_cm : L_ca = 0.62 : 0.19 : 0.19, half the auxiliary weight of the authors' code "
-        "(`0.62 L_crf + 0.38 (L_cm + L_ca)`): we misread its lambda form and found it after these "
-        "cells ran. MAFConfig's default is now the code's ratio (alpha = beta = 0.38 / 1.38); the "
+        "(`0.62 L_crf + 0.38 (L_cm + L_ca)`): we misread its lambda form and found it after the "
+        "first cells ran. MAFConfig's default is now the code's ratio (alpha = beta = 0.38 / 1.38); the "
         "row *MAF, the code's loss weights* trains with that default.",
+        "",
+    ]
+    current = code_fingerprint()
+    versions: dict[str, list[str]] = {}
+    for c in sorted(cells, key=lambda c: c["cell"]):
+        versions.setdefault(_version(c), []).append(c["cell"])
+    lines += ["## Code version", ""]
+    if len(versions) == 1:
+        (version, names), = versions.items()
+        commits = sorted({c["git_commit"] for c in cells})
+        lines.append(f"Every cell ran the same code: {version} (git commit{'s' if len(commits) > 1 else ''} "
+                     f"{', '.join(commits)}; the fingerprint hashes the training code, so commits that only "
+                     "add results or touch other parts share it).")
+    elif versions:
+        lines += [
+            f"**This table mixes {len(versions)} versions of the code**: its rows compare cells that did "
+            "not run the same code, and a difference between rows may come from the code, not the model. "
+            f"The code here now is `{current}`; `--rerun-stale` re-runs every cell of another version.",
+            "",
+            "| code version | git commits | cells |",
+            "|---|---|---|",
+        ]
+        for version, names in versions.items():
+            commits = sorted({c["git_commit"] for c in cells if _version(c) == version})
+            shown = "-" if version.startswith("commit ") else ", ".join(commits)
+            lines.append(f"| {version} | {shown} | {', '.join(names)} |")
+    stale = [c["cell"] for c in cells if c.get("code_fingerprint") != current]
+    if stale and len(stale) < len(cells):
+        lines += ["", f"Cells of another version than the code here now (`{current}`): {', '.join(stale)}."]
+    elif stale:
+        lines += ["", f"No cell ran the code here now (`{current}`)."]
+    other_config = [c["cell"] for c in cells if "configuration" in stale_reasons(c, current)]
+    if other_config:
+        lines += ["", "Cells whose configuration is not what the benchmark runs now (an older data or "
+                  f"model setting; `--rerun-stale` re-runs them too): {', '.join(other_config)}."]
+    lines += [
         "",
         "## Test results",
         "",
-        "| dataset | encoder | model | seeds | epochs | P | R | F1 | PER | LOC | ORG | MISC | s / epoch | paper P / R / F1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | encoder | training | model | seeds | P | R | F1 | F1 per seed | PER | LOC | ORG | MISC | s / epoch | paper P / R / F1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = list(VARIANTS)
     figures = {}
-    for (dataset, encoder, variant), cs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2]))):
+    for (dataset, encoder, schedule, variant), cs in groups.items():
         p = [c["test"]["precision"] for c in cs]
         r = [c["test"]["recall"] for c in cs]
         f = [c["test"]["f1"] for c in cs]
@@ -193,27 +473,72 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         spe = statistics.mean(s for c in cs for s in c["seconds_per_epoch"])
         paper = PAPER.get((dataset, variant))
         paper_s = f"{paper[0]:.2f} / {paper[1]:.2f} / {paper[2]:.2f}" if paper else "-"
+        training = schedule
+        if any(c.get("early_stopping") for c in cs):
+            training += ", ran " + ", ".join(str(c.get("epochs_run", "?")) for c in cs)
+        per_seed = ", ".join(f"{100 * c['test']['f1']:.2f}" for c in cs) if len(cs) > 1 else "-"
         lines.append(
-            f"| {dataset} | {encoder} | {VARIANT_NAMES[variant]} | {', '.join(str(c['seed']) for c in cs)} | "
-            f"{cs[0]['epochs']} | {_ms(p)} | {_ms(r)} | **{_ms(f)}** | "
+            f"| {dataset} | {encoder} | {training} | {VARIANT_NAMES[variant]} | "
+            f"{', '.join(str(c['seed']) for c in cs)} | {_ms(p)} | {_ms(r)} | **{_ms(f)}** | {per_seed} | "
             + " | ".join(_ms(per[t]) for t in TYPES) + f" | {spe:.0f} | {paper_s} |"
         )
-        figures[f"{dataset}/{encoder}/{variant}"] = round(100 * statistics.mean(f), 2)
+        key = f"{dataset}/{encoder}/{variant}" + ("" if schedule.endswith(" epochs") else "/early-stop")
+        figures[key] = round(100 * statistics.mean(f), 2)
     lines += [
         "",
         "Paper per-type F1 (PER / LOC / ORG / MISC): BERT-CRF 84.74 / 80.51 / 60.27 / 37.29 (2015), "
         "90.25 / 83.05 / 81.13 / 62.21 (2017); MAF 84.67 / 81.18 / 63.35 / 41.82 (2015), "
         "91.51 / 85.80 / 85.10 / 68.79 (2017).",
         "",
+        "## Which differences are real",
+        "",
+        "Each row tests a model B against a reference A (same dataset, encoder and training length) "
+        "on the stored test predictions of the seeds both have. Gain: F1(B) - F1(A), the mean over "
+        "those seeds, and each seed's. p: two-sided **approximate randomization** over test tweets, "
+        "pooled over the seeds (a tweet's outputs are swapped between A and B in every seed at "
+        f"once), {SIGNIFICANCE_RESAMPLES} resamples, seed {SIGNIFICANCE_SEED}; CI: the 95 % interval "
+        "of the mean gain from a **paired bootstrap** over test tweets (the same draw of tweets for "
+        "every seed), same resamples and seed; p per seed: the same randomization test on one seed "
+        "pair. Both treat the test tweets as the sample; the spread between seeds (the gains per "
+        "seed) is the other half of the uncertainty. `mner.tagging.significance` says more; "
+        "`mner score A.conll.gz --compare B.conll.gz` reruns one pair.",
+        "",
+        "| dataset | encoder | training | B vs A | seeds | gain (mean) | gain per seed | paper gain | p (randomization) | 95 % CI (bootstrap) | p per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += significance_rows(groups, _StoredPredictions(root))
+    reruns = [c for c in cells if c.get("previous")]
+    if reruns:
+        lines += [
+            "",
+            "## Cells re-run on another version of the code",
+            "",
+            "| cell | before: code, F1 | now: code, F1 | change |",
+            "|---|---|---|---|",
+        ]
+        for c in sorted(reruns, key=lambda c: c["cell"]):
+            old = c["previous"]
+            lines.append(f"| {c['cell']} | {_version(old)}, {100 * old['test_f1']:.2f} | {_version(c)}, "
+                         f"{100 * c['test']['f1']:.2f} | {100 * (c['test']['f1'] - old['test_f1']):+.2f} |")
+    lines += [
+        "",
         "## How each cell was run",
         "",
-        "| cell | command | best epoch | dev F1 | wall time | machine | commit | finished |",
-        "|---|---|---|---|---|---|---|---|",
+        "| cell | command | best epoch | epochs run | dev F1 | wall time | machine | torch threads | code | commit | finished | predictions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in sorted(cells, key=lambda c: c["cell"]):
-        lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {100 * c['dev_f1']:.2f} | "
-                     f"{c['wall_seconds'] / 60:.0f} min | {c['machine']} | {c['git_commit']} | {c['finished']} |")
-    notes = ROOT / "docs" / "results" / "maf-notes.md"
+        ran = c.get("epochs_run", c["epochs"])
+        ran_s = f"{ran}{' (stopped early)' if c.get('stopped_early') else ''}"
+        threads = c.get("torch_threads", "-")
+        if c.get("deterministic_algorithms"):
+            threads = f"{threads}, deterministic"
+        preds = c.get("predictions")
+        preds_s = f"`{Path(preds['path']).name}`" if preds else "-"
+        lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {ran_s} | {100 * c['dev_f1']:.2f} | "
+                     f"{c['wall_seconds'] / 60:.0f} min | {c['machine']} | {threads} | {c.get('code_fingerprint') or '-'} | "
+                     f"{c['git_commit']} | {c['finished']} | {preds_s} |")
+    notes = root / "docs" / "results" / "maf-notes.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n", figures
@@ -226,6 +551,19 @@ def write_report() -> dict:
     return figures
 
 
+def _fresh_run_dir(run_dir: Path, fingerprint: str) -> None:
+    """A run folder left by another version of the code (or by a run that predates the marker) is
+    removed: resuming it would mix two versions in one cell. Same version: it is resumed."""
+    marker = run_dir / "code_fingerprint"
+    if run_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
+        import shutil
+
+        print(f"   {run_dir}: left by another code version, removed (not resumed)", flush=True)
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", nargs="+", default=["twitter2017", "twitter2015"])
@@ -233,33 +571,78 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoders", nargs="+", default=["minilm"], choices=list(ENCODERS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[37])
     ap.add_argument("--epochs", type=int, default=None, help="override the epochs of every cell")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early stopping: stop after this many epochs without a better dev F1 (cells named "
+                         "__early-stop, their own rows)")
+    ap.add_argument("--max-epochs", type=int, default=None,
+                    help=f"with --patience: at most this many epochs (default {MAX_EPOCHS})")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1): a cell's numbers depend on the thread count (another "
+                         "count sums in another order), so every cell of the table should use the same; each "
+                         "cell records it")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="torch.use_deterministic_algorithms(True) (recorded in the cell)")
+    ap.add_argument("--rerun-stale", action="store_true",
+                    help="re-run stored cells of another code version (fingerprint) or configuration than "
+                         "the benchmark's now (the old result is kept in the new cell's 'previous')")
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     args = ap.parse_args(argv)
+    if args.patience is not None and args.epochs is not None:
+        ap.error("--epochs fixes the epochs; with --patience give --max-epochs")
+    if args.max_epochs is not None and args.patience is None:
+        ap.error("--max-epochs needs --patience (without it, --epochs sets the epochs)")
+    if args.patience is not None and args.patience < 1:
+        ap.error("--patience must be >= 1")
+    if args.threads < 1:
+        ap.error("--threads must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ran = []
     if not args.report:
         if not (DATA / "twitter2015").is_dir():
             raise SystemExit(f"benchmark data not found at {DATA} (set MNER_DATA)")
+        import torch
         from transformers.utils import logging as hf_logging
 
+        torch.set_num_threads(args.threads)
+        if args.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+            torch.use_deterministic_algorithms(True)
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         RESULTS.mkdir(parents=True, exist_ok=True)
+        current = code_fingerprint()
         for seed in args.seeds:
             for encoder in args.encoders:
                 for dataset in args.datasets:
                     for variant in args.variants:
-                        name = cell_name(dataset, variant, encoder, seed)
+                        name = cell_name(dataset, variant, encoder, seed, args.patience)
                         path = RESULTS / f"{name}.json"
+                        if args.patience is not None:
+                            epochs = args.max_epochs or MAX_EPOCHS
+                        else:
+                            epochs = args.epochs or EPOCHS[(dataset, encoder)]
+                        previous = None
                         if path.is_file():
-                            print(f"== {name}: stored, skipped")
-                            continue
+                            stored = json.loads(path.read_text())
+                            reasons = stale_reasons(stored, current)
+                            if not (args.rerun_stale and reasons):
+                                print(f"== {name}: stored, skipped"
+                                      + (f" (stale: other {' and '.join(reasons)})" if reasons else ""))
+                                continue
+                            previous = {k: stored.get(k) for k in ("git_commit", "code_fingerprint", "finished")}
+                            previous.update({"test_f1": stored["test"]["f1"], "dev_f1": stored["dev_f1"],
+                                             "torch_threads": stored.get("torch_threads"), "stale": reasons,
+                                             "config": stored.get("config")})
                         if args.max_cells is not None and len(ran) >= args.max_cells:
                             continue
-                        epochs = args.epochs or EPOCHS[(dataset, encoder)]
-                        print(f"== {name}: training ({epochs} epochs)", flush=True)
-                        result = run_cell(dataset, variant, encoder, seed, epochs)
+                        print(f"== {name}: training ({epochs} epochs{', early stopping' if args.patience else ''}"
+                              f"{', re-run of ' + _version(previous) if previous else ''})", flush=True)
+                        _fresh_run_dir(ROOT / "runs" / "bench" / name, current)
+                        result = run_cell(dataset, variant, encoder, seed, epochs, args.patience,
+                                          deterministic=args.deterministic)
+                        if previous:
+                            result["previous"] = previous
                         path.write_text(json.dumps(result, indent=2) + "\n")
                         ran.append(name)
                         print(f"== {name}: test F1 {100 * result['test']['f1']:.2f}", flush=True)

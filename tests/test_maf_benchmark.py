@@ -1,0 +1,226 @@
+"""The MAF benchmark's machinery (bench/maf_benchmark.py), on tiny models and made-up cells: a cell
+stores its test predictions and its run's facts, the page shows seeds, significance and code
+versions. No real cell is trained here."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mner.cli import main as mner_main
+from mner.tagging import score
+from mner.tagging.significance import compare_runs
+from model_fixtures import encoders, experiment, one_thread, sample_paths  # noqa: F401  (fixtures)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import maf_benchmark as bench  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ================================================================================ a tiny cell
+@pytest.fixture(scope="module")
+def tiny_cell(encoders, tmp_path_factory):
+    """One cell trained through run_cell on the packaged sample corpus (caption view, tiny
+    encoders, early stopping with patience 1 over at most 3 epochs)."""
+    tmp = tmp_path_factory.mktemp("cell")
+    paths = sample_paths()
+    raw = experiment(encoders, paths["tweets"], tmp / "run", captions=str(paths["captions"]),
+                     model={"view": "caption"}, training={"epochs": 3, "early_stopping_patience": 1})
+    record = bench.run_cell("sample", "maf", "tiny", 7, 3, patience=1, raw=raw, results=tmp / "results")
+    return tmp, record
+
+
+def test_a_cell_stores_its_test_predictions_and_they_score_back(tiny_cell, capsys):
+    tmp, record = tiny_cell
+    assert record["cell"] == "sample__maf__tiny__early-stop__seed7"
+    preds = record["predictions"]
+    path = Path(preds["path"])
+    assert path == tmp / "results" / "predictions" / "sample__maf__tiny__early-stop__seed7.conll.gz"
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == preds["sha256"] and preds["bytes"] == len(data)
+    text = gzip.decompress(data).decode("utf-8")
+    assert preds["tweets"] == text.count("# id = ") == 6  # the sample's test split
+    assert "# caption = " not in text and "# image = " not in text
+    # mner score reads the stored file back, to the cell's test F1
+    assert mner_main(["score", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["f1"] == record["test"]["f1"] and out["tweets"] == 6
+
+
+def test_a_cell_records_threads_epochs_and_code(tiny_cell):
+    _, record = tiny_cell
+    assert record["torch_threads"] == torch.get_num_threads() == 1
+    assert record["deterministic_algorithms"] is False
+    assert record["early_stopping"] == {"patience": 1, "max_epochs": 3}
+    assert 1 <= record["epochs_run"] <= 3 and isinstance(record["stopped_early"], bool)
+    assert record["stopped_early"] == (record["epochs_run"] < 3)
+    assert record["code_fingerprint"] == bench.code_fingerprint()
+    assert record["wall_seconds"] > 0 and record["machine"]
+    assert "--patience 1 --max-epochs 3" in record["command"]
+    json.dumps(record)
+
+
+def test_stored_predictions_are_byte_stable(tmp_path):
+    src = tmp_path / "test.conll"
+    src.write_text("# id = 1\n# image = 1\n# caption = a dog\nRex\tB-PER\tB-PER\n\n"
+                   "# id = 2\n# caption = two people\nParis\tB-LOC\tO\n\n", encoding="utf-8")
+    first = bench.store_predictions(src, tmp_path / "a.conll.gz")
+    second = bench.store_predictions(src, tmp_path / "b.conll.gz")
+    assert first["sha256"] == second["sha256"] and first["tweets"] == 2
+    assert gzip.decompress((tmp_path / "a.conll.gz").read_bytes()).decode() == (
+        "# id = 1\nRex\tB-PER\tB-PER\n\n# id = 2\nParis\tB-LOC\tO\n\n")
+
+
+# ================================================================================ the page
+def _cell(tmp: Path, dataset: str, variant: str, seed: int, gold, pred, *, fingerprint="abc123",
+          commit="c0ffee1", store=True) -> dict:
+    name = bench.cell_name(dataset, variant, "minilm", seed)
+    lines = []
+    for k, (g, p) in enumerate(zip(gold, pred)):
+        lines.append(f"# id = t{k}")
+        lines += [f"w{i}\t{a}\t{b}" for i, (a, b) in enumerate(zip(g, p))]
+        lines.append("")
+    (tmp / "test.conll").write_text("\n".join(lines) + "\n")
+    report = score(gold, pred)
+    cell = {
+        "cell": name, "dataset": dataset, "variant": variant, "encoder": "minilm", "seed": seed, "epochs": 10,
+        "command": f"bench {name}", "test": {"precision": report.micro.precision, "recall": report.micro.recall,
+                                            "f1": report.f1, "per_type": {t: s.f1 for t, s in report.per_type.items()}},
+        "dev_f1": 0.8, "best_epoch": 9, "seconds_per_epoch": [60.0], "wall_seconds": 600.0, "machine": "test box",
+        "git_commit": commit, "finished": "2026-01-01T00:00:00+00:00",
+    }
+    if fingerprint:
+        cell.update({"code_fingerprint": fingerprint, "torch_threads": 1, "epochs_run": 10, "stopped_early": False})
+    if store:
+        cell["predictions"] = bench.store_predictions(tmp / "test.conll",
+                                                      tmp / "bench" / "results" / "maf" / "predictions" / f"{name}.conll.gz")
+        cell["predictions"]["path"] = f"bench/results/maf/predictions/{name}.conll.gz"
+    return cell
+
+
+def _systems(n: int = 120):
+    """Gold with one PER per tweet; the text-only CRF finds 60 % of them, MAF 90 % (varying by seed)."""
+    gold = [["B-PER", "O", "B-LOC" if k % 3 == 0 else "O"] for k in range(n)]
+
+    def system(hit_rate: float, shift: int):
+        return [[g[0] if (k + shift) % 10 < 10 * hit_rate else "O", "O", g[2]] for k, g in enumerate(gold)]
+
+    return gold, system
+
+
+def test_the_page_shows_seeds_significance_and_one_code_version(tmp_path):
+    gold, system = _systems()
+    cells = [_cell(tmp_path, "twitter2017", "text-only", s, gold, system(0.6, s)) for s in (37, 38, 39)]
+    cells += [_cell(tmp_path, "twitter2017", "maf", s, gold, system(0.9, 2 * s)) for s in (37, 38, 39)]
+    cells += [_cell(tmp_path, "twitter2017", "maf-code-weights", 37, gold, system(0.8, 0))]
+    page, figures = bench.report(cells, root=tmp_path)
+    f1 = {c["cell"]: c["test"]["f1"] for c in cells}
+    row = next(line for line in page.splitlines() if "| text-only CRF | 37, 38, 39 |" in line)
+    assert ", ".join(f"{100 * f1[bench.cell_name('twitter2017', 'text-only', 'minilm', s)]:.2f}" for s in (37, 38, 39)) in row
+    assert " ± " in row
+    # MAF and the code's loss weights are neighbours
+    models = [line.split(" | ")[3] for line in page.splitlines() if line.startswith("| twitter2017 | minilm | 10 epochs |")]
+    assert models[:3] == ["text-only CRF", "MAF", "MAF, the code's loss weights"]
+    # the significance row of MAF vs text-only: the pooled test on the stored predictions
+    sig = next(line for line in page.splitlines() if "| MAF vs text-only CRF | 37, 38, 39 |" in line)
+    runs_a = [system(0.6, s) for s in (37, 38, 39)]
+    runs_b = [system(0.9, 2 * s) for s in (37, 38, 39)]
+    expected = compare_runs(gold, runs_a, runs_b, method="randomization", resamples=bench.SIGNIFICANCE_RESAMPLES,
+                            seed=bench.SIGNIFICANCE_SEED)
+    assert f"**{100 * expected.difference:+.2f}**" in sig and f"**{bench._short(expected.p_value)}**" in sig
+    assert "10000 resamples, seed 1" in page and "approximate randomization" in page
+    # the code's weights against MAF: seed 37 only
+    assert "| MAF, the code's loss weights vs MAF | 37 |" in page
+    assert "Every cell ran the same code: code `abc123` (git commit c0ffee1" in page
+    assert figures["twitter2017/minilm/maf"] == round(100 * sum(f1[bench.cell_name("twitter2017", "maf", "minilm", s)]
+                                                                for s in (37, 38, 39)) / 3, 2)
+
+
+def test_the_page_flags_mixed_code_and_cells_without_predictions(tmp_path):
+    gold, system = _systems(40)
+    cells = [_cell(tmp_path, "twitter2015", "text-only", 37, gold, system(0.6, 0), fingerprint=None, commit="d74d14a",
+                   store=False),
+             _cell(tmp_path, "twitter2015", "maf", 37, gold, system(0.9, 0))]
+    page, _ = bench.report(cells, root=tmp_path)
+    assert "**This table mixes 2 versions of the code**" in page
+    assert "| commit d74d14a (no fingerprint) | - | twitter2015__text-only__minilm__seed37 |" in page
+    sig = next(line for line in page.splitlines() if "| MAF vs text-only CRF |" in line)
+    assert "no stored predictions (re-run): twitter2015__text-only__minilm__seed37" in sig
+    # a stored file that no longer matches its record is said so, not used
+    cells = [_cell(tmp_path, "twitter2015", v, 37, gold, system(r, 0)) for v, r in (("text-only", 0.6), ("maf", 0.9))]
+    path = tmp_path / cells[1]["predictions"]["path"]
+    path.write_bytes(gzip.compress(b"# id = t0\nw0\tO\tO\n"))
+    page, _ = bench.report(cells, root=tmp_path)
+    assert "sha256 differs from the cell's record" in page
+
+
+def test_the_existing_cells_still_make_a_page():
+    page, figures = bench.report(bench.load_cells())
+    assert "## Which differences are real" in page and figures
+
+
+# ================================================================================ run control
+def test_code_fingerprint_covers_the_training_code_only(tmp_path):
+    for rel in ("mner/models/maf/modeling_maf.py", "mner/fewshot/experiment.py", "mner/training/trainer.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    before = bench.code_fingerprint(tmp_path)
+    (tmp_path / "mner/fewshot/experiment.py").write_text("x = 2\n")
+    assert bench.code_fingerprint(tmp_path) == before
+    (tmp_path / "mner/models/maf/modeling_maf.py").write_text("x = 2\n")
+    assert bench.code_fingerprint(tmp_path) != before
+
+
+def test_a_run_folder_of_another_code_version_is_not_resumed(tmp_path, capsys):
+    run = tmp_path / "runs" / "cell"
+    (run / "last").mkdir(parents=True)
+    bench._fresh_run_dir(run, "aaa")  # no marker: an older run, removed
+    assert not (run / "last").exists() and (run / "code_fingerprint").read_text().strip() == "aaa"
+    (run / "last").mkdir()
+    bench._fresh_run_dir(run, "aaa")  # same version: kept for resuming
+    assert (run / "last").is_dir()
+    bench._fresh_run_dir(run, "bbb")
+    assert not (run / "last").exists()
+    assert "left by another code version" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--max-epochs", "5"], "--max-epochs needs --patience"),
+    (["--patience", "3", "--epochs", "4"], "with --patience give --max-epochs"),
+    (["--patience", "0"], "--patience must be >= 1"),
+    (["--threads", "0"], "--threads must be >= 1"),
+])
+def test_bad_options_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        bench.main(argv)
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cell_names_and_schedules():
+    assert bench.cell_name("twitter2017", "maf", "mpnet", 37) == "twitter2017__maf__mpnet__seed37"
+    assert bench.cell_name("twitter2017", "maf", "mpnet", 37, patience=3) == "twitter2017__maf__mpnet__early-stop__seed37"
+    assert bench.schedule_of({"epochs": 10}) == "10 epochs"
+    assert bench.schedule_of({"epochs": 20, "early_stopping": {"patience": 3, "max_epochs": 20}}) == \
+        "early stopping (patience 3, <= 20 epochs)"
+    assert "feature_cache" in bench.experiment("twitter2017", "maf", "minilm", 37, 10, Path("x"))["data"]
+    assert bench.experiment("twitter2017", "maf", "minilm", 37, 10, Path("x"), patience=2)["training"][
+        "early_stopping_patience"] == 2
+
+
+def test_a_cell_is_stale_for_other_code_or_another_configuration(tmp_path):
+    raw = bench.experiment("twitter2017", "maf", "minilm", 38, 10, tmp_path / "elsewhere")
+    raw["data"]["corpus"] = "/another/checkout/data/twitter2017"  # where the data was does not matter
+    cell = {"dataset": "twitter2017", "variant": "maf", "encoder": "minilm", "seed": 38, "epochs": 10,
+            "config": raw, "code_fingerprint": "f1"}
+    assert bench.stale_reasons(cell, "f1") == []
+    assert bench.stale_reasons(cell, "f2") == ["code"]
+    raw["model"]["alpha"] = 0.38 / 1.38  # e.g. the table's loss weights changed since
+    assert bench.stale_reasons(cell, "f1") == ["configuration"]
+    assert bench.stale_reasons({**cell, "config": None}, "f2") == ["code", "configuration"]
