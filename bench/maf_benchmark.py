@@ -248,10 +248,12 @@ def store_predictions(source: Path, target: Path) -> dict:
 
 
 def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
-             raw: dict | None = None, results: Path = RESULTS, deterministic: bool = False) -> dict:
+             raw: dict | None = None, results: Path | None = None, deterministic: bool = False) -> dict:
     """Train one cell and return its record (the caller stores it). ``raw`` replaces the cell's
-    experiment (tests: a tiny model); ``results`` is where its predictions go."""
+    experiment (tests: a tiny model); ``results`` is where its predictions go (default :data:`RESULTS`)."""
     from mner.experiment import load_experiment, train
+
+    results = RESULTS if results is None else results
 
     name = cell_name(dataset, variant, encoder, seed, patience)
     if raw is None:
@@ -285,8 +287,8 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
     }
 
 
-def load_cells(results: Path = RESULTS) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+def load_cells(results: Path | None = None) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS if results is None else results).glob("*.json"))]
 
 
 def _ms(values: list[float]) -> str:
@@ -311,8 +313,8 @@ def _short(p: float) -> str:
 class _StoredPredictions:
     """The stored test predictions of cells, read once each: ``(ids, gold, pred)`` or a reason why not."""
 
-    def __init__(self, root: Path = ROOT):
-        self.root = root
+    def __init__(self, root: Path | None = None):
+        self.root = ROOT if root is None else root
         self.cache: dict[str, tuple | str] = {}
 
     def get(self, cell: dict) -> tuple | str:
@@ -391,7 +393,8 @@ def significance_rows(groups: dict[tuple, list[dict]], stored: _StoredPrediction
     return rows
 
 
-def report(cells: list[dict], root: Path = ROOT) -> tuple[str, dict]:
+def report(cells: list[dict], root: Path | None = None) -> tuple[str, dict]:
+    root = ROOT if root is None else root
     groups: dict[tuple, list[dict]] = {}
     for c in sorted(cells, key=lambda c: c["seed"]):
         groups.setdefault((c["dataset"], c["encoder"], schedule_of(c), c["variant"]), []).append(c)

@@ -224,3 +224,53 @@ def test_a_cell_is_stale_for_other_code_or_another_configuration(tmp_path):
     raw["model"]["alpha"] = 0.38 / 1.38  # e.g. the table's loss weights changed since
     assert bench.stale_reasons(cell, "f1") == ["configuration"]
     assert bench.stale_reasons({**cell, "config": None}, "f2") == ["code", "configuration"]
+
+
+def test_main_stores_skips_and_reruns_stale_cells(tmp_path, monkeypatch, capsys):
+    """The cell loop of main() with training replaced by a stand-in: a new cell is stored and the
+    page written; a stored one is skipped; --rerun-stale re-runs a cell of another code version and
+    keeps the old result under 'previous'."""
+    gold, system = _systems(30)
+    (tmp_path / "data" / "twitter2015").mkdir(parents=True)
+    for name, value in (("ROOT", tmp_path), ("RESULTS", tmp_path / "bench" / "results" / "maf"),
+                        ("PAGE", tmp_path / "docs" / "results" / "maf.md"), ("DATA", tmp_path / "data")):
+        monkeypatch.setattr(bench, name, value)
+    calls = []
+
+    def fake_run_cell(dataset, variant, encoder, seed, epochs, patience=None, deterministic=False, **_):
+        calls.append((dataset, variant, encoder, seed, epochs, patience, torch.get_num_threads()))
+        cell = _cell(tmp_path, dataset, variant, seed, gold, system(0.9, seed), fingerprint=bench.code_fingerprint())
+        cell["config"] = bench.experiment(dataset, variant, encoder, seed, epochs, tmp_path / "run", patience)
+        if patience is not None:
+            cell["cell"] = bench.cell_name(dataset, variant, encoder, seed, patience)
+            cell["early_stopping"] = {"patience": patience, "max_epochs": epochs}
+        return cell
+
+    monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    argv = ["--datasets", "twitter2017", "--variants", "maf", "--seeds", "38"]
+    assert bench.main(argv) == 0
+    stored = tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__minilm__seed38.json"
+    assert stored.is_file() and calls == [("twitter2017", "maf", "minilm", 38, 10, None, 1)]
+    assert (tmp_path / "docs" / "results" / "maf.md").is_file()
+    assert (tmp_path / "runs" / "bench" / "twitter2017__maf__minilm__seed38" / "code_fingerprint").is_file()
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1])["ran"] == ["twitter2017__maf__minilm__seed38"]
+    # stored and current: skipped, even with --rerun-stale
+    assert bench.main(argv + ["--rerun-stale"]) == 0 and len(calls) == 1
+    assert "stored, skipped" in capsys.readouterr().out
+    # stored by other code: skipped (and said so) unless --rerun-stale
+    cell = json.loads(stored.read_text())
+    stored.write_text(json.dumps({**cell, "code_fingerprint": "0ld", "git_commit": "d74d14a"}))
+    assert bench.main(argv) == 0 and len(calls) == 1
+    assert "stored, skipped (stale: other code)" in capsys.readouterr().out
+    assert bench.main(argv + ["--rerun-stale"]) == 0 and len(calls) == 2
+    rerun = json.loads(stored.read_text())
+    assert rerun["previous"]["code_fingerprint"] == "0ld" and rerun["previous"]["stale"] == ["code"]
+    page = (tmp_path / "docs" / "results" / "maf.md").read_text()
+    assert "## Cells re-run on another version of the code" in page and "code `0ld`" in page
+    # early stopping: its own cell, the maximum as its epochs
+    assert bench.main(["--datasets", "twitter2017", "--variants", "maf", "--seeds", "38", "--encoders", "mpnet",
+                       "--patience", "3", "--threads", "2"]) == 0
+    assert calls[-1] == ("twitter2017", "maf", "mpnet", 38, bench.MAX_EPOCHS, 3, 2)
+    assert (tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__mpnet__early-stop__seed38.json").is_file()
+    torch.set_num_threads(1)
