@@ -248,9 +248,11 @@ def store_predictions(source: Path, target: Path) -> dict:
 
 
 def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
-             raw: dict | None = None, results: Path | None = None, deterministic: bool = False) -> dict:
+             raw: dict | None = None, results: Path | None = None, deterministic: bool = False,
+             fingerprint: str | None = None) -> dict:
     """Train one cell and return its record (the caller stores it). ``raw`` replaces the cell's
-    experiment (tests: a tiny model); ``results`` is where its predictions go (default :data:`RESULTS`)."""
+    experiment (tests: a tiny model); ``results`` is where its predictions go (default :data:`RESULTS`);
+    ``fingerprint``: of the code this process imported (default: of the files now)."""
     from mner.experiment import load_experiment, train
 
     results = RESULTS if results is None else results
@@ -260,7 +262,7 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
         raw = experiment(dataset, variant, encoder, seed, epochs, ROOT / "runs" / "bench" / name, patience)
     run_dir = Path(raw["training"]["output_dir"])
     commit = git_commit()  # the code this process imports, before any later commit
-    fingerprint = code_fingerprint()
+    fingerprint = fingerprint or code_fingerprint()
     t0 = time.perf_counter()
     summary = train(load_experiment(raw))
     wall = time.perf_counter() - t0
@@ -614,7 +616,15 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         RESULTS.mkdir(parents=True, exist_ok=True)
+        # the fingerprint of the files as they are when the training code is imported: a commit
+        # made by someone else while the cells run changes neither the code this process runs
+        # nor the fingerprint its cells record
         current = code_fingerprint()
+        import importlib
+
+        for module in ("mner.experiment", "mner.evaluation", "mner.models", "mner.training.trainer"):
+            importlib.import_module(module)
+        commit = git_commit()
         for seed in args.seeds:
             for encoder in args.encoders:
                 for dataset in args.datasets:
@@ -643,7 +653,8 @@ def main(argv: list[str] | None = None) -> int:
                               f"{', re-run of ' + _version(previous) if previous else ''})", flush=True)
                         _fresh_run_dir(ROOT / "runs" / "bench" / name, current)
                         result = run_cell(dataset, variant, encoder, seed, epochs, args.patience,
-                                          deterministic=args.deterministic)
+                                          deterministic=args.deterministic, fingerprint=current)
+                        result["git_commit"] = commit
                         if previous:
                             result["previous"] = previous
                         path.write_text(json.dumps(result, indent=2) + "\n")
