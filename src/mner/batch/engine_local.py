@@ -34,7 +34,19 @@ def _ignore_sigint() -> None:
 
 def run_local(opts: TagOptions, settings: PrepareSettings, pipe, pending: Sequence[Shard],
               collector: Collector, log: Callable[[str], None]) -> None:
-    workers = default_workers() if opts.workers is None else max(0, opts.workers)
+    if opts.workers is not None:
+        workers = max(0, opts.workers)
+    else:  # without images to decode, a worker would only parse JSON: not worth a process
+        workers = default_workers() if settings.pixels else 0
+    if workers and not opts.threads:
+        import os
+
+        import torch
+
+        free = max(1, (os.cpu_count() or 1) - workers)
+        if torch.get_num_threads() > free:  # leave the decoding workers their cores
+            torch.set_num_threads(free)
+    log(f"local: {workers} decoding worker process(es), {_threads()} torch thread(s)")
     work = _windows(pending, settings, opts.batch_size)
     if workers == 0:
         for shard, w, n, part in work:
@@ -59,6 +71,12 @@ def run_local(opts: TagOptions, settings: PrepareSettings, pipe, pending: Sequen
         for *_, fut in inflight:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _tag_next(inflight: collections.deque, pipe, collector: Collector) -> None:

@@ -47,7 +47,7 @@ class TagOptions:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     strict: bool = False
     overwrite: bool = False
-    workers: int | None = None          # local: decoding processes (None: cores - 1, at most 4)
+    workers: int | None = None          # local: decoding processes (None: cores - 1, at most 4; 0 without images)
     threads: int | None = None          # torch threads of the process (local) or each actor (ray)
     device: str | None = None
     ray_address: str | None = None

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="delete what an earlier run wrote into --out and start again")
     g.add_argument("--workers", type=nonnegative_int, default=None,
-                   help="local: image-decoding processes (default: CPU cores - 1, at most 4; 0: none)")
+                   help="local: image-decoding processes (default: CPU cores - 1, at most 4, for a model that looks at images; 0: none)")
     g.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads of the model's process (local) or of each actor (ray)")
     g.add_argument("--device", default=None, help="local: cpu, cuda, cuda:1 ... (default: cuda when available)")

@@ -1,0 +1,240 @@
+"""Speed of batch tagging (``mner tag``), ratios measured in one run on the same tweets.
+
+Data: the tweets of Twitter-2017 (train + valid + test, replicated to ``--tweets``; the demo
+corpus's texts when the benchmark files are absent), each with one of the demo corpus's image
+files (224x224 JPEG crops of the photographs shipped with scikit-image and scikit-learn, see
+``mner.demo``), in turn. Models: MAF on the offline encoders (MiniLM + EfficientNet-Lite0, pixels
+view), untrained heads (speed does not depend on the weights); its text-only variant
+(``no_image``).
+
+1. ``mner tag --engine local`` vs ``mner predict --input`` (today's path), each a whole command
+   (start, model loading and writing included), each with the whole machine: predict with torch
+   on every core, tag with its defaults (decoding workers + torch on the cores they leave).
+   Ratio = predict time / tag time. Target >= 2.
+2. The text-only mner model (``Pipeline`` on raw texts: tokenizing, MiniLM, CRF, entity spans)
+   vs Hugging Face ``pipeline("token-classification")`` on the same MiniLM (random head,
+   ``aggregation_strategy="first"``: word-level entities, as mner's first-sub-token words), the
+   same texts and batch size, in this process, timed in turns after a warm-up. Ratio = HF time /
+   mner time (the median of the per-turn ratios). Target >= 1.
+3. ``mner tag --engine ray`` with 2 actors vs ``--engine local``: ratio = local time / ray time
+   (above 1: Ray faster). Ray's start (a few seconds) is inside its time, as a user waits for it.
+
+Sanity checks printed with the figures: tag's entities equal predict's (types and offsets; the
+confidences may move in the last digit with another batching) and Ray's rows equal local's.
+
+    .venv/bin/python bench/tag_benchmark.py --tweets 10000      # --tweets 1000 for a quick look
+
+The last line of the output is one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
+LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ data
+def benchmark_texts(work: Path) -> tuple[list[str], str]:
+    from mner.data.formats import read_file
+
+    folder = DATA / "twitter2017"
+    if (folder / "train.txt").is_file():
+        texts = [ex.text for split in ("train", "valid", "test") for ex in read_file(folder / f"{split}.txt")]
+        return texts, f"Twitter-2017 train+valid+test ({len(texts)} tweets)"
+    from mner.demo import build_demo_corpus
+
+    corpus = build_demo_corpus(work / "demo", seed=0)
+    texts = [ex.text for split in ("train", "valid", "test") for ex in read_file(corpus / f"{split}.txt")]
+    return texts, f"the demo corpus's texts ({len(texts)} tweets; Twitter-2017 not found at {folder})"
+
+
+def build_inputs(work: Path, n: int) -> tuple[Path, Path, list[str], str]:
+    """``tweets.jsonl`` (id, text, image relative to the image folder), the image folder, the texts."""
+    from mner.demo import build_demo_corpus
+
+    images = build_demo_corpus(work / "demo", seed=0).parent / "images"
+    files = sorted(p.name for p in images.iterdir() if p.suffix == ".jpg")
+    texts, source = benchmark_texts(work)
+    texts = [texts[i % len(texts)] for i in range(n)]
+    path = work / "tweets.jsonl"
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8") as fh:
+        for i, text in enumerate(texts):
+            fh.write(json.dumps({"id": f"t{i}", "text": text, "image": files[rng.randrange(len(files))]}) + "\n")
+    return path, images, texts, f"{source}, replicated to {n}; {len(files)} demo-corpus images (224x224 JPEG)"
+
+
+def build_models(work: Path) -> tuple[Path, Path]:
+    import torch
+
+    from mner.encoders import ImageEncoderConfig, TextEncoderConfig
+    from mner.models import MAFConfig, MAFModel
+
+    out = []
+    for name, no_image in (("maf", False), ("text-only", True)):
+        folder = work / name
+        if not (folder / "model.safetensors").is_file():
+            torch.manual_seed(0)
+            cfg = MAFConfig(labels=LABELS, text_encoder=TextEncoderConfig(name="minilm"), visual_view="pixels",
+                            image_encoder=ImageEncoderConfig(name="efficientnet-lite0"), no_image=no_image)
+            MAFModel(cfg).save_pretrained(folder)
+        out.append(folder)
+    return out[0], out[1]
+
+
+# ---------------------------------------------------------------------------------- timing
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return seconds, proc.stdout
+
+
+def env_with(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONUNBUFFERED="1")
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(key, None)
+        if threads:
+            env[key] = str(threads)
+    return env
+
+
+def entity_keys(ents: list[dict]) -> list[tuple]:
+    return [(e["type"], e["start"], e["end"]) for e in ents]
+
+
+def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int, threads: int) -> dict:
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+    from transformers.utils import logging as hf_logging
+
+    from mner.encoders.offline import minilm_path
+    from mner.pipeline import Pipeline
+
+    torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    mner_pipe = Pipeline.from_pretrained(model, device="cpu", batch_size=batch_size)
+    path = str(minilm_path())
+    torch.manual_seed(0)
+    hf_model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(LABELS)).eval()
+    hf_pipe = pipeline("token-classification", model=hf_model, tokenizer=AutoTokenizer.from_pretrained(path),
+                       device=-1, aggregation_strategy="first")
+    warm = texts[: 2 * batch_size]
+    mner_pipe(warm)
+    hf_pipe(warm, batch_size=batch_size)
+    times = {"mner": [], "hf": []}
+    for _ in range(repeats):
+        for name, fn in (("mner", lambda: mner_pipe(texts)), ("hf", lambda: hf_pipe(texts, batch_size=batch_size))):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    ratio = statistics.median(h / m for h, m in zip(times["hf"], times["mner"]))
+    return {"mner_s": statistics.median(times["mner"]), "hf_s": statistics.median(times["hf"]), "ratio": ratio,
+            "tweets": len(texts)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import torch
+
+    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f} at start, torch {torch.__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tweets", type=int, default=10_000)
+    p.add_argument("--text-tweets", type=int, default=None, help="tweets of the text-only comparison "
+                   "(default: --tweets, at most 4000)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=3, help="turns of the text-only comparison")
+    p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-tag")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the text-only comparison (default: every core)")
+    p.add_argument("--skip-ray", action="store_true")
+    args = p.parse_args(argv)
+    cores = os.cpu_count() or 1
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    log(f"machine: {machine()}")
+    inputs, images, texts, data = build_inputs(work, args.tweets)
+    maf, text_only = build_models(work)
+    log(f"data: {data}")
+    mner = [sys.executable, "-m", "mner"]
+    figures: dict = {"tweets": args.tweets, "batch_size": args.batch_size, "cores": cores}
+
+    # 1. tag --engine local vs predict --input, each with the whole machine
+    log("1. mner predict --input ...")
+    t_predict, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
+                                 "--output", str(work / "predict.jsonl"), "--batch-size", str(args.batch_size)],
+                         env_with(cores))
+    log(f"   {t_predict:.1f} s; mner tag --engine local ...")
+    t_local, out = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
+                                 str(work / "tag-local"), "--overwrite", "--no-progress",
+                                 "--batch-size", str(args.batch_size)], env_with(None))
+    local = json.loads(out.strip().splitlines()[-1])
+    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run)")
+    from mner.batch import read_output
+
+    tagged = read_output(work / "tag-local")
+    predicted = [json.loads(line) for line in (work / "predict.jsonl").read_text().splitlines()]
+    same = sum(entity_keys(a["entities"]) == entity_keys(b["entities"]) for a, b in zip(tagged, predicted))
+    figures.update(predict_s=round(t_predict, 2), tag_local_s=round(t_local, 2),
+                   tag_local_vs_predict=round(t_predict / t_local, 3),
+                   tag_equals_predict=round(same / max(1, len(tagged)), 4))
+
+    # 3. ray with 2 actors vs local
+    if not args.skip_ray:
+        log("3. mner tag --engine ray --concurrency 2 ...")
+        t_ray, out = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
+                                   str(work / "tag-ray"), "--overwrite", "--no-progress", "--engine", "ray",
+                                   "--concurrency", "2", "--cpus-per-actor", "1", "--threads", "1",
+                                   "--batch-size", str(args.batch_size)], env_with(None))
+        log(f"   {t_ray:.1f} s")
+        figures.update(tag_ray_2_actors_s=round(t_ray, 2), ray_2_actors_vs_local=round(t_local / t_ray, 3),
+                       ray_equals_local=read_output(work / "tag-ray") == tagged)
+
+    # 2. text-only mner vs the HF token-classification pipeline, same encoder and batch size
+    n_text = args.text_tweets or min(args.tweets, 4000)
+    log(f"2. text-only mner vs HF pipeline on {n_text} texts, {args.repeats} turns ...")
+    threads = args.threads or cores
+    text = text_only_ratio(text_only, texts[:n_text], args.batch_size, args.repeats, threads=threads)
+    figures.update(text_tweets=n_text, text_threads=threads, mner_text_s=round(text["mner_s"], 2), hf_pipeline_s=round(text["hf_s"], 2),
+                   mner_text_vs_hf_pipeline=round(text["ratio"], 3))
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    figures["machine"] = machine()
+    figures["data"] = data
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
