@@ -236,6 +236,27 @@ def test_unknown_columns_and_inputs_are_refused_with_one_line(setup, tmp_path):
     (tmp_path / "notes.md").write_text("x")
     code, out, err = _run(["tag", setup["model"], tmp_path / "notes.md", "--out", tmp_path / "o"])
     assert code == 2 and "unknown input format '.md'" in err
+    (tmp_path / "array.json").write_text('[{"text": "Paris"}]\n')
+    code, out, err = _run(["tag", setup["model"], tmp_path / "array.json", "--out", tmp_path / "o"])
+    assert code == 2 and "array.json:1: a JSON array, not JSON Lines" in err
+    code, out, err = _run(["tag", setup["model"], setup["files"]["jsonl"], setup["files"]["jsonl"], "--out",
+                           tmp_path / "o"])
+    assert code == 2 and "given twice" in err
+    assert not (tmp_path / "o").exists()  # nothing written by a refused run
+
+
+def test_a_folder_input_reads_its_files_in_name_order_and_says_what_it_left_out(setup, tmp_path):
+    folder = tmp_path / "in"
+    write_inputs(folder, setup["rows"][:3], stem="b")
+    write_inputs(folder, setup["rows"][3:5], stem="a")
+    (folder / "README.md").write_text("about these tweets")
+    (folder / "_old.jsonl").write_text("{}\n")
+    lines = []
+    summary = run_tag(tag_options(setup["model"], folder, tmp_path / "out"), log=lines.append)
+    assert summary["read"] == 3 * 3 + 3 * 2  # a.csv, a.jsonl, a.parquet, b.csv, b.jsonl, b.parquet
+    assert [Path(f).name for f in dict.fromkeys(r["file"] for r in read_output(tmp_path / "out"))] == [
+        "a.csv", "a.jsonl", "a.parquet", "b.csv", "b.jsonl", "b.parquet"]
+    assert any("6 input file(s); 2 other entries" in line for line in lines)
 
 
 def test_cli_prints_counts_and_a_final_json_line(setup, tmp_path):

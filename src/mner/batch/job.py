@@ -186,7 +186,10 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     _check(opts)
     started = time.time()
     model_dir = resolve_model_dir(opts.checkpoint)
-    files = expand_inputs(opts.inputs)
+    notes: list[str] = []
+    files = expand_inputs(opts.inputs, notes)
+    for note in notes:
+        log(f"note: {note}")
     inputs, shards = plan_shards(files, opts.shard_size, opts.columns)
     if opts.threads:
         import torch

@@ -145,10 +145,11 @@ def where(path: str, row: int, line: int | None) -> str:
 
 
 # ------------------------------------------------------------------------------------- inputs
-def expand_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+def expand_inputs(paths: Sequence[str | Path], notes: list[str] | None = None) -> list[tuple[Path, str]]:
     """``(absolute path, format)`` of every input file: files as given, folders as the files of a
-    known format directly in them (name order). Unknown formats, missing paths, empty folders and
-    a file given twice are refused."""
+    known format directly in them (name order; hidden files, names starting with ``_`` and other
+    formats are left out, and ``notes`` gets a line saying how many). Unknown formats, missing
+    paths, empty folders and a file given twice are refused."""
     out: list[tuple[Path, str]] = []
     seen: dict[Path, str] = {}
     if not paths:
@@ -163,6 +164,10 @@ def expand_inputs(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
             if not found:
                 raise MNERError(f"{p}: a folder with no input file in it (looked for "
                                 f"{', '.join(sorted(FORMAT_BY_SUFFIX))})")
+            left = sum(1 for c in p.iterdir() if c not in found)
+            if left and notes is not None:
+                notes.append(f"{p}: {len(found)} input file(s); {left} other entr{'y' if left == 1 else 'ies'} "
+                             "(folders, hidden or _-prefixed names, other formats) left out")
             files = found
         else:
             if p.suffix.lower() not in FORMAT_BY_SUFFIX:
@@ -239,6 +244,9 @@ def _scan_jsonl(path: Path, shard_size: int, columns: Columns):
     rows = 0
     with open(path, "rb") as fh:
         for offset, line, raw in _jsonl_lines(fh, 1):
+            if rows == 0 and raw.lstrip(b"\xef\xbb\xbf \t").startswith(b"["):
+                raise MNERError(f"{path}:{line}: a JSON array, not JSON Lines; mner tag reads one JSON object a "
+                                "line: convert the file (e.g. jq -c '.[]' FILE > FILE.jsonl)")
             if rows % shard_size == 0:
                 starts.append((offset, line))
             if probed < _COLUMN_PROBE:
