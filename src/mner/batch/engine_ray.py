@@ -143,13 +143,23 @@ class _DropInfo(logging.Filter):
     """Ray Data's INFO lines (execution plans, "progress bars disabled") are not the user's business."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("ray.data"):
+            return True                      # never another logger's record (a handler may be shared)
         return record.levelno > logging.INFO and "Progress bars disabled" not in record.getMessage()
 
 
 def _quiet_ray_data() -> None:
-    """Keep Ray Data's INFO lines in its log file, off the console."""
+    """Keep Ray Data's INFO lines in its log file, off the console.
+
+    Only Ray's own console handlers get the filter: Ray Data also attaches the root logger's handlers
+    to its logger, and a filter there would silence every INFO line of the process (a test of
+    ``mner serve``'s first log line caught it)."""
+    root = set(logging.getLogger().handlers)
     for handler in logging.getLogger("ray.data").handlers:
-        if "File" not in type(handler).__name__ and not any(isinstance(f, _DropInfo) for f in handler.filters):
+        if (handler in root or not type(handler).__module__.startswith("ray")
+                or "File" in type(handler).__name__):
+            continue
+        if not any(isinstance(f, _DropInfo) for f in handler.filters):
             handler.addFilter(_DropInfo())
 
 
