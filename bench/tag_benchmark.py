@@ -33,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: maf_benchmark's machine()
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
@@ -155,18 +156,11 @@ def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int
 
 
 def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    import torch
+    """The benchmarks' one machine description, plus the load when this run started."""
+    from maf_benchmark import machine as described
 
-    return f"{cpu}, {os.cpu_count()} cores, load {load:.1f} at start, torch {torch.__version__}"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{described()}, load {load:.1f} at start"
 
 
 def main(argv: list[str] | None = None) -> int:
