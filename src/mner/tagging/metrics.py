@@ -195,14 +195,7 @@ def score(
                 "predict exactly one tag per token"
             )
         n_tokens += len(g)
-        try:
-            g_chunks = chunks(g)
-        except ValueError as err:
-            raise ValueError(f"{where(i)}, gold: {err}") from None
-        try:
-            p_chunks = chunks(p)
-        except ValueError as err:
-            raise ValueError(f"{where(i)}, pred: {err}") from None
+        g_chunks, p_chunks = chunk_pair(chunks, g, p, where(i))
         for c in g_chunks:
             n_gold[c[2]] = n_gold.get(c[2], 0) + 1
         if p_chunks:
@@ -238,3 +231,16 @@ def score(
         n_tokens=n_tokens,
     )
 
+
+def chunk_pair(chunks, gold, pred, where: str) -> tuple[list, list]:
+    """The entity chunks of one tweet's gold and predicted tags; a malformed sequence is a
+    ``ValueError`` naming ``where`` and which side it is."""
+    try:
+        g_chunks = chunks(gold)
+    except ValueError as err:
+        raise ValueError(f"{where}, gold: {err}") from None
+    try:
+        p_chunks = chunks(pred)
+    except ValueError as err:
+        raise ValueError(f"{where}, pred: {err}") from None
+    return g_chunks, p_chunks

@@ -53,6 +53,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mner.tagging.metrics import chunk_pair
 from mner.tagging.schemes import _chunker
 
 __all__ = [
@@ -150,14 +151,7 @@ def tweet_counts(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], m
         if len(g) != len(p):
             raise ValueError(f"tweet {i}: gold has {len(g)} tags but the prediction has {len(p)}; "
                              "the predictions are not aligned with the gold tweets")
-        try:
-            g_chunks = chunks(g)
-        except ValueError as err:
-            raise ValueError(f"tweet {i}, gold: {err}") from None
-        try:
-            p_chunks = chunks(p)
-        except ValueError as err:
-            raise ValueError(f"tweet {i}, pred: {err}") from None
+        g_chunks, p_chunks = chunk_pair(chunks, g, p, f"tweet {i}")
         g_set = set(g_chunks)
         out[i] = (sum(1 for c in p_chunks if c in g_set), len(p_chunks), len(g_chunks))
     return out
