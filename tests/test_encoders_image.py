@@ -164,6 +164,86 @@ def test_fingerprint_follows_the_weights(folders):
     assert a.fingerprint == first
 
 
+# ------------------------------------------------------------------------ fused inference
+def _random_batch_norms(module: torch.nn.Module, seed: int = 0) -> None:
+    """Statistics and affine terms far from a fresh batch norm's (0, 1, 1, 0): folding them is then
+    a real change of the convolution weights."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.2)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def _fusable(kind: str, folders) -> ImageEncoder:
+    cfg = (ImageEncoderConfig(pretrained=False, image_size=64) if kind == "efficientnet"
+           else ImageEncoderConfig(name=str(folders["resnet"]), image_size=64))
+    encoder = ImageEncoder(cfg).eval()
+    _random_batch_norms(encoder.backbone)
+    return encoder
+
+
+@pytest.mark.parametrize("kind", ["efficientnet", "resnet"])
+def test_fused_inference_gives_the_plain_backbones_features(kind, folders):
+    encoder = _fusable(kind, folders)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    state = {k: v.clone() for k, v in encoder.state_dict().items()}
+    plain_fingerprint = encoder.fingerprint
+    with torch.no_grad():
+        plain = encoder(x)
+        encoder.fuse_for_inference()
+        fused = encoder(x)
+    copy_ = encoder._fused[1]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy_.modules())  # every norm folded
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.backbone.modules()) > 0
+    scale = plain.tokens.abs().max()
+    assert not torch.equal(fused.tokens, plain.tokens)  # the other path really ran
+    torch.testing.assert_close(fused.tokens, plain.tokens, rtol=1e-4, atol=1e-4 * float(scale))
+    torch.testing.assert_close(fused.pooled, plain.pooled, rtol=1e-4, atol=1e-4 * float(scale))
+    assert fused.tokens.is_contiguous() and fused.pooled.is_contiguous()
+    # checkpoints keep the plain weights; the cache never mixes the two paths' features
+    after = encoder.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())
+    assert encoder.fingerprint == plain_fingerprint + ":fused"
+
+
+def test_fused_inference_only_in_eval_without_gradients(folders):
+    encoder = _fusable("efficientnet", folders).fuse_for_inference()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    encoder.fuse_for_inference(False)
+    with torch.no_grad():
+        plain = encoder(x).tokens
+    encoder.fuse_for_inference(True)
+    assert torch.equal(encoder(x).tokens, plain)  # gradients on: the plain backbone
+    encoder.train()
+    with torch.no_grad():
+        assert torch.equal(encoder(x).tokens, plain)  # training mode: the plain backbone
+    assert not encoder.fingerprint.endswith(":fused")
+    trainable = ImageEncoder(ImageEncoderConfig(pretrained=False, image_size=64, trainable=True)).eval()
+    trainable.fuse_for_inference()
+    with torch.no_grad():
+        trainable(x)
+    assert trainable._fused is None and not trainable.fingerprint.endswith(":fused")
+
+
+def test_fused_copy_follows_new_weights(folders):
+    a = _fusable("efficientnet", folders).fuse_for_inference()
+    b = _fusable("efficientnet", folders)
+    _random_batch_norms(b.backbone, seed=5)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = a(x).tokens
+        a.load_state_dict(b.state_dict())  # in-place copies: the folded copy must be rebuilt
+        after = a(x).tokens
+        expected = b(x).tokens
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_pretrained():
     encoder = ImageEncoder()

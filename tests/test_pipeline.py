@@ -185,3 +185,24 @@ def test_from_pretrained_gives_the_same_entities(both_model, images, tmp_path):
     assert loaded(*args, **kwargs) == pipe(*args, **kwargs)
     assert loaded.info() == {"model_type": "maf", "labels": list(both_model.label_set.labels),
                              "views": ["pixels", "caption"], "variant": "MAF"}
+
+
+def test_pipeline_runs_the_image_encoder_fused_with_the_same_entities(both_model, images, monkeypatch):
+    pil, paths = images
+    args = (["Obama in Paris", "Rob after a fish dinner", "Kai"],)
+    kwargs = {"image": [paths[0], pil[2], paths[1]], "caption": ["a man", None, "a cat"]}
+    recorder = ForwardRecorder(both_model, monkeypatch)
+    plain_pipe = Pipeline(both_model, fuse_images=False)
+    plain = plain_pipe(*args, **kwargs)
+    plain_em = recorder.emissions()
+    plain_feats = recorder.calls[-1][0].visual.features["pixels"].tokens
+    assert not both_model.image_encoder.fingerprint.endswith(":fused")
+    fused_pipe = Pipeline(both_model)
+    assert both_model.image_encoder.fingerprint.endswith(":fused")
+    fused = fused_pipe(*args, **kwargs)
+    fused_feats = recorder.calls[-1][0].visual.features["pixels"].tokens
+    assert both_model.image_encoder._fused is not None  # the folded copy ran
+    assert fused == plain or [[(e["type"], e["start"], e["end"]) for e in x] for x in fused] == \
+        [[(e["type"], e["start"], e["end"]) for e in x] for x in plain]
+    torch.testing.assert_close(fused_feats, plain_feats, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(recorder.emissions(), plain_em, rtol=1e-4, atol=1e-4)

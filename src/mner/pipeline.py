@@ -8,6 +8,9 @@ Inputs: a text (a string, tokenized by :func:`mner.data.tokenize.tokenize_text`,
 the string) or a list of tokens (offsets into the tokens joined by spaces); an image as a
 path, a PIL image, or None; a caption (for models with a caption view) or None. Lists of each
 make a batch. Long texts are encoded in overlapping windows by the text encoder (never cut).
+A frozen convolutional image encoder runs batch-norm-folded and channels-last (about 2x faster on
+the CPU, features within 1e-4 of the plain backbone's; ``fuse_images=False`` turns it off, see
+:meth:`mner.encoders.ImageEncoder.fuse_for_inference`).
 
 Output per input: a list of entities ``{"text", "type", "start", "end", "token_start",
 "token_end", "confidence"}`` with character offsets (``end`` exclusive) and the confidence of
@@ -26,6 +29,7 @@ from PIL import Image
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.data.tokenize import tokenize_text
+from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
 from mner.models import load_model
 from mner.models.base import MNERModel
@@ -61,7 +65,7 @@ class Pipeline:
     """A trained tagger ready for raw inputs (see the module docstring)."""
 
     def __init__(self, model: MNERModel, batch_size: int = 16, device: str | torch.device | None = None,
-                 image_store: ImageStore | None = None):
+                 image_store: ImageStore | None = None, fuse_images: bool = True):
         if batch_size < 1:
             raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
@@ -74,11 +78,17 @@ class Pipeline:
         # caller) replace Example.image through the processor's ``images``
         self.processor = model.processor()
         self.views = self.processor.views
+        # a frozen convolutional image encoder runs as a batch-norm-folded, channels-last copy
+        # (about 2x faster on the CPU, features within 1e-4; ImageEncoder.fuse_for_inference)
+        self.fuse_images = fuse_images
+        fuse_image_encoders(self.model, fuse_images)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16) -> "Pipeline":
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16,
+                        fuse_images: bool = True) -> "Pipeline":
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(path, map_location=device), batch_size=batch_size, device=device)
+        return cls(load_model(path, map_location=device), batch_size=batch_size, device=device,
+                   fuse_images=fuse_images)
 
     # ------------------------------------------------------------------------------ inputs
     @staticmethod

@@ -23,6 +23,7 @@ from mner.crf import crf_marginals, viterbi_decode
 from mner.data.episodes import Episode
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
+from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
 from mner.pipeline import Pipeline, input_examples
 from mner.tagging import convert_tags
@@ -49,7 +50,7 @@ class FewShotPipeline:
 
         if not isinstance(model, EpisodicTagger):
             raise MNERError(f"a {model.model_type!r} model is not a few-shot model; use mner.Pipeline for it")
-        self.model = model.eval()
+        self.model = fuse_image_encoders(model.eval())  # frozen conv backbones folded (mner.Pipeline's default)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
