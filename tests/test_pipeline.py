@@ -206,3 +206,23 @@ def test_pipeline_runs_the_image_encoder_fused_with_the_same_entities(both_model
         [[(e["type"], e["start"], e["end"]) for e in x] for x in plain]
     torch.testing.assert_close(fused_feats, plain_feats, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(recorder.emissions(), plain_em, rtol=1e-4, atol=1e-4)
+
+
+def test_many_inputs_are_batched_by_length_and_come_back_in_input_order(both_model, images, monkeypatch):
+    pil, paths = images
+    texts = ["Obama and Merkel and Macron in Paris today with Trudeau", "Kai", "Rob after a fish dinner", "",
+             "Luna", "Merkel in Berlin and Madrid"]
+    imgs = [paths[0], pil[1], None, None, paths[2], pil[0]]
+    caps = ["a man", None, "a cat", None, "a dog", None]
+    one_by_one = [Pipeline(both_model)(t, image=i, caption=c) for t, i, c in zip(texts, imgs, caps)]
+    pipe = Pipeline(both_model, batch_size=2)
+    recorder = ForwardRecorder(both_model, monkeypatch)
+    batched = pipe(texts, image=imgs, caption=caps)
+
+    def keys(result):
+        return [[(e["text"], e["type"], e["start"], e["end"]) for e in ents] for ents in result]
+
+    assert keys(batched) == keys(one_by_one)  # each input its own entities, in input order
+    # batches of similar lengths, shortest first; the empty text never reaches the model
+    seen = [int(n) for _, out in recorder.calls for n in out.mask.sum(1).tolist()]  # words per tweet
+    assert seen == sorted(seen) and len(seen) == 5 and len(recorder.calls) == 3

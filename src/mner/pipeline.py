@@ -121,29 +121,35 @@ class Pipeline:
 
     @torch.no_grad()
     def predict(self, examples: Sequence[Example], images: Sequence[ImageInput] | None = None) -> list[list[dict]]:
-        """Entities of each example (images: per example, overriding ``Example.image``)."""
-        out: list[list[dict]] = []
-        for start in range(0, len(examples), self.batch_size):
-            chunk = list(examples[start:start + self.batch_size])
-            empty = [i for i, ex in enumerate(chunk) if not ex.tokens]
-            todo = [ex for ex in chunk if ex.tokens]
-            decoded_by_pos: dict[int, list[dict]] = {i: [] for i in empty}
-            if todo:
-                imgs = None
-                if "pixels" in self.views:
-                    refs = ([img for ex, img in zip(chunk, images[start:start + self.batch_size]) if ex.tokens]
-                            if images is not None else [ex.image for ex in todo])
-                    imgs = [self._image(ref) for ref in refs]
-                batch = self.processor(todo, images=imgs)
-                decoded = self.model.decode(batch, confidences=True)
-                k = 0
-                for i, ex in enumerate(chunk):
-                    if i in decoded_by_pos:
-                        continue
-                    decoded_by_pos[i] = self._entities(ex, decoded.tags[k], decoded.confidences[k])
-                    k += 1
-            out += [decoded_by_pos[i] for i in range(len(chunk))]
-        return out
+        """Entities of each example (images: per example, overriding ``Example.image``), in input order.
+
+        More examples than ``batch_size`` are batched by length (shortest first, ties in input
+        order), so that a batch pads its texts to similar lengths; results come back in input order."""
+        examples = list(examples)
+        images = list(images) if images is not None else None
+        if images is not None and len(images) != len(examples):
+            raise MNERError(f"{len(examples)} examples but {len(images)} images: give one per example")
+        order = list(range(len(examples)))
+        if len(examples) > self.batch_size:
+            order.sort(key=lambda i: sum(len(t) + 1 for t in examples[i].tokens))
+        out: list[list[dict] | None] = [None] * len(examples)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            todo = [i for i in idx if examples[i].tokens]
+            for i in idx:
+                if not examples[i].tokens:
+                    out[i] = []
+            if not todo:
+                continue
+            imgs = None
+            if "pixels" in self.views:
+                refs = [images[i] for i in todo] if images is not None else [examples[i].image for i in todo]
+                imgs = [self._image(ref) for ref in refs]
+            batch = self.processor([examples[i] for i in todo], images=imgs)
+            decoded = self.model.decode(batch, confidences=True)
+            for k, i in enumerate(todo):
+                out[i] = self._entities(examples[i], decoded.tags[k], decoded.confidences[k])
+        return out  # type: ignore[return-value]
 
     @staticmethod
     def _entities(ex: Example, tags: list[str], conf: list[float]) -> list[dict]:
