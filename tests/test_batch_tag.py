@@ -1,10 +1,12 @@
 """``mner tag`` with the local engine: the same entities as the pipeline, every input format,
 rows that cannot be tagged (errors.jsonl, counts, policies, --strict), refusing a changed model,
-inputs or options under an existing output folder, resuming after a kill, the CLI."""
+inputs or options under an existing output folder, resuming after a kill, the CLI; worker processes
+that each hold a model replica (CPU) or only decode images (the GPU design)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -84,10 +86,103 @@ def test_local_engine_gives_the_pipelines_entities_row_by_row(setup):
     assert manifest["status"] == "complete" and manifest["counts"]["tagged"] == 21
     assert manifest["inputs"][0]["rows"] == 22 and manifest["inputs"][0]["size"] == setup["files"]["jsonl"].stat().st_size
     assert manifest["model"]["sha256"] and manifest["mner_version"]
-    # decoding in a worker process gives the same bytes
+    # tagging in a worker process (its own copy of the model, on as many threads) gives the same bytes
     out2 = setup["tmp"] / "local-workers"
-    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], out2, workers=1))
+    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], out2, workers=1, threads=1))
     assert read_output(out2) == rows
+
+
+def _entity_keys(rows: list[dict]) -> list[tuple]:
+    return [(r["id"], r["file"], r["row"], r["image_problem"], r["match_probability"] is None,
+             [(e["type"], e["start"], e["end"], e["text"]) for e in r["entities"]]) for r in rows]
+
+
+def test_replica_workers_write_the_rows_of_one_process(setup, tmp_path):
+    """--workers 2 on the CPU: two processes, each with its own model, tag the windows; the rows,
+    errors and counts are those of --workers 0 (the confidences to the last digit with the same
+    torch threads, within rounding with others)."""
+    from mner.batch.job import cpu_cores
+
+    rows = [dict(r, id=f"{r['id']}-{k}") for k in range(2) for r in setup["rows"]]  # 44 rows, 9 shards
+    inputs = write_inputs(tmp_path / "in", rows)["jsonl"]
+    one = run_tag(tag_options(setup["model"], inputs, tmp_path / "one", workers=0))
+    want, want_errors = output_and_errors(tmp_path / "one")
+    lines: list[str] = []
+    two = run_tag(tag_options(setup["model"], inputs, tmp_path / "two", workers=2), log=lines.append)
+    got, errors = output_and_errors(tmp_path / "two")
+    threads = max(1, cpu_cores() // 2)
+    assert any(f"2 worker process(es), each holding one model replica (cpu) and running it on {threads} torch"
+               in line for line in lines), lines
+    assert _entity_keys(got) == _entity_keys(want) and len(got) == 42 and errors == want_errors
+    assert sum(len(r["entities"]) for r in got) > 20
+    for a, b in zip(got, want):
+        assert a["match_probability"] == pytest.approx(b["match_probability"], abs=2e-4)
+        assert [e["confidence"] for e in a["entities"]] == pytest.approx([e["confidence"] for e in b["entities"]],
+                                                                          abs=2e-4)
+    if threads == 1:  # the one_thread fixture's: the same bytes
+        assert got == want
+    counts = ("read", "tagged", "failed", "dropped", "blanked", "failed_by_reason", "shards")
+    assert {k: two[k] for k in counts} == {k: one[k] for k in counts}
+    assert two["read"] == 44 == two["tagged"] + two["failed"] + two["dropped"] and two["failed"] == 2
+    # --strict: the first bad row in input order stops the run, as in one process
+    with pytest.raises(MNERError, match=r"tweets.jsonl:16: image-missing"):
+        run_tag(tag_options(setup["model"], inputs, tmp_path / "strict", workers=2, strict=True))
+
+
+
+def test_on_a_gpu_the_workers_only_decode_for_the_model_in_this_process(setup, tmp_path, monkeypatch):
+    """The plan: replicas on the CPU, one model in the main process on a GPU; that GPU design
+    (decoding workers, the model here) run on the CPU writes the same rows."""
+    import mner.batch.engine_local as local
+    from mner.batch.job import cpu_cores, default_workers
+    from mner.batch.prepare import PrepareSettings
+
+    opts = tag_options(setup["model"], setup["files"]["jsonl"], tmp_path / "x", workers=None)
+    assert local.plan_local(opts, PrepareSettings(), "cpu") == local.LocalPlan(
+        default_workers(), max(1, cpu_cores() // default_workers()), True, "cpu")
+    gpu = local.plan_local(opts, PrepareSettings(), "cuda:0")
+    assert not gpu.replicas and gpu.workers == default_workers(replicas=False) and gpu.device == "cuda:0"
+    assert local.plan_local(opts, PrepareSettings(pixels=False), "cuda").workers == 0  # nothing to decode
+    assert local.plan_local(dataclasses.replace(opts, workers=0, threads=3), PrepareSettings(), "cpu") == \
+        local.LocalPlan(0, 3, False, "cpu")
+
+    monkeypatch.setattr(local, "plan_local", lambda opts, settings, device: local.LocalPlan(1, 1, False, "cpu"))
+    lines: list[str] = []
+    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], tmp_path / "gpu-design"), log=lines.append)
+    assert any("the model in this process (cpu, 1 torch thread(s)), 1 image-decoding worker" in line
+               for line in lines), lines
+    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], tmp_path / "one", workers=0))
+    assert output_and_errors(tmp_path / "gpu-design") == output_and_errors(tmp_path / "one")
+
+def test_errors_in_replica_workers_reach_the_main_process(setup, tmp_path, monkeypatch):
+    """A user's error in a worker stays a one-line MNERError; a bug keeps the worker's traceback."""
+    import shutil
+
+    import mner.batch.job as job
+    from mner.batch.engine_local import _picklable
+    from mner.data.images import ImageError
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["model"], model)
+    inputs = setup["files"]["jsonl"]
+
+    def move_the_model(line: str) -> None:  # after the main process loaded it, before the workers do
+        if line.startswith("local:"):
+            model.rename(tmp_path / "moved")
+
+    with pytest.raises(MNERError) as err:
+        run_tag(tag_options(model, inputs, tmp_path / "user", workers=1), log=move_the_model)
+    assert "no such model folder" in str(err.value) and "\n" not in str(err.value)
+    assert json.loads((tmp_path / "user" / "_manifest.json").read_text())["status"] == "failed"
+    # an MNERError that pickle cannot rebuild travels as a plain MNERError with its message
+    assert not _picklable(ImageError("missing", "x", None)) and _picklable(MNERError("x"))
+
+    real = job.prepare_settings
+    monkeypatch.setattr(job, "prepare_settings", lambda opts, pipe: dataclasses.replace(
+        real(opts, pipe), resize=("not-a-size", "bicubic")))  # a bug that only shows in the workers
+    with pytest.raises(TypeError) as err:
+        run_tag(tag_options(setup["model"], inputs, tmp_path / "bug", workers=1))
+    assert "presize" in str(err.value.__cause__)  # the worker's traceback
 
 
 def test_every_input_format_gives_the_same_rows_and_both_output_formats_round_trip(setup):
@@ -313,11 +408,14 @@ def test_a_changed_model_inputs_or_options_under_an_existing_folder_are_refused(
         run_tag(tag_options(setup["model"], files["jsonl"], foreign, overwrite=True))
 
 
-def _tag_in_subprocess(tmp: Path, model: Path, inputs: Path, out: Path, crash: str) -> subprocess.CompletedProcess:
+def _tag_in_subprocess(tmp: Path, model: Path, inputs: Path, out: Path, crash: str,
+                       workers: int = 0) -> subprocess.CompletedProcess:
     env = subprocess_env(tmp)
     env["MNER_TAG_CRASH_AFTER"] = crash
     cmd = [sys.executable, "-m", "mner", "tag", str(model), str(inputs), "--out", str(out), "--image-root",
-           str(sample_paths()["images"]), "--shard-size", "5", "--batch-size", "4", "--workers", "0", "--no-progress"]
+           str(sample_paths()["images"]), "--shard-size", "5", "--batch-size", "4", "--workers", str(workers),
+           "--threads", "1", "--no-progress"]
+    # capture_output: run() returns once every holder of the pipes is gone, workers included
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -341,6 +439,31 @@ def test_a_killed_run_started_again_writes_every_row_exactly_once(setup, tmp_pat
 
     summary = run_tag(tag_options(setup["model"], inputs, out))
     assert summary["shards_skipped"] == 1 and summary["rows_this_run"] == 66 - 5
+    got, errors = output_and_errors(out)
+    want, want_errors = output_and_errors(reference)
+    assert got == want and errors == want_errors
+    assert len({r["id"] for r in got}) == len(got) == 63 and summary["read"] == 66 and summary["failed"] == 3
+    assert not [p for p in out.rglob(".*.tmp")]
+
+
+def test_a_killed_run_with_replica_workers_started_again_writes_every_row_exactly_once(setup, tmp_path):
+    """The main process dies (os._exit) after its first committed shard while two workers, each
+    with a model, hold windows: the workers exit with it, and a restart with workers again skips
+    the finished shard and writes the uninterrupted run's rows."""
+    rows = [dict(r, id=f"{r['id']}-{k}") for k in range(3) for r in setup["rows"]]  # 66 rows, 14 shards
+    inputs = write_inputs(tmp_path / "in", rows)["jsonl"]
+    reference = tmp_path / "reference"
+    run_tag(tag_options(setup["model"], inputs, reference, threads=1))
+
+    out = tmp_path / "killed"
+    proc = _tag_in_subprocess(tmp_path, setup["model"], inputs, out, "1", workers=2)
+    assert proc.returncode == 137, proc.stderr[-2000:]
+    assert "2 worker process(es), each holding one model replica (cpu) and running it on 1 torch thread" in proc.stderr
+    assert sorted(p.name for p in (out / "_shards").glob("part-*.json")) == ["part-000000.json"]
+    assert json.loads((out / "_manifest.json").read_text())["status"] == "running"
+
+    summary = run_tag(tag_options(setup["model"], inputs, out, workers=2, threads=1))
+    assert summary["shards_skipped"] == 1 and summary["rows_this_run"] == 66 - 5 and summary["status"] == "complete"
     got, errors = output_and_errors(out)
     want, want_errors = output_and_errors(reference)
     assert got == want and errors == want_errors

@@ -11,6 +11,7 @@ write the same rows.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import time
@@ -47,8 +48,10 @@ class TagOptions:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     strict: bool = False
     overwrite: bool = False
-    workers: int | None = None          # local: decoding processes (None: cores - 1, at most 4; 0 without images)
-    threads: int | None = None          # torch threads of the process (local) or each actor (ray)
+    workers: int | None = None          # local: worker processes (None: default_workers()); on the CPU each
+                                        # holds a model replica, on a GPU they only decode images; 0: none
+    threads: int | None = None          # torch threads of each replica worker (local, CPU: default cores //
+                                        # workers), of the model's process (local, GPU) or of each actor (ray)
     device: str | None = None
     ray_address: str | None = None
     concurrency: int | None = None      # ray: actors in the pool
@@ -217,9 +220,13 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
         try:
             if pending:
                 if opts.engine == "local":
-                    from mner.batch.engine_local import run_local
+                    from mner.batch.engine_local import plan_local, run_local
 
-                    run_local(opts, settings, pipe, pending, collector, log)
+                    plan = plan_local(opts, settings, pipe.device)
+                    if plan.replicas:  # each worker loads its own copy: this one would only hold memory
+                        pipe = None
+                        gc.collect()
+                    run_local(opts, settings, plan, pipe, pending, collector, log)
                 else:
                     from mner.batch.engine_ray import run_ray
 
@@ -260,6 +267,17 @@ def _progress(opts: TagOptions, total: int):
     return tqdm(total=total, unit="tweet", desc="tagging", file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
 
 
-def default_workers() -> int:
-    """Decoding processes of the local engine: one core is left to the model, at most 4."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers(replicas: bool = True) -> int:
+    """Worker processes of the local engine. ``replicas`` (a CPU device): one per core, each
+    running its own copy of the model, at most 4; otherwise (the model on a GPU, in the main
+    process) image-decoding workers: one core is left to the main process, at most 4."""
+    cores = cpu_cores()
+    return min(4, cores) if replicas else max(0, min(4, cores - 1))

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or one mner tag wrote: it resumes)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
-                   help="local: this process plus image-decoding workers (default); ray: Ray Data")
+                   help="local: worker processes on this machine, each with its own copy of the model on "
+                        "the CPU (default); ray: Ray Data")
     p.add_argument("--format", default="parquet", choices=("parquet", "jsonl"), help="output format (default parquet)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="tweets per model batch (default 32)")
     p.add_argument("--shard-size", type=positive_int, default=1000,
@@ -58,9 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--overwrite", action="store_true",
                    help="delete what an earlier run wrote into --out and start again")
     g.add_argument("--workers", type=nonnegative_int, default=None,
-                   help="local: image-decoding processes (default: CPU cores - 1, at most 4, for a model that looks at images; 0: none)")
+                   help="local: worker processes. On the CPU each loads its own copy of the model (memory grows "
+                        "by one model per worker: pick fewer for a big model or little RAM) and parses, decodes "
+                        "and tags whole batches (default: one per CPU core, at most 4); on a GPU they only "
+                        "decode images for the model in this process (default: cores - 1, at most 4; none for "
+                        "a text-only model). 0: everything in this process")
     g.add_argument("--threads", type=positive_int, default=None,
-                   help="torch threads of the model's process (local) or of each actor (ray)")
+                   help="torch threads of each worker's model (local on the CPU; default: cores // workers), "
+                        "of the model in this process (local on a GPU, or --workers 0) or of each actor (ray)")
     g.add_argument("--device", default=None, help="local: cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("ray engine")
