@@ -9,9 +9,11 @@ view), untrained heads (speed does not depend on the weights); its text-only var
 
 1. ``mner tag --engine local`` vs ``mner predict --input`` (today's path), each a whole command
    (start, model loading and writing included), each with the whole machine: predict with torch
-   on every core (its default), tag with its defaults (decoding workers + torch on the cores they
-   leave). Ratio = predict time / tag time. Target >= 2. Also measured: predict with one torch
-   thread (``OMP_NUM_THREADS=1``), which tells how much of the gain is only the thread setting.
+   on every core (its default), tag with its defaults (one model replica per core in spawned
+   worker processes, each on one torch thread, each decoding its own windows' images). Ratio =
+   predict time / tag time. Target >= 2. Also measured: predict with one torch thread
+   (``OMP_NUM_THREADS=1``), and tag with ``--workers 0`` (one process, torch on every core, as
+   predict): what the replicas add over threads.
 2. The text-only mner model (``Pipeline`` on raw texts: tokenizing, MiniLM, CRF, entity spans)
    vs Hugging Face ``pipeline("token-classification")`` on the same MiniLM (random head,
    ``aggregation_strategy="first"``: word-level entities, as mner's first-sub-token words), the
@@ -19,6 +21,10 @@ view), untrained heads (speed does not depend on the weights); its text-only var
    mner time (the median of the per-turn ratios). Target >= 1.
 3. ``mner tag --engine ray`` with 2 actors vs ``--engine local``: ratio = local time / ray time
    (above 1: Ray faster). Ray's start (a few seconds) is inside its time, as a user waits for it.
+4. (context) The image encoder alone, in this process, one torch thread: EfficientNet-Lite0 on
+   batches of 32 demo images as the pipelines now run it (batch norms folded, channels-last;
+   ``ImageEncoder.fuse_for_inference``) vs the plain backbone, and the largest feature difference.
+   Both commands of ratio 1 run the fused encoder: this figure is what every path gained from it.
 
 Sanity checks printed with the figures: tag's entities equal predict's (types and offsets; the
 confidences may move in the last digit with another batching) and Ray's rows equal local's.
@@ -124,6 +130,14 @@ def entity_keys(ents: list[dict]) -> list[tuple]:
     return [(e["type"], e["start"], e["end"]) for e in ents]
 
 
+def same_entities(a: list[dict], b: list[dict]) -> float:
+    """The share of rows (in order) whose entities have the same types and offsets."""
+    if len(a) != len(b):
+        return 0.0
+    same = sum(entity_keys(x["entities"]) == entity_keys(y["entities"]) for x, y in zip(a, b))
+    return round(same / max(1, len(a)), 4)
+
+
 def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int, threads: int) -> dict:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
@@ -153,6 +167,38 @@ def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int
     ratio = statistics.median(h / m for h, m in zip(times["hf"], times["mner"]))
     return {"mner_s": statistics.median(times["mner"]), "hf_s": statistics.median(times["hf"]), "ratio": ratio,
             "tweets": len(texts)}
+
+
+def image_encoder_ratio(images: Path, batch_size: int, repeats: int) -> dict:
+    """Fused (folded + channels-last) vs plain EfficientNet-Lite0 on the same decoded batches, one thread."""
+    import torch
+    from PIL import Image
+
+    from mner.encoders import ImageEncoder, ImageEncoderConfig
+
+    torch.set_num_threads(1)
+    encoder = ImageEncoder(ImageEncoderConfig(name="efficientnet-lite0")).eval()
+    transform = encoder.eval_transform()
+    files = sorted(p for p in images.iterdir() if p.suffix == ".jpg")[: 4 * batch_size]
+    batches = [torch.stack([transform(Image.open(f).convert("RGB")) for f in files[i:i + batch_size]])
+               for i in range(0, len(files), batch_size)]
+    times = {"fused": [], "plain": []}
+    diff = 0.0
+    with torch.no_grad():
+        for turn in range(repeats + 1):  # the first turn warms up (and builds the folded copy)
+            for name in ("plain", "fused"):
+                encoder.fuse_for_inference(name == "fused")
+                t0 = time.perf_counter()
+                outs = [encoder(b).tokens for b in batches]
+                if turn:
+                    times[name].append(time.perf_counter() - t0)
+                if name == "plain":
+                    plain = outs
+                else:
+                    diff = max(diff, max(float((a - b).abs().max()) for a, b in zip(outs, plain)))
+    ratio = statistics.median(p / f for p, f in zip(times["plain"], times["fused"]))
+    return {"images": len(files), "plain_s": statistics.median(times["plain"]),
+            "fused_s": statistics.median(times["fused"]), "ratio": ratio, "max_feature_diff": diff}
 
 
 def machine() -> str:
@@ -200,16 +246,21 @@ def main(argv: list[str] | None = None) -> int:
                                  str(work / "tag-local"), "--overwrite", "--no-progress",
                                  "--batch-size", str(args.batch_size)], env_with(None))
     local = json.loads(out.strip().splitlines()[-1])
-    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run)")
+    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run); --workers 0 ...")
+    t_single, _ = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
+                                str(work / "tag-single"), "--overwrite", "--no-progress", "--workers", "0",
+                                "--batch-size", str(args.batch_size)], env_with(cores))
+    log(f"   {t_single:.1f} s")
     from mner.batch import read_output
 
     tagged = read_output(work / "tag-local")
     predicted = [json.loads(line) for line in (work / "predict.jsonl").read_text().splitlines()]
-    same = sum(entity_keys(a["entities"]) == entity_keys(b["entities"]) for a, b in zip(tagged, predicted))
     figures.update(predict_s=round(t_predict, 2), predict_1_thread_s=round(t_predict_1, 2),
                    tag_local_s=round(t_local, 2), tag_local_vs_predict=round(t_predict / t_local, 3),
                    tag_local_vs_predict_1_thread=round(t_predict_1 / t_local, 3),
-                   tag_equals_predict=round(same / max(1, len(tagged)), 4))
+                   tag_workers_0_s=round(t_single, 2), tag_local_vs_workers_0=round(t_single / t_local, 3),
+                   tag_workers_0_equals_local=same_entities(read_output(work / "tag-single"), tagged),
+                   tag_equals_predict=same_entities(tagged, predicted))
 
     # 3. ray with 2 actors vs local
     if not args.skip_ray:
@@ -229,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     text = text_only_ratio(text_only, texts[:n_text], args.batch_size, args.repeats, threads=threads)
     figures.update(text_tweets=n_text, text_threads=threads, mner_text_s=round(text["mner_s"], 2), hf_pipeline_s=round(text["hf_s"], 2),
                    mner_text_vs_hf_pipeline=round(text["ratio"], 3))
+    # 4. (context) the image encoder alone: fused vs plain
+    log("4. image encoder, fused vs plain ...")
+    enc = image_encoder_ratio(images, args.batch_size, args.repeats)
+    figures.update(image_encoder_fused_vs_plain=round(enc["ratio"], 3),
+                   image_encoder_max_feature_diff=float(f"{enc['max_feature_diff']:.3g}"))
     figures["seconds"] = round(time.perf_counter() - started, 1)
     figures["machine"] = machine()
     figures["data"] = data
