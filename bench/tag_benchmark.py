@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-tag")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the text-only comparison (default: every core)")
-    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--skip", nargs="*", default=[], choices=["ray", "workers-0", "predict-1-thread"],
+                   help="leave out the Ray ratio or a context run (each costs about one tag run)")
     args = p.parse_args(argv)
     cores = os.cpu_count() or 1
     work = args.work
@@ -237,33 +238,38 @@ def main(argv: list[str] | None = None) -> int:
     t_predict, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
                                  "--output", str(work / "predict.jsonl"), "--batch-size", str(args.batch_size)],
                          env_with(cores))
-    log(f"   {t_predict:.1f} s; the same with one torch thread ...")
-    t_predict_1, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
-                                   "--output", str(work / "predict-1.jsonl"), "--batch-size", str(args.batch_size)],
-                           env_with(1))
-    log(f"   {t_predict_1:.1f} s; mner tag --engine local ...")
+    log(f"   {t_predict:.1f} s; mner tag --engine local ...")
     t_local, out = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
                                  str(work / "tag-local"), "--overwrite", "--no-progress",
                                  "--batch-size", str(args.batch_size)], env_with(None))
     local = json.loads(out.strip().splitlines()[-1])
-    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run); --workers 0 ...")
-    t_single, _ = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
-                                str(work / "tag-single"), "--overwrite", "--no-progress", "--workers", "0",
-                                "--batch-size", str(args.batch_size)], env_with(cores))
-    log(f"   {t_single:.1f} s")
+    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run)")
     from mner.batch import read_output
 
     tagged = read_output(work / "tag-local")
     predicted = [json.loads(line) for line in (work / "predict.jsonl").read_text().splitlines()]
-    figures.update(predict_s=round(t_predict, 2), predict_1_thread_s=round(t_predict_1, 2),
-                   tag_local_s=round(t_local, 2), tag_local_vs_predict=round(t_predict / t_local, 3),
-                   tag_local_vs_predict_1_thread=round(t_predict_1 / t_local, 3),
-                   tag_workers_0_s=round(t_single, 2), tag_local_vs_workers_0=round(t_single / t_local, 3),
-                   tag_workers_0_equals_local=same_entities(read_output(work / "tag-single"), tagged),
+    figures.update(predict_s=round(t_predict, 2), tag_local_s=round(t_local, 2),
+                   tag_local_vs_predict=round(t_predict / t_local, 3),
                    tag_equals_predict=same_entities(tagged, predicted))
+    if "workers-0" not in args.skip:
+        log("   (context) mner tag --workers 0: one process, torch on every core ...")
+        t_single, _ = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
+                                    str(work / "tag-single"), "--overwrite", "--no-progress", "--workers", "0",
+                                    "--batch-size", str(args.batch_size)], env_with(cores))
+        log(f"   {t_single:.1f} s")
+        figures.update(tag_workers_0_s=round(t_single, 2), tag_local_vs_workers_0=round(t_single / t_local, 3),
+                       tag_workers_0_equals_local=same_entities(read_output(work / "tag-single"), tagged))
+    if "predict-1-thread" not in args.skip:
+        log("   (context) mner predict with one torch thread ...")
+        t_predict_1, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
+                                       "--output", str(work / "predict-1.jsonl"), "--batch-size",
+                                       str(args.batch_size)], env_with(1))
+        log(f"   {t_predict_1:.1f} s")
+        figures.update(predict_1_thread_s=round(t_predict_1, 2),
+                       tag_local_vs_predict_1_thread=round(t_predict_1 / t_local, 3))
 
     # 3. ray with 2 actors vs local
-    if not args.skip_ray:
+    if "ray" not in args.skip:
         log("3. mner tag --engine ray --concurrency 2 ...")
         t_ray, out = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
                                    str(work / "tag-ray"), "--overwrite", "--no-progress", "--engine", "ray",
