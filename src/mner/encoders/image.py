@@ -21,8 +21,9 @@ matching PIL transforms.
 Fast inference (:meth:`ImageEncoder.fuse_for_inference`, turned on by :class:`~mner.pipeline.Pipeline`):
 a frozen convolutional backbone (EfficientNet-Lite, ResNet) runs, in eval mode without gradients, as a
 copy whose batch norms are folded into the convolutions before them (torch's ``fuse_conv_bn_eval``)
-and whose tensors are channels-last (oneDNN's fast layout for convolutions on the CPU): 2.2x faster
-for EfficientNet-Lite0 on 32 images at one thread, features within 1e-4 of the plain backbone's.
+and whose tensors are channels-last (oneDNN's fast layout for convolutions on the CPU): about 2x
+faster for EfficientNet-Lite0 on batches of 32 images at one thread (2.05x in
+``docs/benchmarks/tagging.md``), features within 1e-4 of the plain backbone's.
 The copy is not part of the module (``state_dict`` and checkpoints hold the plain weights), is
 rebuilt when a weight changes (``load_state_dict``), and is never used in training mode, with
 gradients, or for a trainable backbone; the encoder's ``fingerprint`` names it, so cached features
