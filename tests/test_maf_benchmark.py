@@ -274,3 +274,32 @@ def test_main_stores_skips_and_reruns_stale_cells(tmp_path, monkeypatch, capsys)
     assert calls[-1] == ("twitter2017", "maf", "mpnet", 38, bench.MAX_EPOCHS, 3, 2)
     assert (tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__mpnet__early-stop__seed38.json").is_file()
     torch.set_num_threads(1)
+
+
+def test_the_page_measures_the_targets(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "code_fingerprint", lambda: "abc123")  # the made-up cells' code is "the code now"
+    gold, system = _systems()
+    cells = [_cell(tmp_path, "twitter2017", "text-only", s, gold, system(0.6, s)) for s in (37, 38, 39)]
+    cells += [_cell(tmp_path, "twitter2017", "maf", s, gold, system(0.9, 2 * s)) for s in (37, 38, 39)]
+    cells += [_cell(tmp_path, "twitter2015", v, 37, gold, system(r, 0)) for v, r in (("text-only", 0.9), ("maf", 0.6))]
+    mpnet = _cell(tmp_path, "twitter2017", "maf", 37, gold, system(0.9, 0), fingerprint="old999", store=False)
+    mpnet.update(encoder="mpnet", cell=bench.cell_name("twitter2017", "maf", "mpnet", 37), epochs=2)
+    page, _ = bench.report(cells + [mpnet], root=tmp_path)
+    targets = page.split("## Targets", 1)[1].split("\n## ", 1)[0]
+    rows = {tuple(r.split(" | ")[:2]): r for r in targets.splitlines() if r.startswith("| twitter")}
+    # 2017: three seeds, a clear gain, significant
+    r17 = rows[("| twitter2017", "MAF above the text-only CRF (MiniLM, 10 epochs)")]
+    assert "(seeds 37, 38, 39)" in r17 and "| above, significant (p = " in r17 and "not settled" not in r17
+    # 2015: one seed, MAF below the text-only CRF: said so, and not settled
+    r15 = rows[("| twitter2015", "MAF above the text-only CRF (MiniLM, 10 epochs)")]
+    assert r15.split(" | ")[2].startswith("-") and "ran another version" not in r15
+    assert "| below, significant (p = " in r15 and "1 seed of 3, not settled" in r15
+    # MPNet: measured against the paper and HVPNeT on 2017, not run on 2015; another code version flagged
+    f1 = 100 * mpnet["test"]["f1"]
+    paper = rows[("| twitter2017", "offline MPNet MAF at or above the MAF paper (BERT-base, real images)")]
+    assert f"| {f1:.2f} (2 epochs, seeds 37) | 86.25 |" in paper
+    diff = round(f1, 2) - 86.25
+    assert (f"met (+{diff:.2f})" if diff >= 0 else f"missed by {-diff:.2f}") in paper
+    assert "1 seed" in paper and "ran another version of the code" in paper
+    assert rows[("| twitter2015", "offline MPNet MAF at or above HVPNeT, original labels")].endswith("| 73.27 | not run |")
+    assert "**original labels**" in page
