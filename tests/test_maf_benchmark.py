@@ -247,8 +247,15 @@ def test_main_stores_skips_and_reruns_stale_cells(tmp_path, monkeypatch, capsys)
         return cell
 
     monkeypatch.setattr(bench, "run_cell", fake_run_cell)
+    (tmp_path / "README.md").write_text(f"# x\n\nbefore\n{bench.README_START}\nold rows\n{bench.README_END}\nafter\n")
     argv = ["--datasets", "twitter2017", "--variants", "maf", "--seeds", "38"]
     assert bench.main(argv) == 0
+    # the README's results block is rebuilt from the cells, the rest of the README kept
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("# x\n\nbefore\n") and readme.endswith("after\n") and "old rows" not in readme
+    f1 = 100 * json.loads((tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__minilm__seed38.json").read_text())["test"]["f1"]
+    assert f"| MiniLM-L6 (8 / 10) | MAF | not run | {f1:.2f} (1 seed) |" in readme
+    assert f"configs/maf-twitter2017-minilm.yaml    # Twitter-2017, expect {f1:.2f} (seeds 38;" in readme
     stored = tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__minilm__seed38.json"
     assert stored.is_file() and calls == [("twitter2017", "maf", "minilm", 38, 10, None, 1)]
     assert (tmp_path / "docs" / "results" / "maf.md").is_file()
