@@ -465,6 +465,74 @@ def target_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | No
     return lines
 
 
+def _weights(variant: str) -> float:
+    """The alpha (= beta) a MAF variant trains with: the table's pinned value or MAFConfig's default."""
+    from mner.models.maf.config import MAFConfig
+
+    return VARIANTS[variant].get("alpha", MAFConfig.alpha)
+
+
+def loss_weight_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | None = None) -> tuple[list[str], dict]:
+    """The loss-weight decision, measured: ``maf`` (:data:`TABLE_WEIGHTS`) against
+    ``maf-code-weights`` (MAFConfig's default) on the seeds both have. The weighting is a
+    hyperparameter, so it is chosen on the **dev** split (the mean of the seeds' best-epoch dev F1);
+    the test split and its paired test are shown beside it, not used to choose. A decision needs
+    three common seeds of the code here now. Returns the page's lines and
+    ``{(dataset, encoder, schedule): (winning variant or None, reason)}``."""
+    from mner.models.maf.config import CODE_AUX_WEIGHT, MAFConfig
+
+    default = MAFConfig.alpha
+    default_s = f"{default:.4f}" + (" (the authors' code: 0.38 / 1.38)" if default == CODE_AUX_WEIGHT else "")
+    lines = ["", "## Loss weights", "",
+             "Which alpha = beta the MAF rows (and MAFConfig's default) should use: the table's "
+             f"alpha = beta = {_weights('maf'):.2f} (row *MAF*) against the authors' code's "
+             f"{CODE_AUX_WEIGHT:.4f} (row *{VARIANT_NAMES['maf-code-weights']}*), same seeds. A loss weight is a "
+             "hyperparameter, so it is chosen on the **dev** split (mean best-epoch dev F1 over the "
+             "seeds); the test F1 and the paired test on it are shown beside, not used to choose. A "
+             "decision needs three common seeds that ran the code here now. MAFConfig's default now: "
+             f"alpha = beta = {default_s}.", "",
+             "| dataset | encoder | training | alpha = beta | seeds | dev F1 | dev F1 per seed | test F1 | "
+             "test gain of the code's weights (p) | decision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    decisions: dict = {}
+    for (dataset, encoder, schedule, variant), cs_code in groups.items():
+        if variant != "maf-code-weights" or (dataset, encoder, schedule, "maf") not in groups:
+            continue
+        by_table = {c["seed"]: c for c in groups[(dataset, encoder, schedule, "maf")]}
+        by_code = {c["seed"]: c for c in cs_code}
+        seeds = sorted(by_table.keys() & by_code.keys())
+        if not seeds:
+            continue
+        dev = {v: [by[s]["dev_f1"] for s in seeds] for v, by in (("maf", by_table), ("maf-code-weights", by_code))}
+        used = [by[s] for by in (by_table, by_code) for s in seeds]
+        if len(seeds) < 3:
+            winner, reason = None, f"not decided: {len(seeds)} common seed{'s' if len(seeds) > 1 else ''} of 3"
+        elif current is not None and any(c.get("code_fingerprint") != current for c in used):
+            winner, reason = None, "not decided: cells of another code version"
+        else:
+            means = {v: statistics.mean(d) for v, d in dev.items()}
+            winner = max(means, key=lambda v: (means[v], v == "maf-code-weights"))  # a tie keeps the authors'
+            loser = "maf" if winner == "maf-code-weights" else "maf-code-weights"
+            reason = (f"**{_weights(winner):.4g}**: dev F1 {100 * means[winner]:.2f} vs {100 * means[loser]:.2f} "
+                      f"({100 * (means[winner] - means[loser]):+.2f}, higher on "
+                      f"{sum(a > b for a, b in zip(dev[winner], dev[loser]))} of {len(seeds)} seeds)")
+            reason += ("; MAFConfig's default is this" if abs(_weights(winner) - default) < 1e-12
+                       else "; MAFConfig's default is not this yet")
+        decisions[(dataset, encoder, schedule)] = (winner, reason)
+        t = tested.get((dataset, encoder, schedule, "maf-code-weights", "maf"))
+        gain = "-" if t is None or t[0] != seeds else (
+            f"{100 * t[1]:+.2f} ({'p = ' + _short(t[2]) if t[2] is not None else 'no p-value'})")
+        for v, by in (("maf", by_table), ("maf-code-weights", by_code)):
+            first = v == "maf"
+            lines.append(
+                f"| {dataset} | {encoder} | {schedule} | {_weights(v):.4g} | {', '.join(map(str, seeds))} | "
+                f"**{_ms(dev[v])}** | {', '.join(f'{100 * x:.2f}' for x in dev[v])} | "
+                f"{_ms([by[s]['test']['f1'] for s in seeds])} | {'' if first else gain} | {'' if first else reason} |")
+    if not decisions:
+        lines.append("| - | - | - | - | - | - | - | - | - | not measured: no seed has both weightings |")
+    return lines, decisions
+
+
 def report(cells: list[dict], root: Path | None = None, tested: dict | None = None) -> tuple[str, dict]:
     """The results page and its figures; ``tested`` (when given) receives the significance results
     (see :func:`significance_rows`)."""
@@ -587,6 +655,7 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
     tested = {} if tested is None else tested
     lines += significance_rows(groups, _StoredPredictions(root), tested)
     lines += target_rows(groups, tested, current)
+    lines += loss_weight_rows(groups, tested, current)[0]
     reruns = [c for c in cells if c.get("previous")]
     if reruns:
         lines += [

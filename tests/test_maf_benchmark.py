@@ -310,3 +310,43 @@ def test_the_page_measures_the_targets(tmp_path, monkeypatch):
     assert "1 seed" in paper and "ran another version of the code" in paper
     assert rows[("| twitter2015", "offline MPNet MAF at or above HVPNeT, original labels")].endswith("| 73.27 | not run |")
     assert "**original labels**" in page
+
+
+def test_the_loss_weights_are_chosen_on_dev_not_test(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "code_fingerprint", lambda: "abc123")
+    gold, system = _systems()
+    # the table's weights score better on test, the code's weights better on dev (2 of 3 seeds, and on the mean)
+    table = [_cell(tmp_path, "twitter2017", "maf", s, gold, system(0.9, s)) for s in (37, 38, 39)]
+    code = [_cell(tmp_path, "twitter2017", "maf-code-weights", s, gold, system(0.7, s)) for s in (37, 38, 39)]
+    for c, dev in zip(table, (0.80, 0.81, 0.82)):
+        c["dev_f1"] = dev
+    for c, dev in zip(code, (0.83, 0.80, 0.84)):
+        c["dev_f1"] = dev
+    page, _ = bench.report(table + code, root=tmp_path)
+    section = page.split("## Loss weights", 1)[1].split("\n## ", 1)[0]
+    row = next(r for r in section.splitlines() if r.startswith("| twitter2017 | minilm | 10 epochs | 0.2754 |"))
+    assert "| **82.33 ± 2.08** | 83.00, 80.00, 84.00 |" in row
+    assert "**0.2754**: dev F1 82.33 vs 81.00 (+1.33, higher on 2 of 3 seeds); MAFConfig's default is this" in row
+    assert "| -" in row and "p = " in row  # the test gain is negative and tested, but did not choose
+    _, decisions = bench.loss_weight_rows(
+        {("twitter2017", "minilm", "10 epochs", "maf"): table, ("twitter2017", "minilm", "10 epochs", "maf-code-weights"): code},
+        {}, "abc123")
+    assert decisions[("twitter2017", "minilm", "10 epochs")][0] == "maf-code-weights"
+    # the other way round: the table's 0.19 wins on dev, and the page says the default is not that yet
+    for c in table:
+        c["dev_f1"] += 0.05
+    _, decisions = bench.loss_weight_rows(
+        {("twitter2017", "minilm", "10 epochs", "maf"): table, ("twitter2017", "minilm", "10 epochs", "maf-code-weights"): code},
+        {}, "abc123")
+    winner, reason = decisions[("twitter2017", "minilm", "10 epochs")]
+    assert winner == "maf" and reason.startswith("**0.19**") and reason.endswith("MAFConfig's default is not this yet")
+    # two seeds, or a cell of another code version: not decided
+    _, decisions = bench.loss_weight_rows(
+        {("twitter2017", "minilm", "10 epochs", "maf"): table[:2], ("twitter2017", "minilm", "10 epochs", "maf-code-weights"): code},
+        {}, "abc123")
+    assert decisions[("twitter2017", "minilm", "10 epochs")] == (None, "not decided: 2 common seeds of 3")
+    code[0]["code_fingerprint"] = "old999"
+    _, decisions = bench.loss_weight_rows(
+        {("twitter2017", "minilm", "10 epochs", "maf"): table, ("twitter2017", "minilm", "10 epochs", "maf-code-weights"): code},
+        {}, "abc123")
+    assert decisions[("twitter2017", "minilm", "10 epochs")] == (None, "not decided: cells of another code version")
