@@ -14,18 +14,8 @@ import math
 import sys
 from pathlib import Path
 
+from mner.cli.data import positive_int
 from mner.errors import MNERError
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from mner.errors import UsageError
