@@ -61,6 +61,7 @@ VARIANT_NAMES = {"text-only": "text-only CRF", "maf": "MAF", "maf-no-ca": "MAF w
                  "maf-no-cm": "MAF w/o CM", "maf-no-ca-cm": "MAF w/o CA+CM",
                  "maf-code-weights": "MAF, the code's loss weights"}
 ENCODERS = {"minilm": "minilm", "mpnet": "mpnet"}
+ENCODER_NAMES = {"minilm": "MiniLM-L6", "mpnet": "MPNet-base"}
 # Epochs per dataset and encoder (the paper: 24 / 23 epochs with BERT-base on a GPU). MPNet's
 # forward+backward costs 6.5x MiniLM's on 2 CPU cores (measured: 12.9 s vs 2.0 s for 32 x 40
 # tokens, one thread), so its cells get the 2 epochs a CPU session can afford; pass --epochs on a GPU.
@@ -696,19 +697,26 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
 # The README's results block (between these markers) is rebuilt with the page: its MiniLM rows and
 # the recipes' expected F1 come from the stored cells (tests/test_configs.py checks the quotes).
 README_START, README_END = "<!-- maf-results: start (bench/maf_benchmark.py) -->", "<!-- maf-results: end -->"
-RECIPE_FILES = {"twitter2017": "configs/maf-twitter2017-minilm.yaml", "twitter2015": "configs/maf-twitter2015-minilm.yaml"}
+# recipe file -> the benchmark cell it is, exactly: (dataset, variant, encoder), with its training time
+# on 2 CPU cores (from the cells' wall times); tests/test_configs.py checks both.
+RECIPES = {"configs/maf-twitter2017-minilm.yaml": ("twitter2017", "maf", "minilm", "about 20 min"),
+           "configs/maf-twitter2015-minilm.yaml": ("twitter2015", "maf", "minilm", "about 35 min")}
+
+
+def recipe_cells(cells: list[dict], dataset: str, variant: str, encoder: str) -> list[dict]:
+    """The stored cells (by seed) that ran exactly the configuration the benchmark runs now for that row."""
+    def same(c: dict) -> bool:
+        return comparable_config(c.get("config")) == comparable_config(
+            experiment(dataset, variant, encoder, c["seed"], EPOCHS[(dataset, encoder)], Path("run")))
+
+    return sorted((c for c in cells if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, encoder)
+                   and same(c)), key=lambda c: c["seed"])
 
 
 def readme_block(cells: list[dict], tested: dict) -> str:
     """The README's results block: the MiniLM comparison rows (mean ± std over the seeds of the
     cells that ran the benchmark's configuration), MAF's gain with its p-value (``tested``, from
     :func:`report`), the MPNet rows, and the one-command recipes with the F1 to expect."""
-    def row(dataset: str, variant: str) -> list[dict]:
-        want = lambda c: comparable_config(c.get("config")) == comparable_config(  # noqa: E731
-            experiment(dataset, variant, "minilm", c["seed"], EPOCHS[(dataset, "minilm")], Path("run")))
-        return sorted((c for c in cells if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, "minilm")
-                       and want(c)), key=lambda c: c["seed"])
-
     def f1(cs: list[dict]) -> str:
         if not cs:
             return "not run"
@@ -729,7 +737,7 @@ def readme_block(cells: list[dict], tested: dict) -> str:
                           and c["epochs"] == EPOCHS[(dataset, "mpnet")] and not c.get("early_stopping")),
                          key=lambda c: c["seed"]))
 
-    rows = {(d, v): row(d, v) for d in ("twitter2015", "twitter2017") for v in ("text-only", "maf")}
+    rows = {(d, v): recipe_cells(cells, d, v, "minilm") for d in ("twitter2015", "twitter2017") for v in ("text-only", "maf")}
     lines = [
         README_START,
         "| encoder (epochs 2015 / 2017) | model | Twitter-2015 | Twitter-2017 |",
@@ -746,12 +754,12 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         "",
         "```bash",
     ]
-    for dataset, minutes in (("twitter2017", 20), ("twitter2015", 35)):
-        cs = rows[dataset, "maf"]
-        expect = (f"expect {_ms([c['test']['f1'] for c in cs])} (seeds {', '.join(str(c['seed']) for c in cs)}; "
-                  if cs else "not measured yet (")
-        lines.append(f".venv/bin/mner train {RECIPE_FILES[dataset]}    # Twitter-{dataset[-4:]}, {expect}"
-                     f"about {minutes} min on 2 CPU cores)")
+    for path, (dataset, variant, encoder, duration) in RECIPES.items():
+        cs = recipe_cells(cells, dataset, variant, encoder)
+        seeds = f"seed{'s' if len(cs) > 1 else ''} {', '.join(str(c['seed']) for c in cs)}"
+        expect = f"expect {_ms([c['test']['f1'] for c in cs])} ({seeds}; " if cs else "not measured yet ("
+        lines.append(f".venv/bin/mner train {path}    # Twitter-{dataset[-4:]}, {ENCODER_NAMES[encoder]}, {expect}"
+                     f"{duration} on 2 CPU cores)")
     return "\n".join(lines + ["```", README_END])
 
 

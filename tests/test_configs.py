@@ -19,9 +19,8 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 sys.path.insert(0, str(ROOT / "bench"))
 import maf_benchmark as bench  # noqa: E402
 
-# recipe file -> the benchmark cell it reproduces (dataset, variant, encoder, epochs, patience)
-RECIPES = {"maf-twitter2017-minilm.yaml": ("twitter2017", "maf", "minilm", 10, None),
-           "maf-twitter2015-minilm.yaml": ("twitter2015", "maf", "minilm", 8, None)}
+# recipe file -> the benchmark cell it reproduces (dataset, variant, encoder), as the benchmark lists them
+RECIPES = {Path(path).name: cell[:3] for path, cell in bench.RECIPES.items()}
 
 
 def test_there_are_shipped_configs():
@@ -52,9 +51,10 @@ def _comparable(cfg) -> dict:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_recipe_is_the_benchmark_cell_the_readme_quotes(name, tmp_path):
-    dataset, variant, encoder, epochs, patience = RECIPES[name]
+    dataset, variant, encoder = RECIPES[name]
+    epochs = bench.EPOCHS[(dataset, encoder)]
     recipe = load_experiment(ROOT / "configs" / name)
-    cell = load_experiment(bench.experiment(dataset, variant, encoder, 37, epochs, tmp_path / "run", patience))
+    cell = load_experiment(bench.experiment(dataset, variant, encoder, 37, epochs, tmp_path / "run"))
     assert _comparable(recipe) == _comparable(cell)
     assert Path(recipe.data.corpus).name == dataset
     # the README shows the command and quotes the F1 of the stored cells of that row (mean ± std)
@@ -62,7 +62,7 @@ def test_a_recipe_is_the_benchmark_cell_the_readme_quotes(name, tmp_path):
     assert readme, f"the README does not show how to run {name}"
     cells = [c for c in bench.load_cells() if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, encoder)
              and bench.comparable_config(c["config"]) == bench.comparable_config(
-                 bench.experiment(dataset, variant, encoder, c["seed"], epochs, tmp_path / "run", patience))]
+                 bench.experiment(dataset, variant, encoder, c["seed"], epochs, tmp_path / "run"))]
     assert cells, f"no stored benchmark cell ran {name}'s configuration"
     expected = bench._ms([c["test"]["f1"] for c in cells])
     assert any(expected in line for line in readme), f"the README should quote {expected} for {name}"

@@ -255,7 +255,7 @@ def test_main_stores_skips_and_reruns_stale_cells(tmp_path, monkeypatch, capsys)
     assert readme.startswith("# x\n\nbefore\n") and readme.endswith("after\n") and "old rows" not in readme
     f1 = 100 * json.loads((tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__minilm__seed38.json").read_text())["test"]["f1"]
     assert f"| MiniLM-L6 (8 / 10) | MAF | not run | {f1:.2f} (1 seed) |" in readme
-    assert f"configs/maf-twitter2017-minilm.yaml    # Twitter-2017, expect {f1:.2f} (seeds 38;" in readme
+    assert f"configs/maf-twitter2017-minilm.yaml    # Twitter-2017, MiniLM-L6, expect {f1:.2f} (seed 38;" in readme
     stored = tmp_path / "bench" / "results" / "maf" / "twitter2017__maf__minilm__seed38.json"
     assert stored.is_file() and calls == [("twitter2017", "maf", "minilm", 38, 10, None, 1)]
     assert (tmp_path / "docs" / "results" / "maf.md").is_file()
