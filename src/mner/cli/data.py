@@ -30,7 +30,7 @@ def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer: give an integer >= {low}") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"{value} is too small: give an integer >= {low}")
     return value
