@@ -461,7 +461,7 @@ def target_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | No
             if current is not None and any(c.get("code_fingerprint") != current for c in used):
                 verdict += "; ran another version of the code"
             lines.append(f"| {dataset} | MAF above the text-only CRF (MiniLM, {schedule}) | "
-                         f"{100 * gain:+.2f} (seeds {', '.join(map(str, seeds))}) | 0 | {verdict} |")
+                         f"{100 * gain:+.2f} ({_seeds(seeds)}) | 0 | {verdict} |")
         rows = sorted((k for k in groups if k[0] == dataset and k[1] == "mpnet" and k[3] == "maf"),
                       key=lambda k: _schedule_rank(k[2]))
         for name, ref in TARGETS[dataset]:
@@ -476,9 +476,15 @@ def target_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | No
                 verdict += f"; {len(cs)} seed{'s' if len(cs) > 1 else ''}"
             if current is not None and any(c.get("code_fingerprint") != current for c in cs):
                 verdict += "; ran another version of the code"
-            lines.append(f"| {dataset} | offline MPNet MAF at or above {name} | {f1:.2f} ({rows[0][2]}, seeds "
-                         f"{', '.join(str(c['seed']) for c in cs)}) | {ref:.2f} | {verdict} |")
+            lines.append(f"| {dataset} | offline MPNet MAF at or above {name} | {f1:.2f} ({rows[0][2]}, "
+                         f"{_seeds(c['seed'] for c in cs)}) | {ref:.2f} | {verdict} |")
     return lines
+
+
+def _seeds(seeds) -> str:
+    """``seed 37`` or ``seeds 37, 38, 39``."""
+    seeds = list(seeds)
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
 def _weights(variant: str) -> float:
@@ -769,7 +775,7 @@ def readme_block(cells: list[dict], tested: dict) -> str:
             return "-"
         seeds, mean_gain, p = tested[key]
         return (f"{100 * mean_gain:+.2f} ({'p = ' + _short(p) if p is not None else 'no p-value'}, "
-                f"seeds {', '.join(map(str, seeds))})")
+                f"{_seeds(seeds)})")
 
     def mpnet(dataset: str, variant: str) -> str:
         # the MPNet cells as they are (their configuration may be older: the page flags them)
