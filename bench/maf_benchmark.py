@@ -401,7 +401,8 @@ def significance_rows(groups: dict[tuple, list[dict]], stored: _StoredPrediction
             gains = [by_seed_b[s]["test"]["f1"] - by_seed_a[s]["test"]["f1"] for s in seeds]
             tested[(dataset, encoder, schedule, b, a)] = (seeds, statistics.mean(gains), None)
             paper_a, paper_b = paper_figures(dataset, a), paper_figures(dataset, b)
-            paper = (f"{paper_b[2] - paper_a[2]:+.2f}" if paper_a and paper_b and paper_a is not paper_b
+            same_paper_row = PAPER_VARIANT.get(a, a) == PAPER_VARIANT.get(b, b)  # our two weightings
+            paper = (f"{paper_b[2] - paper_a[2]:+.2f}" if paper_a and paper_b and not same_paper_row
                      and encoder == "minilm" else "-")
             gain_cols = (f"{', '.join(map(str, seeds))} | **{100 * statistics.mean(gains):+.2f}** | "
                          + ", ".join(f"{100 * g:+.2f}" for g in gains) + f" | {paper} | ")
