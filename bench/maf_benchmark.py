@@ -6,7 +6,7 @@ on this machine), selects the best epoch on the dev split and scores it on the t
 finished cell's result is stored in ``bench/results/maf/<cell>.json`` (committed) with its test
 predictions (``bench/results/maf/predictions/<cell>.conll.gz``: token, gold, pred columns,
 ``# id =`` lines; ``mner score FILE`` reads it) and skipped next time; an interrupted cell resumes
-from its last epoch (``runs/bench/<cell>/last``). After every cell the results page
+from its last epoch (``runs/bench/<cell>/last``; the record lists every run that trained it). After every cell the results page
 ``docs/results/maf.md`` is regenerated from all stored cells, so the table can be filled over
 several runs and machines. The page tests MAF against the text-only CRF (and each variant against
 its reference) on the stored predictions of the seeds both have (:mod:`mner.tagging.significance`).
@@ -108,6 +108,8 @@ TARGETS = {
 # learning rate decays linearly over the maximum, so an early-stopped cell never reaches the end of
 # its schedule; its row says "early stopping" and each cell records the epochs it ran.
 MAX_EPOCHS = 20
+# In a cell's run folder: one JSON line per process that trained it (machine, threads, code, times).
+RUNS_FILE = "bench_runs.jsonl"
 # The rows of the page, in this order (the code's loss weights next to the table's MAF).
 REPORT_ORDER = ("text-only", "maf", "maf-code-weights", "maf-no-ca", "maf-no-cm", "maf-no-ca-cm")
 # What the significance table tests: (system B, its reference A); the gain is F1(B) - F1(A).
@@ -290,9 +292,19 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
     run_dir = Path(raw["training"]["output_dir"])
     commit = git_commit()  # the code this process imports, before any later commit
     fingerprint = fingerprint or code_fingerprint()
+    # Each process that works on the cell appends a line here, so a cell resumed across sessions (or
+    # machines) records every run that trained part of it, not only the one that finished it.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs_file = run_dir / RUNS_FILE
+    with runs_file.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "machine": machine(), "git_commit": commit, "code_fingerprint": fingerprint,
+                             **threads_record(deterministic)}) + "\n")
     t0 = time.perf_counter()
     summary = train(load_experiment(raw))
     wall = time.perf_counter() - t0
+    runs = [json.loads(line) for line in runs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    runs[-1].update({"wall_seconds": wall, "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     run = json.loads((run_dir / "train_result.json").read_text())
     predictions = store_predictions(run_dir / "predictions" / "test.conll", results / PREDICTIONS / f"{name}.conll.gz")
     command = (f".venv/bin/python bench/maf_benchmark.py --datasets {dataset} --variants {variant} "
@@ -309,11 +321,23 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
         "predictions": predictions,
         "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
         "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
-        "resumed_from_step": summary.get("resumed_from_step"),
+        "resumed_from_step": summary.get("resumed_from_step"), "runs": runs,
         "machine": machine(), **threads_record(deterministic),
         "git_commit": commit, "code_fingerprint": fingerprint,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _wall_and_machine(cell: dict) -> tuple[str, str]:
+    """The page's wall time and machine of a cell. A resumed cell's time is the sum of its epochs
+    (dev evaluation included; every run that trained part of it), its machines those runs used."""
+    if cell.get("resumed_from_step") is None:
+        return f"{cell['wall_seconds'] / 60:.0f} min", cell["machine"]
+    runs = cell.get("runs") or []
+    machines = list(dict.fromkeys(r["machine"] for r in runs)) or [cell["machine"]]
+    n = f"{len(runs)} runs, " if runs else ""
+    return (f"{sum(cell['seconds_per_epoch']) / 60:.0f} min of epochs ({n}resumed at step {cell['resumed_from_step']})",
+            "; ".join(machines))
 
 
 def load_cells(results: Path | None = None) -> list[dict]:
@@ -721,8 +745,9 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
             threads = f"{threads}, deterministic"
         preds = c.get("predictions")
         preds_s = f"`{Path(preds['path']).name}`" if preds else "-"
+        wall, where = _wall_and_machine(c)
         lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {ran_s} | {100 * c['dev_f1']:.2f} | "
-                     f"{c['wall_seconds'] / 60:.0f} min | {c['machine']} | {threads} | {c.get('code_fingerprint') or '-'} | "
+                     f"{wall} | {where} | {threads} | {c.get('code_fingerprint') or '-'} | "
                      f"{c['git_commit']} | {c['finished']} | {preds_s} |")
     notes = root / "docs" / "results" / "maf-notes.md"
     if notes.is_file():

@@ -64,7 +64,24 @@ def test_a_cell_records_threads_epochs_and_code(tiny_cell):
     assert record["code_fingerprint"] == bench.code_fingerprint()
     assert record["wall_seconds"] > 0 and record["machine"]
     assert "--patience 1 --max-epochs 3" in record["command"]
+    # the one process that trained it, as its run folder lists it
+    (run,) = record["runs"]
+    assert run["machine"] == record["machine"] and run["code_fingerprint"] == record["code_fingerprint"]
+    assert run["wall_seconds"] == record["wall_seconds"] and run["torch_threads"] == 1
     json.dumps(record)
+
+
+def test_a_resumed_cell_shows_all_its_runs_and_the_time_of_all_its_epochs(tmp_path):
+    gold, system = _systems(20)
+    whole = _cell(tmp_path, "twitter2017", "maf", 37, gold, system(0.9, 0))
+    resumed = _cell(tmp_path, "twitter2017", "text-only", 37, gold, system(0.6, 0))
+    resumed.update({"seconds_per_epoch": [600.0, 660.0, 540.0], "wall_seconds": 540.0, "resumed_from_step": 212,
+                    "runs": [{"machine": "AMD EPYC, 2 cores"}, {"machine": "Intel Xeon, 2 cores"}]})
+    page, _ = bench.report([whole, resumed], root=tmp_path)
+    row = next(line for line in page.splitlines() if line.startswith(f"| {resumed['cell']} |"))
+    assert "| 30 min of epochs (2 runs, resumed at step 212) | AMD EPYC, 2 cores; Intel Xeon, 2 cores |" in row
+    row = next(line for line in page.splitlines() if line.startswith(f"| {whole['cell']} |"))
+    assert f"| {whole['wall_seconds'] / 60:.0f} min | {whole['machine']} |" in row
 
 
 def test_stored_predictions_are_byte_stable(tmp_path):
