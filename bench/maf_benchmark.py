@@ -6,8 +6,8 @@ on this machine), selects the best epoch on the dev split and scores it on the t
 finished cell's result is stored in ``bench/results/maf/<cell>.json`` (committed) with its test
 predictions (``bench/results/maf/predictions/<cell>.conll.gz``: token, gold, pred columns,
 ``# id =`` lines; ``mner score FILE`` reads it) and skipped next time; an interrupted cell resumes
-from its last epoch (``runs/bench/<cell>/last``; the record lists every run that trained it). After every cell the results page
-``docs/results/maf.md`` is regenerated from all stored cells, so the table can be filled over
+from its last epoch (``runs/bench/<cell>/last``; its record lists every run that trained it). After
+every cell the results page ``docs/results/maf.md`` is regenerated from all stored cells, so the table can be filled over
 several runs and machines. The page tests MAF against the text-only CRF (and each variant against
 its reference) on the stored predictions of the seeds both have (:mod:`mner.tagging.significance`).
 
@@ -37,6 +37,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "maf"
@@ -758,31 +759,59 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
 # The README's results block (between these markers) is rebuilt with the page: its MiniLM rows and
 # the recipes' expected F1 come from the stored cells (tests/test_configs.py checks the quotes).
 README_START, README_END = "<!-- maf-results: start (bench/maf_benchmark.py) -->", "<!-- maf-results: end -->"
-# recipe file -> the benchmark cell it is, exactly: (dataset, variant, encoder), with its training time
-# on 2 CPU cores (from the cells' wall times); tests/test_configs.py checks both.
-RECIPES = {"configs/maf-twitter2017-minilm.yaml": ("twitter2017", "maf", "minilm", "about 20 min"),
-           "configs/maf-twitter2015-minilm.yaml": ("twitter2015", "maf", "minilm", "about 35 min"),
-           "configs/maf-twitter2017-mpnet.yaml": ("twitter2017", "maf", "mpnet", "about 25 min"),
-           "configs/maf-twitter2015-mpnet.yaml": ("twitter2015", "maf", "mpnet",
-                                                  "75 min measured beside a second training run")}
+class Recipe(NamedTuple):
+    """A shipped config that is exactly one benchmark row: its dataset, variant and encoder, its
+    schedule (the encoder's :data:`EPOCHS`, or early stopping with ``patience`` over at most
+    ``max_epochs``) and its training time on 2 CPU cores (from the cells' wall times)."""
+    dataset: str
+    variant: str
+    encoder: str
+    duration: str
+    patience: int | None = None
+    max_epochs: int | None = None
+
+    @property
+    def epochs(self) -> int:
+        return self.max_epochs if self.patience is not None else EPOCHS[(self.dataset, self.encoder)]
+
+    def experiment(self, seed: int, run_dir: Path) -> dict:
+        return experiment(self.dataset, self.variant, self.encoder, seed, self.epochs, run_dir, self.patience)
 
 
-def recipe_cells(cells: list[dict], dataset: str, variant: str, encoder: str) -> list[dict]:
-    """The stored cells (by seed) that ran exactly the configuration the benchmark runs now for that row."""
+# recipe file -> the benchmark row it is, exactly; tests/test_configs.py checks both.
+RECIPES = {"configs/maf-twitter2017-minilm.yaml": Recipe("twitter2017", "maf", "minilm", "about 20 min"),
+           "configs/maf-twitter2015-minilm.yaml": Recipe("twitter2015", "maf", "minilm", "about 35 min"),
+           "configs/maf-twitter2017-mpnet.yaml": Recipe("twitter2017", "maf", "mpnet", "about 25 min"),
+           "configs/maf-twitter2015-mpnet.yaml": Recipe("twitter2015", "maf", "mpnet",
+                                                        "75 min measured beside a second training run")}
+
+
+def _schedule_of(cell: dict) -> tuple[int, int | None]:
+    """A stored cell's (epochs, patience): the maximum and the patience when it stopped early."""
+    return cell["epochs"], (cell.get("early_stopping") or {}).get("patience")
+
+
+def recipe_cells(cells: list[dict], dataset: str, variant: str, encoder: str, patience: int | None = None,
+                 epochs: int | None = None) -> list[dict]:
+    """The stored cells (by seed) that ran exactly the configuration the benchmark runs now for that
+    row (``epochs``: the encoder's :data:`EPOCHS`, or the maximum with ``patience``)."""
+    epochs = epochs or EPOCHS[(dataset, encoder)]
+
     def same(c: dict) -> bool:
         return comparable_config(c.get("config")) == comparable_config(
-            experiment(dataset, variant, encoder, c["seed"], EPOCHS[(dataset, encoder)], Path("run")))
+            experiment(dataset, variant, encoder, c["seed"], epochs, Path("run"), patience))
 
     return sorted((c for c in cells if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, encoder)
                    and same(c)), key=lambda c: c["seed"])
 
 
-def older_recipe_cells(cells: list[dict], dataset: str, variant: str, encoder: str) -> list[dict]:
-    """The stored cells of that row with the recipe's training length, whatever their code or data
+def older_recipe_cells(cells: list[dict], dataset: str, variant: str, encoder: str, patience: int | None = None,
+                       epochs: int | None = None) -> list[dict]:
+    """The stored cells of that row with the recipe's schedule, whatever their code or data
     setting (the page lists them as another version): what a recipe quotes before it is re-run."""
+    schedule = (epochs or EPOCHS[(dataset, encoder)], patience)
     return sorted((c for c in cells if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, encoder)
-                   and c["epochs"] == EPOCHS[(dataset, encoder)] and not c.get("early_stopping")),
-                  key=lambda c: c["seed"])
+                   and _schedule_of(c) == schedule), key=lambda c: c["seed"])
 
 
 def readme_block(cells: list[dict], tested: dict) -> str:
@@ -803,9 +832,12 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         return (f"{100 * mean_gain:+.2f} ({'p = ' + _short(p) if p is not None else 'no p-value'}, "
                 f"{_seeds(seeds)})")
 
-    def mpnet(dataset: str, variant: str) -> str:
+    def mpnet(dataset: str, variant: str, patience: int | None = None, epochs: int | None = None) -> str:
         # the MPNet cells as they are (their configuration may be older: the page flags them)
-        return f1(older_recipe_cells(cells, dataset, variant, "mpnet"))
+        return f1(older_recipe_cells(cells, dataset, variant, "mpnet", patience, epochs))
+
+    # early-stopped MPNet rows, one per schedule that has cells
+    early = sorted({(s[1], s[0]) for c in cells if c["encoder"] == "mpnet" for s in [_schedule_of(c)] if s[1]})
 
     rows = {(d, v): recipe_cells(cells, d, v, "minilm") for d in ("twitter2015", "twitter2017") for v in ("text-only", "maf")}
     lines = [
@@ -817,6 +849,8 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         f"| MiniLM-L6 (8 / 10) | MAF's gain (p) | {gain('twitter2015')} | {gain('twitter2017')} |",
         f"| MPNet-base (2 / 2) | text-only CRF | {mpnet('twitter2015', 'text-only')} | {mpnet('twitter2017', 'text-only')} |",
         f"| MPNet-base (2 / 2) | MAF | {mpnet('twitter2015', 'maf')} | {mpnet('twitter2017', 'maf')} |",
+        *(f"| MPNet-base (early stopping, patience {p}, <= {n}) | {VARIANT_NAMES[v]} | {mpnet('twitter2015', v, p, n)} "
+          f"| {mpnet('twitter2017', v, p, n)} |" for p, n in early for v in ("text-only", "maf")),
         "| BERT-base, real images (paper) | BERT-CRF / MAF | 71.81 / 73.42 | 83.44 / 86.25 |",
         "",
         "A tagger as measured above, in one command (each recipe is exactly the benchmark's MAF cell; "
@@ -824,10 +858,11 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         "",
         "```bash",
     ]
-    for path, (dataset, variant, encoder, duration) in RECIPES.items():
-        cs, older = recipe_cells(cells, dataset, variant, encoder), ""
+    for path, (dataset, variant, encoder, duration, patience, _) in RECIPES.items():
+        epochs = RECIPES[path].epochs
+        cs, older = recipe_cells(cells, dataset, variant, encoder, patience, epochs), ""
         if not cs:  # only cells of an older configuration or code: quoted as such until they are re-run
-            cs, older = older_recipe_cells(cells, dataset, variant, encoder), ", of an older code version"
+            cs, older = older_recipe_cells(cells, dataset, variant, encoder, patience, epochs), ", of an older code version"
         seeds = f"seed{'s' if len(cs) > 1 else ''} {', '.join(str(c['seed']) for c in cs)}"
         expect = f"expect {_ms([c['test']['f1'] for c in cs])} ({seeds}{older}; " if cs else "not measured yet ("
         lines.append(f".venv/bin/mner train {path}    # Twitter-{dataset[-4:]}, {ENCODER_NAMES[encoder]}, {expect}"

@@ -19,8 +19,8 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 sys.path.insert(0, str(ROOT / "bench"))
 import maf_benchmark as bench  # noqa: E402
 
-# recipe file -> the benchmark cell it reproduces (dataset, variant, encoder), as the benchmark lists them
-RECIPES = {Path(path).name: cell[:3] for path, cell in bench.RECIPES.items()}
+# recipe file -> the benchmark row it reproduces (dataset, variant, encoder, schedule), as the benchmark lists them
+RECIPES = {Path(path).name: recipe for path, recipe in bench.RECIPES.items()}
 
 
 def test_there_are_shipped_configs():
@@ -51,21 +51,20 @@ def _comparable(cfg) -> dict:
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_a_recipe_is_the_benchmark_cell_the_readme_quotes(name, tmp_path):
-    dataset, variant, encoder = RECIPES[name]
-    epochs = bench.EPOCHS[(dataset, encoder)]
+    r = RECIPES[name]
     recipe = load_experiment(ROOT / "configs" / name)
-    cell = load_experiment(bench.experiment(dataset, variant, encoder, 37, epochs, tmp_path / "run"))
+    cell = load_experiment(r.experiment(37, tmp_path / "run"))
     assert _comparable(recipe) == _comparable(cell)
-    assert Path(recipe.data.corpus).name == dataset
+    assert Path(recipe.data.corpus).name == r.dataset
     # the README shows the command and quotes the F1 of the stored cells of that row (mean ± std)
     readme = [line for line in (ROOT / "README.md").read_text().splitlines() if f"configs/{name}" in line]
     assert readme, f"the README does not show how to run {name}"
-    cells = [c for c in bench.load_cells() if (c["dataset"], c["variant"], c["encoder"]) == (dataset, variant, encoder)
-             and bench.comparable_config(c["config"]) == bench.comparable_config(
-                 bench.experiment(dataset, variant, encoder, c["seed"], epochs, tmp_path / "run"))]
+    cells = [c for c in bench.load_cells() if (c["dataset"], c["variant"], c["encoder"]) == (r.dataset, r.variant, r.encoder)
+             and bench.comparable_config(c["config"]) == bench.comparable_config(r.experiment(c["seed"], tmp_path / "run"))]
     older = ""
     if not cells:  # a recipe measured only by cells of an older code version says so
-        cells, older = bench.older_recipe_cells(bench.load_cells(), dataset, variant, encoder), "older code version"
+        cells, older = (bench.older_recipe_cells(bench.load_cells(), r.dataset, r.variant, r.encoder, r.patience, r.epochs),
+                        "older code version")
     assert cells, f"no stored benchmark cell ran {name}'s configuration"
     expected = bench._ms([c["test"]["f1"] for c in cells])
     assert any(f"expect {expected} (" in line and older in line for line in readme), \

@@ -397,3 +397,27 @@ def test_the_ablations_train_with_the_default_weights_and_are_tested_against_it(
     assert row.endswith("| 86.13 / 86.38 / 86.25 |")
     sig = next(line for line in page.splitlines() if "| MAF, the code's loss weights vs MAF | 37 |" in line)
     assert sig.split(" | ")[7] == "-"
+
+
+def test_the_readme_block_shows_early_stopped_mpnet_rows_and_recipes_of_any_schedule(tmp_path, monkeypatch):
+    gold, system = _systems(20)
+    cells = []
+    for variant, rate in (("text-only", 0.6), ("maf", 0.9)):
+        c = _cell(tmp_path, "twitter2017", variant, 37, gold, system(rate, 0))
+        c.update({"encoder": "mpnet", "epochs": 10, "early_stopping": {"patience": 3, "max_epochs": 10},
+                  "cell": bench.cell_name("twitter2017", variant, "mpnet", 37, 3)})
+        cells.append(c)
+    c2 = _cell(tmp_path, "twitter2017", "maf", 37, gold, system(0.7, 0))
+    c2.update({"encoder": "mpnet", "epochs": 2})  # the 2-epoch row stays apart
+    cells.append(c2)
+    recipe = bench.Recipe("twitter2017", "maf", "mpnet", "about 90 min", patience=3, max_epochs=10)
+    assert recipe.epochs == 10 and recipe.experiment(37, tmp_path)["training"]["early_stopping_patience"] == 3
+    assert bench.Recipe("twitter2017", "maf", "mpnet", "-").epochs == bench.EPOCHS[("twitter2017", "mpnet")]
+    monkeypatch.setattr(bench, "RECIPES", {"configs/x.yaml": recipe})
+    block = bench.readme_block(cells, {})
+    row = next(line for line in block.splitlines() if line.startswith("| MPNet-base (early stopping, patience 3, <= 10) | MAF |"))
+    assert f"| {100 * cells[1]['test']['f1']:.2f} (1 seed) |" in row
+    assert f"| MPNet-base (2 / 2) | MAF | not run | {100 * c2['test']['f1']:.2f} (1 seed) |" in block
+    # the recipe quotes its own schedule's cells (here only of another configuration: an older version)
+    line = next(line for line in block.splitlines() if "configs/x.yaml" in line)
+    assert f"expect {100 * cells[1]['test']['f1']:.2f} (seed 37, of an older code version; about 90 min" in line
