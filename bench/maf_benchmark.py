@@ -7,9 +7,10 @@ finished cell's result is stored in ``bench/results/maf/<cell>.json`` (committed
 predictions (``bench/results/maf/predictions/<cell>.conll.gz``: token, gold, pred columns,
 ``# id =`` lines; ``mner score FILE`` reads it) and skipped next time; an interrupted cell resumes
 from its last epoch (``runs/bench/<cell>/last``; its record lists every run that trained it). After
-every cell the results page ``docs/results/maf.md`` is regenerated from all stored cells, so the table can be filled over
-several runs and machines. The page tests MAF against the text-only CRF (and each variant against
-its reference) on the stored predictions of the seeds both have (:mod:`mner.tagging.significance`).
+every cell the results page ``docs/results/maf.md`` is regenerated from all stored cells, so the
+table can be filled over several runs and machines. The page tests MAF against the text-only CRF
+(and each variant against its reference) on the stored predictions of the seeds both have
+(:mod:`mner.tagging.significance`).
 
     .venv/bin/python bench/maf_benchmark.py                          # every missing cell
     .venv/bin/python bench/maf_benchmark.py --datasets twitter2017 --variants text-only maf --seeds 37 38 39
