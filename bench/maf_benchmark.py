@@ -861,15 +861,15 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         "",
         "```bash",
     ]
-    for path, (dataset, variant, encoder, duration, patience, _) in RECIPES.items():
-        epochs = RECIPES[path].epochs
-        cs, older = recipe_cells(cells, dataset, variant, encoder, patience, epochs), ""
+    for path, r in RECIPES.items():
+        row = (cells, r.dataset, r.variant, r.encoder, r.patience, r.epochs)
+        cs, older = recipe_cells(*row), ""
         if not cs:  # only cells of an older configuration or code: quoted as such until they are re-run
-            cs, older = older_recipe_cells(cells, dataset, variant, encoder, patience, epochs), ", of an older code version"
-        seeds = f"seed{'s' if len(cs) > 1 else ''} {', '.join(str(c['seed']) for c in cs)}"
-        expect = f"expect {_ms([c['test']['f1'] for c in cs])} ({seeds}{older}; " if cs else "not measured yet ("
-        lines.append(f".venv/bin/mner train {path}    # Twitter-{dataset[-4:]}, {ENCODER_NAMES[encoder]}, {expect}"
-                     f"{duration} on 2 CPU cores)")
+            cs, older = older_recipe_cells(*row), ", of an older code version"
+        expect = (f"expect {_ms([c['test']['f1'] for c in cs])} ({_seeds(c['seed'] for c in cs)}{older}; "
+                  if cs else "not measured yet (")
+        lines.append(f".venv/bin/mner train {path}    # Twitter-{r.dataset[-4:]}, {ENCODER_NAMES[r.encoder]}, {expect}"
+                     f"{r.duration} on 2 CPU cores)")
     return "\n".join(lines + ["```", README_END])
 
 
