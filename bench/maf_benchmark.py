@@ -17,11 +17,12 @@ table can be filled over several runs and machines. The page tests MAF against t
     .venv/bin/python bench/maf_benchmark.py --encoders mpnet --patience 3 --max-epochs 20   # until dev F1 stops rising
     .venv/bin/python bench/maf_benchmark.py --rerun-stale --threads 1    # re-run cells of another code version
     .venv/bin/python bench/maf_benchmark.py --report                 # only rebuild the page
+    .venv/bin/python bench/maf_benchmark.py --add-dev-curves         # curves of older cells, from runs/bench
 
-Each cell records its wall time, the machine, the torch thread count, the git commit and a
-fingerprint of the mner code it ran (:func:`code_fingerprint`); the page names the code
-version(s) its cells come from. The output ends with one JSON line: the cells run now and the
-table's F1 per row (mean over seeds).
+Each cell records its wall time, the machine, the torch thread count, the git commit, a
+fingerprint of the mner code it ran (:func:`code_fingerprint`) and its dev F1 after each epoch
+(:func:`dev_curve`); the page names the code version(s) its cells come from. The output ends with
+one JSON line: the cells run now and the table's F1 per row (mean over seeds).
 """
 
 from __future__ import annotations
@@ -278,6 +279,51 @@ def store_predictions(source: Path, target: Path) -> dict:
     return {"path": shown, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tweets": tweets}
 
 
+def dev_curve(cell: dict, run_dir: Path) -> list[float] | str:
+    """The dev F1 after each epoch of ``cell``, from the ``eval`` lines of ``<run_dir>/metrics.jsonl``
+    (the last line of an epoch wins: a run killed after its evaluation repeats it on resume), or why
+    not. The folder must be the run that made the record: one value per epoch run, each epoch's
+    seconds the record's, and the best value the record's dev F1 at its best epoch, all exact."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return f"no {metrics}"
+    evals: dict[int, dict] = {}
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line) if line.strip() else {}
+        if event.get("event") == "eval":
+            evals[event["epoch"]] = event
+    ran = cell.get("epochs_run", cell["epochs"])
+    if sorted(evals) != list(range(1, ran + 1)):
+        return f"{metrics}: evaluations of epochs {sorted(evals)}, the cell ran {ran}"
+    if [evals[e]["epoch_seconds"] for e in sorted(evals)] != cell["seconds_per_epoch"]:
+        return f"{metrics}: another run's epoch times"
+    curve = [evals[e]["f1"] for e in sorted(evals)]
+    if curve[cell["best_epoch"] - 1] != cell["dev_f1"] or max(curve) != cell["dev_f1"]:
+        return f"{metrics}: best dev F1 {max(curve)}, the cell says {cell['dev_f1']} at epoch {cell['best_epoch']}"
+    return curve
+
+
+def add_dev_curves(cells_dir: Path | None = None, runs_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """Give stored cells recorded before ``dev_f1_per_epoch`` existed their curve, from their run
+    folder (``runs/bench/<cell>``) where it is still here and is the run that made the record
+    (:func:`dev_curve`). Returns the cells filled and, for the others without one, why not."""
+    cells_dir = RESULTS if cells_dir is None else cells_dir
+    runs_dir = ROOT / "runs" / "bench" if runs_dir is None else runs_dir
+    added, missing = [], {}
+    for path in sorted(cells_dir.glob("*.json")):
+        cell = json.loads(path.read_text())
+        if cell.get("dev_f1_per_epoch"):
+            continue
+        curve = dev_curve(cell, runs_dir / cell["cell"])
+        if isinstance(curve, str):
+            missing[cell["cell"]] = curve
+            continue
+        cell["dev_f1_per_epoch"] = curve
+        path.write_text(json.dumps(cell, indent=2) + "\n")
+        added.append(cell["cell"])
+    return added, missing
+
+
 def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
              raw: dict | None = None, results: Path | None = None, deterministic: bool = False,
              fingerprint: str | None = None) -> dict:
@@ -313,7 +359,7 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
                f"--encoders {encoder} --seeds {seed}")
     if patience is not None:
         command += f" --patience {patience} --max-epochs {epochs}"
-    return {
+    record = {
         "cell": name, "dataset": dataset, "variant": variant, "encoder": encoder, "seed": seed,
         "epochs": epochs, "epochs_run": summary["epochs_run"], "stopped_early": run["stopped_early"],
         "early_stopping": {"patience": patience, "max_epochs": epochs} if patience is not None else None,
@@ -328,6 +374,12 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
         "git_commit": commit, "code_fingerprint": fingerprint,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    curve = dev_curve(record, run_dir)
+    if isinstance(curve, str):  # kept without a curve rather than losing hours of training over it
+        print(f"   {name}: dev F1 per epoch not recorded: {curve}", file=sys.stderr, flush=True)
+    else:
+        record["dev_f1_per_epoch"] = curve
+    return record
 
 
 def _wall_and_machine(cell: dict) -> tuple[str, str]:
@@ -751,10 +803,39 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
         lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {ran_s} | {100 * c['dev_f1']:.2f} | "
                      f"{wall} | {where} | {threads} | {c.get('code_fingerprint') or '-'} | "
                      f"{c['git_commit']} | {c['finished']} | {preds_s} |")
+    lines += dev_curve_rows(cells)
     notes = root / "docs" / "results" / "maf-notes.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n", figures
+
+
+def dev_curve_rows(cells: list[dict]) -> list[str]:
+    """The page's section of dev F1 after each epoch (best in bold), for the cells that recorded it:
+    where a schedule stopped, or would have gone on rising."""
+    with_curve = sorted((c for c in cells if c.get("dev_f1_per_epoch")), key=lambda c: c["cell"])
+    if not with_curve:
+        return []
+    lines = ["", "## Dev F1 per epoch", "",
+             "The dev F1 after each epoch of the cells that recorded it (the best epoch, the one "
+             "tested, in bold); `rising at the end`: the best epoch is the last one run, so a longer "
+             "schedule might go higher.", "",
+             "| cell | training | dev F1 after each epoch | best epoch | |", "|---|---|---|---|---|"]
+    for c in with_curve:
+        curve, best = c["dev_f1_per_epoch"], c["best_epoch"]
+        shown = ", ".join(f"**{100 * f:.2f}**" if e == best else f"{100 * f:.2f}" for e, f in enumerate(curve, 1))
+        if c.get("stopped_early"):
+            end = f"stopped early after epoch {len(curve)}"
+        elif best == len(curve):
+            end = "rising at the end"
+        else:
+            end = "-"
+        lines.append(f"| {c['cell']} | {schedule_of(c)} | {shown} | {best} | {end} |")
+    without = [c["cell"] for c in cells if not c.get("dev_f1_per_epoch")]
+    if without:
+        lines += ["", f"Cells without a stored curve ({len(without)}: recorded before cells stored it, "
+                  "their run folder gone): the best epoch's dev F1 is in the last table."]
+    return lines
 
 
 # The README's results block (between these markers) is rebuilt with the page: its MiniLM rows and
@@ -922,6 +1003,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-run stored cells of another code version (fingerprint) or configuration than "
                          "the benchmark's now (the old result is kept in the new cell's 'previous')")
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
+    ap.add_argument("--add-dev-curves", action="store_true",
+                    help="give stored cells without a dev F1 per epoch the one of their run folder "
+                         "(runs/bench/<cell>, where it is the run that made the cell), then rebuild the page")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     args = ap.parse_args(argv)
     if args.patience is not None and args.epochs is not None:
@@ -934,7 +1018,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--threads must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ran = []
-    if not args.report:
+    if args.add_dev_curves:
+        added, missing = add_dev_curves()
+        for name in added:
+            print(f"== {name}: dev F1 per epoch added from runs/bench/{name}")
+        for name, why in missing.items():
+            print(f"== {name}: no dev F1 per epoch ({why})")
+    elif not args.report:
         if not (DATA / "twitter2015").is_dir():
             raise SystemExit(f"benchmark data not found at {DATA} (set MNER_DATA)")
         import torch

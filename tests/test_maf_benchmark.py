@@ -68,7 +68,59 @@ def test_a_cell_records_threads_epochs_and_code(tiny_cell):
     (run,) = record["runs"]
     assert run["machine"] == record["machine"] and run["code_fingerprint"] == record["code_fingerprint"]
     assert run["wall_seconds"] == record["wall_seconds"] and run["torch_threads"] == 1
+    # the dev F1 after each epoch it ran, the best one the tested one
+    curve = record["dev_f1_per_epoch"]
+    assert len(curve) == record["epochs_run"] and max(curve) == record["dev_f1"] == curve[record["best_epoch"] - 1]
     json.dumps(record)
+
+
+def _eval_line(epoch: int, f1: float, seconds: float) -> str:
+    return json.dumps({"event": "eval", "epoch": epoch, "step": 10 * epoch, "epoch_seconds": seconds, "f1": f1})
+
+
+def test_dev_curves_come_only_from_the_run_that_made_the_cell(tmp_path):
+    gold, system = _systems(20)
+    cells, runs = tmp_path / "cells", tmp_path / "runs"
+    cells.mkdir()
+    made = {}
+    for variant, seconds in (("maf", [60.0, 61.5, 59.0]), ("text-only", [60.0, 61.5, 59.0]),
+                             ("maf-no-ca", [60.0, 61.5, 59.0]), ("maf-no-cm", [60.0, 61.5, 59.0])):
+        cell = _cell(tmp_path, "twitter2017", variant, 37, gold, system(0.9, 0))
+        cell.update({"epochs_run": 3, "best_epoch": 2, "dev_f1": 0.85, "seconds_per_epoch": seconds})
+        (cells / f"{cell['cell']}.json").write_text(json.dumps(cell))
+        made[variant] = cell["cell"]
+    lines = {
+        # killed after evaluating epoch 2 once: its repeat on resume is the one that counts
+        "maf": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.70, 99.0), json.dumps({"event": "train", "step": 5}),
+                _eval_line(2, 0.85, 61.5), _eval_line(3, 0.84, 59.0)],
+        "text-only": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.85, 61.5), _eval_line(3, 0.84, 58.0)],  # another run
+        "maf-no-ca": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.85, 61.5)],  # a run still going
+    }
+    for variant, content in lines.items():
+        (runs / made[variant]).mkdir(parents=True)
+        (runs / made[variant] / "metrics.jsonl").write_text("\n".join(content) + "\n")
+    added, missing = bench.add_dev_curves(cells, runs)
+    assert added == [made["maf"]]
+    assert json.loads((cells / f"{made['maf']}.json").read_text())["dev_f1_per_epoch"] == [0.80, 0.85, 0.84]
+    assert "another run's epoch times" in missing[made["text-only"]]
+    assert "evaluations of epochs [1, 2], the cell ran 3" in missing[made["maf-no-ca"]]
+    assert missing[made["maf-no-cm"]].startswith("no ")
+    assert "dev_f1_per_epoch" not in json.loads((cells / f"{made['text-only']}.json").read_text())
+    # a second pass leaves the filled cell alone
+    assert bench.add_dev_curves(cells, runs)[0] == []
+
+    page, _ = bench.report(bench.load_cells(cells), root=tmp_path)
+    section = page.split("## Dev F1 per epoch", 1)[1]
+    assert f"| {made['maf']} | 10 epochs | 80.00, **85.00**, 84.00 | 2 | - |" in section
+    assert "Cells without a stored curve (3:" in section
+    rising = json.loads((cells / f"{made['maf']}.json").read_text())
+    rising.update({"dev_f1_per_epoch": [0.80, 0.84, 0.85], "best_epoch": 3})
+    stopped = dict(rising, cell="x__early", dev_f1_per_epoch=[0.8, 0.85, 0.84, 0.83], best_epoch=2, stopped_early=True,
+                   early_stopping={"patience": 2, "max_epochs": 10})
+    page, _ = bench.report([rising, stopped], root=tmp_path)
+    assert f"| {made['maf']} | 10 epochs | 80.00, 84.00, **85.00** | 3 | rising at the end |" in page
+    assert "| x__early | early stopping (patience 2, <= 10 epochs) | 80.00, **85.00**, 84.00, 83.00 | 2 | stopped early after epoch 4 |" in page
+    assert "Cells without a stored curve" not in page
 
 
 def test_a_resumed_cell_shows_all_its_runs_and_the_time_of_all_its_epochs(tmp_path):
