@@ -279,27 +279,21 @@ def store_predictions(source: Path, target: Path) -> dict:
     return {"path": shown, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tweets": tweets}
 
 
-def dev_curve(cell: dict, run_dir: Path) -> list[float] | str:
-    """The dev F1 after each epoch of ``cell``, from the ``eval`` lines of ``<run_dir>/metrics.jsonl``
-    (the last line of an epoch wins: a run killed after its evaluation repeats it on resume), or why
-    not. The folder must be the run that made the record: one value per epoch run, each epoch's
-    seconds the record's, and the best value the record's dev F1 at its best epoch, all exact."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        return f"no {metrics}"
-    evals: dict[int, dict] = {}
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        event = json.loads(line) if line.strip() else {}
-        if event.get("event") == "eval":
-            evals[event["epoch"]] = event
+def dev_curve(cell: dict, run_result: dict) -> list[float] | str:
+    """The dev F1 after each epoch of ``cell``, from the trainer's ``history`` of per-epoch
+    evaluations in its ``train_result.json`` (kept across resumes by the trainer's state), or why
+    not. The result must be of the run that made the record: one evaluation per epoch run, each
+    epoch's seconds the record's, and the best value the record's dev F1 at its best epoch, all exact."""
+    history = run_result.get("history") or []
     ran = cell.get("epochs_run", cell["epochs"])
-    if sorted(evals) != list(range(1, ran + 1)):
-        return f"{metrics}: evaluations of epochs {sorted(evals)}, the cell ran {ran}"
-    if [evals[e]["epoch_seconds"] for e in sorted(evals)] != cell["seconds_per_epoch"]:
-        return f"{metrics}: another run's epoch times"
-    curve = [evals[e]["f1"] for e in sorted(evals)]
+    epochs = [e.get("epoch") for e in history]
+    if epochs != list(range(1, ran + 1)):
+        return f"evaluations of epochs {epochs}, the cell ran {ran}"
+    if [e["epoch_seconds"] for e in history] != cell["seconds_per_epoch"]:
+        return "another run's epoch times"
+    curve = [e["f1"] for e in history]
     if curve[cell["best_epoch"] - 1] != cell["dev_f1"] or max(curve) != cell["dev_f1"]:
-        return f"{metrics}: best dev F1 {max(curve)}, the cell says {cell['dev_f1']} at epoch {cell['best_epoch']}"
+        return f"best dev F1 {max(curve)}, the cell says {cell['dev_f1']} at epoch {cell['best_epoch']}"
     return curve
 
 
@@ -314,9 +308,13 @@ def add_dev_curves(cells_dir: Path | None = None, runs_dir: Path | None = None) 
         cell = json.loads(path.read_text())
         if cell.get("dev_f1_per_epoch"):
             continue
-        curve = dev_curve(cell, runs_dir / cell["cell"])
+        result = runs_dir / cell["cell"] / "train_result.json"
+        if not result.is_file():
+            missing[cell["cell"]] = f"no {result}"
+            continue
+        curve = dev_curve(cell, json.loads(result.read_text()))
         if isinstance(curve, str):
-            missing[cell["cell"]] = curve
+            missing[cell["cell"]] = f"{result}: {curve}"
             continue
         cell["dev_f1_per_epoch"] = curve
         path.write_text(json.dumps(cell, indent=2) + "\n")
@@ -374,7 +372,7 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
         "git_commit": commit, "code_fingerprint": fingerprint,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    curve = dev_curve(record, run_dir)
+    curve = dev_curve(record, run)
     if isinstance(curve, str):  # kept without a curve rather than losing hours of training over it
         print(f"   {name}: dev F1 per epoch not recorded: {curve}", file=sys.stderr, flush=True)
     else:

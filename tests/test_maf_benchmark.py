@@ -74,8 +74,8 @@ def test_a_cell_records_threads_epochs_and_code(tiny_cell):
     json.dumps(record)
 
 
-def _eval_line(epoch: int, f1: float, seconds: float) -> str:
-    return json.dumps({"event": "eval", "epoch": epoch, "step": 10 * epoch, "epoch_seconds": seconds, "f1": f1})
+def _eval(epoch: int, f1: float, seconds: float) -> dict:
+    return {"event": "eval", "epoch": epoch, "step": 10 * epoch, "epoch_seconds": seconds, "f1": f1}
 
 
 def test_dev_curves_come_only_from_the_run_that_made_the_cell(tmp_path):
@@ -83,22 +83,19 @@ def test_dev_curves_come_only_from_the_run_that_made_the_cell(tmp_path):
     cells, runs = tmp_path / "cells", tmp_path / "runs"
     cells.mkdir()
     made = {}
-    for variant, seconds in (("maf", [60.0, 61.5, 59.0]), ("text-only", [60.0, 61.5, 59.0]),
-                             ("maf-no-ca", [60.0, 61.5, 59.0]), ("maf-no-cm", [60.0, 61.5, 59.0])):
+    for variant in ("maf", "text-only", "maf-no-ca", "maf-no-cm"):
         cell = _cell(tmp_path, "twitter2017", variant, 37, gold, system(0.9, 0))
-        cell.update({"epochs_run": 3, "best_epoch": 2, "dev_f1": 0.85, "seconds_per_epoch": seconds})
+        cell.update({"epochs_run": 3, "best_epoch": 2, "dev_f1": 0.85, "seconds_per_epoch": [60.0, 61.5, 59.0]})
         (cells / f"{cell['cell']}.json").write_text(json.dumps(cell))
         made[variant] = cell["cell"]
-    lines = {
-        # killed after evaluating epoch 2 once: its repeat on resume is the one that counts
-        "maf": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.70, 99.0), json.dumps({"event": "train", "step": 5}),
-                _eval_line(2, 0.85, 61.5), _eval_line(3, 0.84, 59.0)],
-        "text-only": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.85, 61.5), _eval_line(3, 0.84, 58.0)],  # another run
-        "maf-no-ca": [_eval_line(1, 0.80, 60.0), _eval_line(2, 0.85, 61.5)],  # a run still going
+    histories = {  # the trainer's train_result.json of each run folder (maf-no-cm: none)
+        "maf": [_eval(1, 0.80, 60.0), _eval(2, 0.85, 61.5), _eval(3, 0.84, 59.0)],
+        "text-only": [_eval(1, 0.80, 60.0), _eval(2, 0.85, 61.5), _eval(3, 0.84, 58.0)],  # another run
+        "maf-no-ca": [_eval(1, 0.80, 60.0), _eval(2, 0.85, 61.5)],  # a run stopped earlier
     }
-    for variant, content in lines.items():
+    for variant, history in histories.items():
         (runs / made[variant]).mkdir(parents=True)
-        (runs / made[variant] / "metrics.jsonl").write_text("\n".join(content) + "\n")
+        (runs / made[variant] / "train_result.json").write_text(json.dumps({"history": history}))
     added, missing = bench.add_dev_curves(cells, runs)
     assert added == [made["maf"]]
     assert json.loads((cells / f"{made['maf']}.json").read_text())["dev_f1_per_epoch"] == [0.80, 0.85, 0.84]
