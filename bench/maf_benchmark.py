@@ -384,11 +384,11 @@ def _wall_and_machine(cell: dict) -> tuple[str, str]:
     """The page's wall time and machine of a cell. A resumed cell's time is the sum of its epochs
     (dev evaluation included; every run that trained part of it), its machines those runs used."""
     if cell.get("resumed_from_step") is None:
-        return f"{cell['wall_seconds'] / 60:.0f} min", cell["machine"]
+        return f"{cell_minutes(cell):.0f} min", cell["machine"]
     runs = cell.get("runs") or []
     machines = list(dict.fromkeys(r["machine"] for r in runs)) or [cell["machine"]]
     n = f"{len(runs)} runs, " if runs else ""
-    return (f"{sum(cell['seconds_per_epoch']) / 60:.0f} min of epochs ({n}resumed at step {cell['resumed_from_step']})",
+    return (f"{cell_minutes(cell):.0f} min of epochs ({n}resumed at step {cell['resumed_from_step']})",
             "; ".join(machines))
 
 
@@ -840,13 +840,13 @@ def dev_curve_rows(cells: list[dict]) -> list[str]:
 # the recipes' expected F1 come from the stored cells (tests/test_configs.py checks the quotes).
 README_START, README_END = "<!-- maf-results: start (bench/maf_benchmark.py) -->", "<!-- maf-results: end -->"
 class Recipe(NamedTuple):
-    """A shipped config that is exactly one benchmark row: its dataset, variant and encoder, its
+    """A shipped config that is exactly one benchmark row: its dataset, variant and encoder and its
     schedule (the encoder's :data:`EPOCHS`, or early stopping with ``patience`` over at most
-    ``max_epochs``) and its training time on 2 CPU cores (from the cells' wall times)."""
+    ``max_epochs``). Its training time is not written here: the README quotes the stored cells'
+    (:func:`recipe_duration`)."""
     dataset: str
     variant: str
     encoder: str
-    duration: str
     patience: int | None = None
     max_epochs: int | None = None
 
@@ -859,13 +859,32 @@ class Recipe(NamedTuple):
 
 
 # recipe file -> the benchmark row it is, exactly; tests/test_configs.py checks both.
-RECIPES = {"configs/maf-twitter2017-minilm.yaml": Recipe("twitter2017", "maf", "minilm", "about 20 min"),
-           "configs/maf-twitter2015-minilm.yaml": Recipe("twitter2015", "maf", "minilm", "about 35 min"),
-           "configs/maf-twitter2017-mpnet.yaml": Recipe("twitter2017", "maf", "mpnet",
-                                                        "110 min measured beside a second training run",
-                                                        patience=3, max_epochs=10),
-           "configs/maf-twitter2015-mpnet.yaml": Recipe("twitter2015", "maf", "mpnet",
-                                                        "75 min measured beside a second training run")}
+RECIPES = {"configs/maf-twitter2017-minilm.yaml": Recipe("twitter2017", "maf", "minilm"),
+           "configs/maf-twitter2015-minilm.yaml": Recipe("twitter2015", "maf", "minilm"),
+           "configs/maf-twitter2017-mpnet.yaml": Recipe("twitter2017", "maf", "mpnet", patience=3, max_epochs=10),
+           "configs/maf-twitter2015-mpnet.yaml": Recipe("twitter2015", "maf", "mpnet")}
+
+
+def cell_minutes(cell: dict) -> float:
+    """A cell's training time in minutes: its wall time, or for a cell resumed across runs the sum
+    of its epochs (dev evaluation included), as the page's last table gives it."""
+    if cell.get("resumed_from_step") is None:
+        return cell["wall_seconds"] / 60
+    return sum(cell["seconds_per_epoch"]) / 60
+
+
+def recipe_duration(cells: list[dict]) -> str:
+    """What training a recipe took, from its stored cells: ``24 to 26 min`` (`` (7 to 10 epochs)``
+    for early stopping, whose length varies by seed), as measured here: 2 CPU cores, one thread
+    per run, a second run beside it."""
+    def span(values: list[int], unit: str) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo} {unit}" if lo == hi else f"{lo} to {hi} {unit}"
+
+    text = span([round(cell_minutes(c)) for c in cells], "min")
+    if any(c.get("early_stopping") for c in cells):
+        text += f" ({span([c['epochs_run'] for c in cells], 'epochs')})"
+    return f"{text} measured on 2 CPU cores beside a second training run"
 
 
 def _schedule_of(cell: dict) -> tuple[int, int | None]:
@@ -946,9 +965,8 @@ def readme_block(cells: list[dict], tested: dict) -> str:
         if not cs:  # only cells of an older configuration or code: quoted as such until they are re-run
             cs, older = older_recipe_cells(*row), ", of an older code version"
         expect = (f"expect {_ms([c['test']['f1'] for c in cs])} ({_seeds(c['seed'] for c in cs)}{older}; "
-                  if cs else "not measured yet (")
-        lines.append(f".venv/bin/mner train {path}    # Twitter-{r.dataset[-4:]}, {ENCODER_NAMES[r.encoder]}, {expect}"
-                     f"{r.duration} on 2 CPU cores)")
+                  f"{recipe_duration(cs)})" if cs else "not measured yet")
+        lines.append(f".venv/bin/mner train {path}    # Twitter-{r.dataset[-4:]}, {ENCODER_NAMES[r.encoder]}, {expect}")
     return "\n".join(lines + ["```", README_END])
 
 

@@ -459,9 +459,9 @@ def test_the_readme_block_shows_early_stopped_mpnet_rows_and_recipes_of_any_sche
     c2 = _cell(tmp_path, "twitter2017", "maf", 37, gold, system(0.7, 0))
     c2.update({"encoder": "mpnet", "epochs": 2})  # the 2-epoch row stays apart
     cells.append(c2)
-    recipe = bench.Recipe("twitter2017", "maf", "mpnet", "about 90 min", patience=3, max_epochs=10)
+    recipe = bench.Recipe("twitter2017", "maf", "mpnet", patience=3, max_epochs=10)
     assert recipe.epochs == 10 and recipe.experiment(37, tmp_path)["training"]["early_stopping_patience"] == 3
-    assert bench.Recipe("twitter2017", "maf", "mpnet", "-").epochs == bench.EPOCHS[("twitter2017", "mpnet")]
+    assert bench.Recipe("twitter2017", "maf", "mpnet").epochs == bench.EPOCHS[("twitter2017", "mpnet")]
     monkeypatch.setattr(bench, "RECIPES", {"configs/x.yaml": recipe})
     block = bench.readme_block(cells, {})
     row = next(line for line in block.splitlines() if line.startswith("| MPNet-base (early stopping, patience 3, <= 10) | MAF |"))
@@ -469,4 +469,21 @@ def test_the_readme_block_shows_early_stopped_mpnet_rows_and_recipes_of_any_sche
     assert f"| MPNet-base (2 / 2) | MAF | not run | {100 * c2['test']['f1']:.2f} (1 seed) |" in block
     # the recipe quotes its own schedule's cells (here only of another configuration: an older version)
     line = next(line for line in block.splitlines() if "configs/x.yaml" in line)
-    assert f"expect {100 * cells[1]['test']['f1']:.2f} (seed 37, of an older code version; about 90 min" in line
+    assert (f"expect {100 * cells[1]['test']['f1']:.2f} (seed 37, of an older code version; 10 min (10 epochs) "
+            "measured on 2 CPU cores beside a second training run)") in line
+
+
+def test_a_recipe_quotes_the_training_time_its_cells_measured():
+    """The README's time per recipe is the range of its stored cells' times, with the range of
+    epochs run for early stopping; a resumed cell counts the time of its epochs."""
+    def cell(minutes: float, epochs_run: int, resumed: int | None = None, early: bool = True) -> dict:
+        return {"wall_seconds": 60 * minutes, "seconds_per_epoch": [60 * minutes / epochs_run / 2] * epochs_run,
+                "resumed_from_step": resumed, "epochs_run": epochs_run,
+                "early_stopping": {"patience": 3, "max_epochs": 10} if early else None}
+
+    assert bench.cell_minutes(cell(110.4, 10)) == pytest.approx(110.4)
+    assert bench.cell_minutes(cell(110.4, 10, resumed=212)) == pytest.approx(55.2)  # its epochs only
+    tail = " measured on 2 CPU cores beside a second training run"
+    assert bench.recipe_duration([cell(110.4, 10), cell(122, 7, resumed=212)]) == "61 to 110 min (7 to 10 epochs)" + tail
+    assert bench.recipe_duration([cell(24.4, 10, early=False), cell(25.6, 10, early=False)]) == "24 to 26 min" + tail
+    assert bench.recipe_duration([cell(24.4, 10, early=False)]) == "24 min" + tail
