@@ -21,10 +21,13 @@ from tiny_models import make_tiny_bert
 
 __all__ = ["tiny_bert", "episode_pair", "fewshot_model", "FEWSHOT_VARIANTS", "write_tiny_corpus"]
 
-#: Every few-shot configuration the tests build: name -> (model_type, config options).
+#: Every few-shot configuration the tests build: name -> (model_type, config options). The
+#: baselines tag IO by default (Few-NERD); ``-bio`` are their earlier BIO versions.
 FEWSHOT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "protobert": ("protobert", {}),
     "nnshot": ("nnshot", {}),
+    "protobert-bio": ("protobert", {"scheme": "bio"}),
+    "nnshot-bio": ("nnshot", {"scheme": "bio"}),
     "proto-maf": ("proto-maf", {"hidden_dim": 16, "interaction_heads": 2}),
     "mousing": ("mousing", {"hidden_dim": 16}),
     "mousing-no-image": ("mousing", {"hidden_dim": 16, "no_image": True}),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fewshot_fixtures import write_tiny_corpus
 from mner.cli import main
 from mner.data.episodes import (
     Episode,
@@ -102,6 +103,22 @@ def test_round_trip_and_bytes(tmp_path):
     assert first["support"]["label"] == [["B-PER", "O", "B-LOC"], ["B-PER", "I-PER"]]
     assert first["query"]["image"] == [None, "4"]
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temporary file
+
+
+def test_query_tweets_without_a_mention_round_trip(tmp_path):
+    # the poster's protocol draws query tweets at random: some hold no target mention (all O),
+    # one query may hold none at all; such an episode is well-formed and reads back as written
+    none = (ex("5", "good morning all", "O O O", "5", "a cup"), ex("6", "RT @user", "O O"))
+    eps = [episode(query=none), episode(query=none[:1] + episode().query)]
+    for ep in eps:
+        assert ep.validate() is ep
+    path = write_episodes(eps, tmp_path / "p.jsonl")
+    assert read_episodes(path) == eps
+    assert json.loads(path.read_text(encoding="utf-8").splitlines()[0])["query"]["label"] == [
+        ["O", "O", "O"], ["O", "O"]]
+    # a tag of another type is still refused in such a query
+    with pytest.raises(MNERError, match=r"query\[1\] \(tweet 6\).*'B-ORG', outside the episode's types"):
+        episode(query=(none[0], ex("6", "RT @acme", "O B-ORG"))).validate()
 
 
 def test_tokens_with_unicode_line_separators_round_trip(tmp_path):
@@ -208,6 +225,7 @@ def test_summary_known_answer():
     assert s == {
         "episodes": 2, "support_tweets": 2.0, "query_tweets": 1.5,
         "support_mentions": {"PER": 2.0, "LOC": 1.0}, "query_mentions": {"PER": 0.5, "LOC": 1.5},
+        "query_with_mention": 0.667,  # 2 of the 3 query tweets
     }
 
 
@@ -250,6 +268,63 @@ def test_cli_range_checks(tmp_path, argv, capsys):
         main(["fewshot", "episodes", str(tmp_path), "--types", "PER,LOC", "--out", str(tmp_path / "a.jsonl"), *argv])
     assert err.value.code == 2
     assert ">= 1" in capsys.readouterr().err
+
+
+def test_cli_episodes_poster_query(tmp_path, capsys):
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    argv = ["fewshot", "episodes", str(corpus), "--types", "PER,LOC", "--k", "1", "--episodes", "20",
+            "--captions", "none", "--query", "random", "--query-size", "4"]
+    assert main([*argv, "--out", str(tmp_path / "a.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "20 episodes" in out and "4.00 query tweets on average" in out
+    assert main([*argv, "--out", str(tmp_path / "b.jsonl"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["query"] == "random" and report["query_size"] == 4 and report["query_k"] is None
+    assert 0 < report["query_with_mention"] < 1
+    a = (tmp_path / "a.jsonl").read_bytes()
+    assert (tmp_path / "b.jsonl").read_bytes() == a  # same seed, same bytes
+    eps = read_episodes(tmp_path / "a.jsonl")
+    assert all(len(ep.query) == 4 for ep in eps)
+    # query tweets with no PER or LOC (an ORG and an OTHER: both relabelled O) are kept
+    blank = [x for ep in eps for x in ep.query if set(x.tags) == {"O"}]
+    assert blank and all(x.tokens[0] in ("google", "apple", "nasa", "fifa", "olympics", "oscars",
+                                         "christmas", "superbowl") for x in blank)
+    # the same supports as ours with the same seed
+    ours = [x for x in argv if x not in ("--query", "random", "--query-size", "4")]
+    assert main([*ours, "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert [ep.support for ep in read_episodes(tmp_path / "c.jsonl")] == [ep.support for ep in eps]
+    capsys.readouterr()
+    assert main(["fewshot", "check", str(tmp_path / "a.jsonl"), "--k", "1", "--query", "random",
+                 "--query-size", "4"]) == 0
+    assert "0 violations; result: ok" in capsys.readouterr().out
+    assert main(["fewshot", "check", str(tmp_path / "a.jsonl"), "--k", "1"]) == 1
+    assert "check it as one (mner fewshot check --query random)" in capsys.readouterr().out
+    assert main(["fewshot", "check", str(tmp_path / "c.jsonl"), "--k", "1"]) == 0  # ours, as today
+
+
+@pytest.mark.parametrize("cmd, extra, needle", [
+    ("episodes", ["--query-size", "4"], "--query-size is the size of a random query; add --query random"),
+    ("episodes", ["--query", "random", "--query-k", "2"], "--query-k is K of a greedy query"),
+    ("episodes", ["--query", "random", "--query-size", "40"], "the query needs 40 tweets besides a support"),
+    ("check", ["--query-size", "4"], "--query-size checks a random query; add --query random"),
+    ("check", ["--query", "random", "--query-k", "2"], "--query-k checks a greedy query"),
+])
+def test_cli_poster_options_refused(tmp_path, capsys, cmd, extra, needle):
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    good = write_episodes([episode()], tmp_path / "good.jsonl")
+    if cmd == "episodes":
+        argv = ["fewshot", "episodes", str(corpus), "--types", "PER,LOC", "--k", "1", "--episodes", "2",
+                "--captions", "none", "--out", str(tmp_path / "a.jsonl"), *extra]
+    else:
+        argv = ["fewshot", "check", str(good), "--k", "1", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert needle in err
+    if cmd == "check":
+        assert str(good) in err
+    assert not (tmp_path / "a.jsonl").exists()
+    with pytest.raises(SystemExit):  # not a protocol
+        main(["fewshot", cmd, str(good), "--query", "poster"])
 
 
 @pytest.mark.slow

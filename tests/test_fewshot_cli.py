@@ -54,6 +54,18 @@ def test_train_then_evaluate(tiny_bert, tmp_path, capsys):
     assert report["count"] == len(read_episodes(tmp_path / "test.jsonl"))
     assert report["f1"] == pytest.approx(summary["test_f1"])
     assert report["mode"] == "conlleval"
+    # the poster's protocol: the same supports, a random query with tweets that hold no target
+    # mention (all O); the model scores such a file too
+    poster = tmp_path / "test-poster.jsonl"
+    assert main(["fewshot", "episodes", str(tmp_path / "corpus"), "--types", "PER,OTHER", "--k", "1",
+                 "--episodes", "4", "--seed", "1", "--captions", "none", "--query", "random",
+                 "--query-size", "5", "--out", str(poster)]) == 0
+    capsys.readouterr()
+    eps = read_episodes(poster)
+    assert any(set(x.tags) == {"O"} for ep in eps for x in ep.query)
+    assert main(["fewshot", "evaluate", str(run), str(poster), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 4 and 0.0 <= report["f1"] <= 1.0
 
 
 def test_training_episodes_hold_source_types_only(tiny_bert, tmp_path):

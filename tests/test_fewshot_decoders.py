@@ -12,10 +12,14 @@ import torch
 from mner.crf import DISALLOWED
 from mner.models.fewshot.abstract_transitions import (
     ABSTRACT_KINDS,
+    IO_ABSTRACT_KINDS,
     AbstractTransitions,
+    StructShotIOTransitions,
     StructShotTransitions,
     estimate_abstract_transitions,
+    estimate_io_transitions,
     expand_abstract,
+    project_io_transitions,
     split_over_types,
 )
 from mner.models.fewshot.metric import (
@@ -223,6 +227,48 @@ def test_bad_support_tag_says_where():
         class_prototypes(s, s_tags, s_episode, 2, 4)
 
 
+def test_io_classes_have_no_fallback_an_empty_type_stays_empty():
+    """Under IO (C = N + 1) a class is a type: nothing to fall back to. The same tags read as BIO
+    (C = 2N + 1 with N = 1) fill the empty class from its type, so the two schemes must differ."""
+    s, _, s_episode = two_episode_support()
+    # IO, N = 2: 0 = O, 1 = type a, 2 = type b; episode 0 has no token of type b
+    s_tags = torch.tensor([[0, 1, 1, P], [0, 1, P, P], [0, 1, 2, 0]])
+    protos, counts = class_prototypes(s, s_tags, s_episode, 2, 3, scheme="io")
+    want = torch.tensor(
+        [
+            [[2.0, 0.0], [2.0, 2.0], [0.0, 0.0]],  # O: (1,0),(3,0); a: (2,2),(4,0),(0,4); b: none
+            [[0.5, 1.0], [5.0, 5.0], [6.0, 5.0]],  # O: (0,1),(1,1); a: (5,5); b: (6,5)
+        ]
+    )
+    torch.testing.assert_close(protos, want)
+    torch.testing.assert_close(counts, torch.tensor([[2.0, 3.0, 0.0], [2.0, 1.0, 1.0]]))
+    torch.testing.assert_close(type_fallback(protos, counts, scheme="io"), want)
+    bio = type_fallback(protos, counts)  # the same numbers read as O, B-a, I-a: I-a <- B-a
+    torch.testing.assert_close(bio[0, 2], torch.tensor([2.0, 2.0]))
+
+    # (6, 5) in episode 0: O (3, 0): 9 + 25; a (2, 2): 16 + 9; b: no token
+    q = torch.tensor([[[6.0, 5.0]]])
+    io = nearest_neighbour_scores(q, torch.tensor([0]), s, s_tags, s_episode, 3, scheme="io")
+    assert io[0, 0].tolist() == pytest.approx([-34.0, -25.0, EMPTY_CLASS_SCORE])
+    bio = nearest_neighbour_scores(q, torch.tensor([0]), s, s_tags, s_episode, 3)
+    assert bio[0, 0].tolist() == pytest.approx([-34.0, -25.0, -25.0])
+    q2 = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(  # with every class present, io = a loop without fallback
+        nearest_neighbour_scores(q2, torch.tensor([1, 1]), s, s_tags, s_episode, 3, scheme="io").double(),
+        brute_nearest(q2, torch.tensor([1, 1]), s, s_tags, s_episode, 3),
+        atol=1e-4, rtol=1e-5,
+    )
+
+    # N + 1 classes need not be odd under IO; BIO still refuses an even count
+    s_tags4 = torch.tensor([[0, 1, 3, P], [0, 1, P, P], [0, 1, 2, 0]])
+    protos4, counts4 = class_prototypes(s, s_tags4, s_episode, 2, 4, scheme="io")
+    assert protos4.shape == (2, 4, 2) and counts4[0].tolist() == [2.0, 2.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="2N \\+ 1"):
+        class_prototypes(s, s_tags4, s_episode, 2, 4)
+    with pytest.raises(ValueError, match="scheme"):
+        class_prototypes(s, s_tags4, s_episode, 2, 4, scheme="bioes")
+
+
 # --------------------------------------------------------------------------------------------
 # abstract_transitions.py
 # --------------------------------------------------------------------------------------------
@@ -363,6 +409,121 @@ def test_structshot_transitions_split_mass_into_distributions():
     torch.testing.assert_close(model.emissions(scores), torch.log_softmax(scores / 0.5, -1))
     # start -> I is forbidden, so a best-I first word is decoded as B
     assert model.decode(torch.tensor([[[-9.0, 0.0, 5.0]]]), None, LABELS_1) == [[1]]
+
+
+# StructShot over IO (the reference code). The same CORPUS read as IO, counts by hand:
+#   PER PER O -> start->I, I->I(same), I->O;   O LOC PER -> start->O, O->I, I->I(other);
+#   LOC LOC LOC -> start->I, I->I(same) x2;    O -> start->O;   [] -> nothing
+#   start->O 2, start->I 2 | O->O 0, O->I 1 | I->O 1, I->I(same) 3, I->I(other) 1
+
+
+def test_structshot_io_estimate_hand_computed():
+    got = estimate_io_transitions(CORPUS)
+    assert list(got) == list(IO_ABSTRACT_KINDS)
+    want = {"start->O": 2 / 4, "start->I": 2 / 4, "O->O": 0 / 1, "O->I": 1 / 1,
+            "I->O": 1 / 5, "I->I(same)": 3 / 5, "I->I(other)": 1 / 5}
+    assert got == pytest.approx(want)
+    smoothed = estimate_io_transitions(CORPUS, smoothing=1.0)
+    assert smoothed == pytest.approx({"start->O": 3 / 6, "start->I": 3 / 6, "O->O": 1 / 3, "O->I": 2 / 3,
+                                      "I->O": 2 / 8, "I->I(same)": 4 / 8, "I->I(other)": 2 / 8})
+    # only the types matter: the IO tags of the corpus (and IOB1's orphan I-) give the same
+    io_corpus = [["I-PER", "I-PER", "O"], ["O", "I-LOC", "I-PER"], ["I-LOC", "I-LOC", "I-LOC"], ["O"]]
+    assert estimate_io_transitions(io_corpus) == got
+    with pytest.raises(ValueError, match="'I'"):
+        estimate_io_transitions([["O", "O"], ["O"]])  # no entity: the I row is undefined
+    with pytest.raises(ValueError, match="tag sequence 1"):
+        estimate_io_transitions([["O"], ["O", "PER"]])
+
+
+IO_PROBS = {"start->O": 0.5, "start->I": 0.5, "O->O": 0.6, "O->I": 0.4,
+            "I->O": 0.2, "I->I(same)": 0.5, "I->I(other)": 0.3}
+#                        O    I-a   I-b
+IO_N2 = torch.tensor([[0.5, 0.25, 0.25],  # start
+                      [0.6, 0.2, 0.2],  # O
+                      [0.2, 0.5, 0.3],  # I-a
+                      [0.2, 0.3, 0.5]], dtype=torch.float64)  # I-b
+#                        O    I-a   I-b   I-c
+IO_N3 = torch.tensor([[0.5, 1 / 6, 1 / 6, 1 / 6],
+                      [0.6, 0.4 / 3, 0.4 / 3, 0.4 / 3],
+                      [0.2, 0.5, 0.15, 0.15],
+                      [0.2, 0.15, 0.5, 0.15],
+                      [0.2, 0.15, 0.15, 0.5]], dtype=torch.float64)
+
+
+def _powered(matrix: torch.Tensor, tau: float) -> torch.Tensor:
+    p = matrix**tau
+    return p / p.sum(1, keepdim=True)
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.log()).sum(-1)
+
+
+def test_structshot_io_projection_hand_written_n2_n3_and_tau_as_a_row_power():
+    for labels, matrix in ((("O", "I-a", "I-b"), IO_N2), (("O", "I-a", "I-b", "I-c"), IO_N3)):
+        trans, start = project_io_transitions(IO_PROBS, labels)  # tau = 1: the plain projection
+        torch.testing.assert_close(start.double().exp(), matrix[0], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(trans.double().exp(), matrix[1:], atol=1e-6, rtol=1e-6)
+        previous = None
+        for tau in (2.0, 1.0, 0.5, 0.1):
+            trans, start = project_io_transitions(IO_PROBS, labels, temperature=tau)
+            rows = torch.cat([start.unsqueeze(0), trans]).double().exp()
+            torch.testing.assert_close(rows.sum(1), torch.ones(len(labels) + 1, dtype=torch.float64))
+            torch.testing.assert_close(rows, _powered(matrix, tau), atol=1e-6, rtol=1e-6)
+            if previous is not None:  # a smaller tau flattens every row
+                assert bool((_entropy(rows) > _entropy(previous) + 1e-6).all()), tau
+            previous = rows
+    # the rule does not depend on the label order
+    trans, start = project_io_transitions(IO_PROBS, ("I-b", "O", "I-a"), temperature=0.5)
+    order = [2, 0, 1]
+    torch.testing.assert_close(trans.double().exp(), _powered(IO_N2, 0.5)[1:][order][:, order], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(start.double().exp(), _powered(IO_N2, 0.5)[0][order], atol=1e-6, rtol=1e-6)
+
+
+def test_structshot_io_projection_floors_zeros_and_handles_one_type():
+    probs = dict(IO_PROBS, **{"O->O": 0.0, "O->I": 1.0})
+    trans, start = project_io_transitions(probs, ("O", "I-a", "I-b"), temperature=0.3)
+    assert trans[0, 0].item() == pytest.approx(math.log(1e-6))  # the reference's floor, no -inf
+    assert bool(torch.isfinite(trans).all()) and bool(torch.isfinite(start).all())
+    # N = 1: no other type to move to; I's row is renormalised over I->O and I->I (no 0 / 0)
+    trans1, start1 = project_io_transitions(IO_PROBS, ("O", "I-a"))
+    assert trans1.double().exp().tolist() == [pytest.approx([0.6, 0.4]), pytest.approx([0.2 / 0.7, 0.5 / 0.7])]
+    assert start1.double().exp().tolist() == pytest.approx([0.5, 0.5])
+    with pytest.raises(ValueError, match="not an IO tag"):
+        project_io_transitions(IO_PROBS, ("O", "B-a", "I-a"))
+    with pytest.raises(ValueError, match="missing kinds"):
+        project_io_transitions({"O->O": 1.0}, ("O", "I-a"))
+    with pytest.raises(ValueError, match="> 0"):
+        project_io_transitions(IO_PROBS, ("O", "I-a"), temperature=0.0)
+
+
+def test_structshot_io_decoding_equals_brute_force_over_all_io_paths():
+    labels = ("O", "I-a", "I-b")
+    tau = 3.0
+    scores = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0)) * 2
+    mask = torch.tensor([[True] * 4, [True, True, True, False]])
+    model = StructShotIOTransitions(IO_PROBS, temperature=tau)
+    # the emissions are NNShot's log-probabilities, with no temperature on them
+    emissions = model.emissions(scores)
+    torch.testing.assert_close(emissions, torch.log_softmax(scores, -1))
+    trans, start, end = model(labels)
+    assert end is None
+    paths = model.decode(scores, mask, labels)
+
+    rows = _powered(IO_N2, tau).log()  # hand-written matrix, power, renormalised: independent of the code
+    want_start, want_trans = rows[0], rows[1:]
+    for b in range(2):
+        n = int(mask[b].sum())
+        e = torch.log_softmax(scores[b, :n].double(), -1)
+
+        def path_score(y):
+            return want_start[y[0]] + sum(e[t, y[t]] for t in range(n)) + sum(
+                want_trans[y[t - 1], y[t]] for t in range(1, n))
+
+        best = max(itertools.product(range(3), repeat=n), key=lambda y: float(path_score(y)))
+        assert paths[b] == list(best), b
+    assert paths != [row[: int(m.sum())] for row, m in zip(scores.argmax(-1).tolist(), mask)]  # transitions matter
+    assert paths != StructShotIOTransitions(IO_PROBS).decode(scores, mask, labels)  # and so does tau
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ switch changes, a few episodic steps, save/load, episodic scoring and the few-sh
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -11,15 +13,18 @@ from fewshot_fixtures import FEWSHOT_VARIANTS, episode_pair, ex, fewshot_model, 
 from model_fixtures import one_thread  # noqa: F401
 from mner.data.episodes import Episode
 from mner.errors import MNERError
-from mner.fewshot.evaluation import EpisodePredictions, score_episodes
-from mner.models import load_model
+from mner.fewshot.evaluation import EpisodePredictions, predict_episodes, score_episodes
+from mner.models import TaggerOutput, load_model
+from mner.models.fewshot.abstract_transitions import ABSTRACT_KINDS, IO_ABSTRACT_KINDS
+from mner.processing.episodes import encode_episode_tags
 from mner.processing.tagging import IGNORE_INDEX
+from mner.tagging import score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_episode_processor_encodes_tags_with_each_episodes_labels(tiny_bert):
-    model = fewshot_model(tiny_bert, "protobert")
+    model = fewshot_model(tiny_bert, "protobert-bio")
     ep1, ep2 = episode_pair()
     batch = model.processor()([ep1, ep2])
     assert batch.labels == [("O", "B-PER", "I-PER", "B-LOC", "I-LOC"), ("O", "B-ORG", "I-ORG", "B-MISC", "I-MISC")]
@@ -33,6 +38,57 @@ def test_episode_processor_encodes_tags_with_each_episodes_labels(tiny_bert):
     assert (batch.support.tags[0, 4:] == IGNORE_INDEX).all()
     assert batch.query_labels[2] == batch.labels[1]
     assert batch.without_tags().query.tags is None and batch.without_tags().support.tags is not None
+
+
+def test_episode_processor_encodes_io_tags_for_an_io_model(tiny_bert):
+    model = fewshot_model(tiny_bert, "protobert")
+    assert model.config.scheme == "io" and model.scheme == "io"  # Few-NERD's tagging is the default
+    ep1, ep2 = episode_pair()
+    batch = model.processor()([ep1, ep2])
+    assert batch.scheme == "io"
+    assert batch.labels == [("O", "I-PER", "I-LOC"), ("O", "I-ORG", "I-MISC")] and batch.num_classes == 3
+    # "mary smith at london" B-PER I-PER O B-LOC: B- and I- are one class
+    assert batch.support.tags[1, :4].tolist() == [1, 1, 0, 2]
+    assert batch.support.tags[3, :4].tolist() == [0, 2, 0, 0]  # "the olympics are on"
+    assert batch.query.tags[1, :3].tolist() == [0, 2, 2]  # "hello new york" O B-LOC I-LOC
+    assert batch.query.tags[2, :4].tolist() == [1, 0, 0, 2]
+    assert batch.without_tags().scheme == "io" and batch.to("cpu").scheme == "io"
+    # two adjacent mentions of one type become one run; the padding stays -100
+    tweet = ex("t", "paris london and rome", "B-LOC B-LOC O B-LOC")
+    tags = encode_episode_tags([tweet], [0], [batch.labels[0]], (1, 5), "io")
+    assert tags.tolist() == [[2, 2, 0, 2, IGNORE_INDEX]]
+    # a BIO model's processor is unchanged, and a batch of the other scheme is refused
+    bio = fewshot_model(tiny_bert, "protobert-bio")
+    assert bio.processor()([ep1]).labels == [ep1.labels]
+    with pytest.raises(MNERError, match="'bio' episode batch for a model that tags 'io'"):
+        model(bio.processor()([ep1]))
+
+
+def test_io_decoded_tags_are_iob2_and_score_in_strict_mode(tiny_bert):
+    model = fewshot_model(tiny_bert, "protobert")
+    labels = ("O", "I-a", "I-b")
+    path = [1, 1, 2, 0, 1, 2, 2]
+    emissions = torch.nn.functional.one_hot(torch.tensor([path]), 3).float()
+    out = TaggerOutput(None, emissions, torch.ones(1, 7, dtype=torch.bool), labels=[labels], scheme="io")
+    got = model.decode_output(out).tags
+    # a run of one type is one entity (B- then I-), a change of type starts a new one
+    assert got == [["B-a", "I-a", "B-b", "O", "B-a", "B-b", "I-b"]]
+    gold = [["B-a", "I-a", "B-b", "O", "B-a", "B-b", "I-b"]]
+    assert score(gold, got, mode="strict").micro.f1 == 1.0
+    raw = [[labels[c] for c in path]]  # what the classes say before the conversion
+    assert score(gold, raw, mode="strict").micro.f1 < 1.0
+    bio_out = TaggerOutput(None, emissions, out.mask, labels=[labels])  # iob2 (default): unchanged names
+    assert model.decode_output(bio_out).tags == raw
+
+    # end to end: NNShot with the support as its own query finds every support word's class
+    for variant in ("nnshot", "nnshot-bio"):
+        torch.manual_seed(0)
+        nn_model = fewshot_model(tiny_bert, variant).eval()
+        ep1, _ = episode_pair()
+        episodes = [Episode(ep1.types, ep1.support, ep1.support)]
+        preds = predict_episodes(nn_model, episodes, nn_model.processor())
+        assert preds.tags == [[list(x.tags) for x in ep1.support]], variant
+        assert score_episodes(episodes, preds, mode="strict").micro.f1 == 1.0
 
 
 def test_episode_processor_refusals(tiny_bert):
@@ -64,41 +120,10 @@ def test_forward_backward_and_decode(tiny_bert, variant):
     assert out.labels == batch.query_labels
     decoded = model.decode(batch)
     assert [len(t) for t in decoded.tags] == [3, 3, 4]
-    for tags, labels in zip(decoded.tags, batch.query_labels):
-        assert set(tags) <= set(labels)
-
-
-def test_ablation_switches_change_only_what_they_name(tiny_bert):
-    full = fewshot_model(tiny_bert, "mousing")
-    keys = set(full.state_dict())
-    assert full.intervention.mode == "learned" and full.update.num_layers == 2 and full.views == ("caption",)
-
-    def only(variant, removed_prefixes=(), **expect):
-        m = fewshot_model(tiny_bert, variant)
-        gone = keys - set(m.state_dict())
-        assert {k for k in gone if not k.startswith(tuple(removed_prefixes))} == set(), variant
-        assert all(any(k.startswith(p) for k in gone) for p in removed_prefixes), variant
-        assert set(m.state_dict()) <= keys
-        for attr, value in expect.items():
-            obj = m
-            for part in attr.split("__"):
-                obj = getattr(obj, part)
-            assert obj == value, (variant, attr)
-        return m
-
-    only("mousing-no-image", ["visual_proj.", "caption_encoder."], views=())
-    only("mousing-no-intervention", ["intervention."], intervention__mode="none")
-    only("mousing-random", ["intervention."], intervention__mode="random")
-    only("mousing-gaussian", ["intervention."], intervention__mode="gaussian")
-    only("mousing-no-mcis", ["update."], update__num_layers=0)
-    nm = only("mousing-no-multiview")
-    assert nm.config.no_multiview and nm.config.variant == "MOUSING w/o Multi-view"
-    # no_multiview decodes and trains on the intervened view only: one CRF loss, not two
-    batch = nm.processor()(episode_pair(), train=True)
-    nm.train()
-    assert set(nm(batch).losses) == {"crf", "invariance"}
-    full.train()
-    assert set(full(batch).losses) == {"crf_g1", "crf_g2", "invariance"}
+    for tags, labels in zip(decoded.tags, batch.query_labels):  # IOB2 tags of the row's types
+        assert set(tags) <= {"O"} | {f"{p}-{label[2:]}" for label in labels if label != "O" for p in "BI"}
+        if model.scheme == "io":  # IO decodes to well-formed IOB2 (an argmax over BIO classes may not)
+            assert not any(t.startswith("I-") and (j == 0 or tags[j - 1][2:] != t[2:]) for j, t in enumerate(tags))
 
 
 def test_no_image_ignores_captions_and_full_model_reads_them(tiny_bert):
@@ -130,6 +155,89 @@ def test_a_few_episodic_steps_reduce_the_loss(tiny_bert):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+def test_io_model_save_load_round_trip(tiny_bert, tmp_path):
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, "nnshot", decoder="structshot", temperature=0.3).eval()
+    model.fit_transitions([e.tags for ep in episode_pair() for e in ep.support])
+    assert list(model.config.transitions) == list(IO_ABSTRACT_KINDS)
+    model.save_pretrained(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["config"]
+    assert saved["scheme"] == "io" and saved["transitions"] == model.config.transitions
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config == model.config and loaded.scheme == "io"
+    batch = model.processor()(episode_pair())
+    with torch.no_grad():
+        a, b = model(batch), loaded(loaded.processor()(episode_pair()))
+    assert a.labels[0] == ("O", "I-PER", "I-LOC")
+    assert torch.equal(a.emissions, b.emissions) and torch.equal(a.transitions, b.transitions)
+    assert loaded.decode(batch).tags == model.decode(batch).tags
+
+
+@pytest.mark.parametrize("variant", ["protobert-bio", "nnshot-bio"])
+def test_a_checkpoint_without_scheme_loads_as_bio_and_decodes_as_before(tiny_bert, tmp_path, variant):
+    """Checkpoints saved before the ``scheme`` field were trained with BIO classes."""
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, variant).eval()
+    if variant == "nnshot-bio":
+        model.fit_transitions([e.tags for ep in episode_pair() for e in ep.support])
+        assert list(model.config.transitions) == list(ABSTRACT_KINDS)
+        model.config.decoder = "structshot"
+    model.save_pretrained(tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    data = json.loads(path.read_text())
+    del data["config"]["scheme"]  # as written before the field existed
+    path.write_text(json.dumps(data))
+    loaded = load_model(tmp_path / "old")
+    assert loaded.config.scheme == "bio" and loaded.scheme == "bio" and loaded.config == model.config
+    batch = loaded.processor()(episode_pair())
+    assert batch.labels[0] == ("O", "B-PER", "I-PER", "B-LOC", "I-LOC")
+    with torch.no_grad():
+        a, b = model(model.processor()(episode_pair())), loaded(batch)
+    assert torch.equal(a.emissions, b.emissions)
+    assert torch.equal(a.transitions, b.transitions)
+    assert loaded.decode(batch).tags == model.decode(batch).tags
+    # a checkpoint that names its scheme keeps it
+    data["config"]["scheme"] = "io"
+    if "transitions" in data["config"]:
+        data["config"]["transitions"] = None  # the BIO estimate would not fit an IO model
+    path.write_text(json.dumps(data))
+    assert load_model(tmp_path / "old").config.scheme == "io"
+
+
+def test_io_structshot_is_the_reference_decoder(tiny_bert):
+    model = fewshot_model(tiny_bert, "nnshot").eval()
+    batch = model.processor()(episode_pair())
+    with torch.no_grad():
+        nn_scores = model(batch).emissions
+    model.fit_transitions([["B-PER", "I-PER", "O"], ["O", "B-LOC", "B-PER"], ["O", "O"]])
+    # by hand: start->O 2, start->I 1 | O->O 1, O->I 1 | I->O 1, I->I(same) 1, I->I(other) 1
+    assert model.config.transitions == pytest.approx({"start->O": 2 / 3, "start->I": 1 / 3, "O->O": 1 / 2,
+                                                      "O->I": 1 / 2, "I->O": 1 / 3, "I->I(same)": 1 / 3,
+                                                      "I->I(other)": 1 / 3})
+    model.config.decoder = "structshot"
+    outs = {}
+    for tau in (1.0, 0.2):
+        model.config.temperature = tau
+        with torch.no_grad():
+            outs[tau] = model(batch)
+    # emissions: NNShot's log-probabilities whatever tau; tau acts on the transitions
+    for out in outs.values():
+        torch.testing.assert_close(out.emissions, torch.log_softmax(nn_scores, -1))
+        assert out.transitions.shape == (3, 3) and out.start.shape == (3,) and out.end is None
+    o, i_per, i_loc = 0, 1, 2
+    assert outs[1.0].transitions[o, i_per].exp().item() == pytest.approx(1 / 2 / 2)  # o_i / N
+    assert outs[1.0].transitions[i_per, i_loc].exp().item() == pytest.approx(1 / 3)  # x_y / (N - 1)
+    assert not torch.allclose(outs[1.0].transitions, outs[0.2].transitions)
+    decoded = model.decode(batch).tags
+    assert all(set(t) <= {"O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"}
+               for t in decoded)
+    # transitions of the other scheme are refused up front
+    bio_estimate = {k: -1.0 for k in ABSTRACT_KINDS}
+    with pytest.raises(MNERError, match="the io StructShot needs"):
+        type(model.config)(transitions=bio_estimate)
+    assert type(model.config)(scheme="bio", transitions=bio_estimate).scheme == "bio"
+
+
 @pytest.mark.parametrize("variant", ["mousing", "nnshot", "proto-maf"])
 def test_save_load_round_trip(tiny_bert, tmp_path, variant):
     torch.manual_seed(0)
@@ -148,7 +256,7 @@ def test_save_load_round_trip(tiny_bert, tmp_path, variant):
 
 
 def test_structshot_needs_source_transitions_and_changes_decoding(tiny_bert):
-    model = fewshot_model(tiny_bert, "nnshot", decoder="structshot").eval()
+    model = fewshot_model(tiny_bert, "nnshot-bio", decoder="structshot").eval()
     batch = model.processor()(episode_pair())
     with pytest.raises(MNERError, match="abstract transitions"):
         model(batch)
@@ -195,7 +303,7 @@ def test_cached_episode_evaluation_equals_the_whole_model_per_episode(tiny_bert,
     assert [len(t) for t in cached.tags] == [len(e.query) for e in episodes]
 
 
-@pytest.mark.parametrize("variant", ["protobert", "mousing"])
+@pytest.mark.parametrize("variant", ["protobert", "protobert-bio", "mousing"])
 def test_o_bias_shifts_only_the_o_emission_at_decoding_and_never_the_loss(tiny_bert, variant):
     torch.manual_seed(0)
     model = fewshot_model(tiny_bert, variant).eval()

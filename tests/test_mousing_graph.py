@@ -166,6 +166,35 @@ def test_similarity_graph_is_symmetric():
         _assert_symmetric(t)
 
 
+def test_soft_threshold_weighs_every_pair_and_passes_gradients_below_delta():
+    from mner.models.mousing.similarity_graph import soft_threshold_edges
+
+    nodes, mask = _batch()
+    nodes.requires_grad_(True)
+    hard = SimilarityGraph(0.5)(nodes, mask)
+    soft = SimilarityGraph(0.5, threshold="soft", sharpness=0.05)(nodes, mask)
+    sim = cosine_adjacency(nodes, mask)
+    off = (mask[:, :, None] & mask[:, None, :]) & ~torch.eye(mask.shape[1], dtype=torch.bool)
+    expected = sim * torch.sigmoid((sim - 0.5) / 0.05)
+    torch.testing.assert_close(soft.weights[off], expected[off])
+    torch.testing.assert_close(soft.edges, hard.edges)            # an edge counts as kept where s >= delta
+    below = off & (sim < 0.5) & (sim > 0.3)
+    assert below.any() and (hard.weights[below] == 0).all() and (soft.weights[below] != 0).all()
+    soft.weights[below].sum().backward()
+    assert nodes.grad.abs().sum() > 0
+    torch.testing.assert_close(soft_threshold_edges(sim, mask, 0.5, 0.05)[off], expected[off])
+
+
+def test_similarity_is_measured_on_the_features_given():
+    nodes, mask = _batch()
+    feats = torch.randn(*nodes.shape[:2], 12)
+    graph = SimilarityGraph(0.2)
+    out = graph(nodes, mask, feats)
+    torch.testing.assert_close(out.similarity, cosine_adjacency(feats, mask))
+    torch.testing.assert_close(out.weights, threshold_edges(cosine_adjacency(feats, mask), mask, 0.2))
+    assert not torch.equal(out.weights, graph(nodes, mask).weights)
+
+
 # ============================================================================ intervention (Eq. 6, 7)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("train", [True, False])
@@ -256,10 +285,85 @@ def test_learned_mode_trains_the_scorer_and_is_deterministic_in_eval():
         first, second = gen(nodes, g1, mask), gen(nodes, g1, mask)
     torch.testing.assert_close(first.masks, second.masks, rtol=0, atol=0)
     real_off = g1.edges & ~torch.eye(mask.shape[1], dtype=torch.bool)
-    expected = torch.sigmoid(first.logits)
-    for v in range(3):
+    # environment v keeps the edges with probability sigmoid(l + c_v), c = (-1, 0, 1) (spread 1)
+    for v, shift in enumerate((-1.0, 0.0, 1.0)):
+        expected = torch.sigmoid(first.logits + shift)
         torch.testing.assert_close(first.masks[:, v][real_off], expected[real_off])
-    assert expected[real_off].mean() > 0.7          # init_bias 2: the first masks keep most edges
+    means = [first.masks[:, v][real_off].mean().item() for v in range(3)]
+    assert means[0] < means[1] < means[2]            # the environments cut more or fewer edges
+    # init_bias None = logit(keep_rate 0.7): the first masks keep edges near the prior rate
+    assert abs(torch.sigmoid(first.logits)[real_off].mean().item() - 0.7) < 0.15
+
+
+def test_environment_shifts_are_evenly_spaced_and_shared_by_every_tweet():
+    from mner.models.mousing.causal_intervention import environment_shifts
+
+    torch.testing.assert_close(environment_shifts(4, 1.5), torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+    torch.testing.assert_close(environment_shifts(1, 1.5), torch.zeros(1))
+    nodes, mask = _batch()
+    g1 = SimilarityGraph(-1.0)(nodes, mask)
+    gen = _generator("learned", environment_spread=0.0).eval()
+    out = gen(nodes, g1, mask)
+    torch.testing.assert_close(out.masks[:, 0], out.masks[:, 2])   # no spread: one environment thrice
+
+
+def test_keep_rate_prior_is_the_mean_kl_over_the_edges_and_trains_the_scorer():
+    from mner.models.mousing.causal_intervention import bernoulli_kl
+
+    nodes, mask = _batch()
+    g1 = SimilarityGraph(0.1)(nodes, mask)
+    gen = _generator("learned", keep_rate=0.3).train()
+    out = gen(nodes, g1, mask)
+    off = g1.edges & ~torch.eye(mask.shape[1], dtype=torch.bool)
+    p = torch.sigmoid(out.logits)[off]
+    expected = (p * torch.log(p / 0.3) + (1 - p) * torch.log((1 - p) / 0.7)).mean()
+    torch.testing.assert_close(out.prior, expected)
+    assert out.prior.item() > 0
+    torch.testing.assert_close(bernoulli_kl(torch.tensor([0.3]), 0.3), torch.zeros(1))
+    out.prior.backward()
+    assert gen.scorer.bias.grad is not None and gen.scorer.bias.grad.abs() > 0
+    # with the prior alone, gradient steps move the keep probabilities towards r
+    opt = torch.optim.SGD(gen.parameters(), lr=1.0)
+    for _ in range(50):
+        opt.zero_grad()
+        gen(nodes, g1, mask).prior.backward()
+        opt.step()
+    with torch.no_grad():
+        after = torch.sigmoid(gen(nodes, g1, mask).logits)[off].mean().item()
+    assert abs(after - 0.3) < abs(p.mean().item() - 0.3) and abs(after - 0.3) < 0.05
+    for mode in ("random", "gaussian", "none"):
+        assert _generator(mode)(nodes, g1, mask).prior is None
+
+
+def test_random_mode_keeps_edges_at_the_environments_rates():
+    nodes, mask = _batch(lengths=(6, 6, 6))
+    g1 = SimilarityGraph(-1.0)(nodes, mask)
+    gen = _generator("random", environments=2, keep_rate=0.7, environment_spread=1.0, temperature=0.01).train()
+    torch.manual_seed(0)
+    masks = torch.cat([gen(nodes, g1, mask).masks for _ in range(200)])
+    off = ~torch.eye(6, dtype=torch.bool)
+    logit = math.log(0.7 / 0.3)
+    for v, shift in enumerate((-1.0, 1.0)):
+        rate = (masks[:, v][:, off] > 0.5).float().mean().item()
+        assert abs(rate - 1 / (1 + math.exp(-(logit + shift)))) < 0.03
+
+
+def test_random_mode_outside_training_is_seeded_per_tweet_whatever_the_batch():
+    nodes, mask = _batch(lengths=(5, 3, 1))
+    g1 = SimilarityGraph(-1.0)(nodes, mask)
+    gen = _generator("random").eval()
+    seeds = torch.tensor([11, 22, 33])
+    a = gen(nodes, g1, mask, seeds=seeds).masks
+    again = gen(nodes, g1, mask, seeds=seeds).masks
+    torch.testing.assert_close(a, again, rtol=0, atol=0)
+    # the second tweet alone, padded to another width, gets the same masks on its real nodes
+    alone_nodes = torch.zeros(1, 4, D)
+    alone_nodes[0, :3] = nodes[1, :3]
+    alone_mask = torch.tensor([[True, True, True, False]])
+    b = gen(alone_nodes, SimilarityGraph(-1.0)(alone_nodes, alone_mask), alone_mask, seeds=seeds[1:2]).masks
+    torch.testing.assert_close(b[0, :, :3, :3], a[1, :, :3, :3], rtol=0, atol=0)
+    other = gen(nodes, g1, mask, seeds=torch.tensor([11, 23, 33])).masks
+    assert not torch.equal(other[1], a[1]) and torch.equal(other[0], a[0])
 
 
 def test_learned_masks_become_binary_as_the_temperature_goes_to_zero():

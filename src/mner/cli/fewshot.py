@@ -39,7 +39,13 @@ def _add_episodes(fsub: argparse._SubParsersAction) -> None:
                    help="target types, e.g. PER,LOC (OTHER means MISC), or a pair name like Per+Others")
     p.add_argument("--k", type=positive_int, required=True, help="K: each type gets K to 2K mentions")
     p.add_argument("--query-k", type=positive_int, default=None, metavar="N",
-                   help="K of the query set (default: --k)")
+                   help="K of a greedy query set (default: --k)")
+    p.add_argument("--query", choices=("greedy", "random"), default="greedy",
+                   help="how the query set is drawn: 'greedy' (ours, K~2K mentions per type; default) or "
+                        "'random' (the poster's: the same supports, --query-size tweets drawn at random "
+                        "from the whole split, with or without target mentions)")
+    p.add_argument("--query-size", type=positive_int, default=None, metavar="N",
+                   help="query tweets per episode with --query random (default 10)")
     p.add_argument("--episodes", type=positive_int, default=500, help="episodes to write (default 500)")
     p.add_argument("--seed", type=int, default=1, help="sampler seed (default 1)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl", help="episode file to write")
@@ -55,12 +61,17 @@ def cmd_episodes(args) -> int:
         EpisodeSampler, PROTOCOL_TYPE_MAP, load_protocol_corpus, format_summary, parse_types,
     )
 
+    if args.query == "greedy" and args.query_size is not None:
+        raise MNERError("--query-size is the size of a random query; add --query random, or leave it out")
+    if args.query == "random" and args.query_k is not None:
+        raise MNERError("--query-k is K of a greedy query; with --query random give --query-size instead")
     types = parse_types(args.types)
     corpus, _, cap_note = load_protocol_corpus(args.data_dir, args.captions)
     if args.split not in corpus.splits:
         raise MNERError(f"{args.data_dir}: no split {args.split!r} (it has {', '.join(corpus.splits)}); "
                         "choose one with --split")
-    sampler = EpisodeSampler(corpus[args.split], types, args.k, query_k=args.query_k, seed=args.seed)
+    sampler = EpisodeSampler(corpus[args.split], types, args.k, query_k=args.query_k, query=args.query,
+                             query_size=args.query_size, seed=args.seed)
     episodes = sampler.sample_many(args.episodes)
     write_episodes(episodes, args.out)
     summary = summarize_episodes(episodes)
@@ -68,8 +79,9 @@ def cmd_episodes(args) -> int:
     if args.json:
         print(json.dumps({
             "out": str(args.out), "sha256": sha, "corpus": str(args.data_dir), "split": args.split,
-            "type_map": PROTOCOL_TYPE_MAP, "types": list(types), "k": args.k,
-            "query_k": args.query_k or args.k, "seed": args.seed, "captions": cap_note, **summary,
+            "type_map": PROTOCOL_TYPE_MAP, "types": list(types), "k": args.k, "query": args.query,
+            "query_k": None if args.query == "random" else args.query_k or args.k,
+            "query_size": sampler.query_size, "seed": args.seed, "captions": cap_note, **summary,
         }, indent=2, ensure_ascii=False))
         return 0
     print(f"{args.out}: {format_summary(summary)}")
@@ -81,14 +93,21 @@ def cmd_episodes(args) -> int:
 
 
 def _add_protocol(fsub: argparse._SubParsersAction) -> None:
-    p = fsub.add_parser("protocol", help="write the six target-pair splits' test and dev episodes of one dataset")
+    p = fsub.add_parser("protocol", help="write the six target-pair splits' test and dev episodes of one dataset",
+                        description="For each target pair and K write <pair>/test-k{K}.jsonl (ours: greedy "
+                                    "K~2K query), test-poster-k{K}.jsonl (the poster's: the same supports, a "
+                                    "random query), dev-k{K}.jsonl (ours, target types) and "
+                                    "dev-source-k{K}.jsonl (ours, the two source types), and a manifest.json.")
     p.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="a corpus folder with train/valid/test files")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for <pair>/{test,dev}-k{K}.jsonl")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder for <pair>/{test,test-poster,dev,dev-source}-k{K}.jsonl")
     p.add_argument("--k", type=positive_int, nargs="+", default=[1, 5], metavar="K",
                    help="values of K (default: 1 5)")
     p.add_argument("--test-episodes", type=positive_int, default=500, help="episodes per test file (default 500)")
     p.add_argument("--dev-episodes", type=positive_int, default=100, help="episodes per dev file (default 100)")
     p.add_argument("--seed", type=int, default=1, help="sampler seed (default 1)")
+    p.add_argument("--poster-query-size", type=positive_int, default=10, metavar="N",
+                   help="query tweets per episode of the poster-protocol files (default 10, ours)")
     p.set_defaults(func=cmd_protocol)
 
 
@@ -97,7 +116,7 @@ def cmd_protocol(args) -> int:
 
     manifest = write_protocol(
         args.data_dir, args.out, ks=tuple(args.k), test_episodes=args.test_episodes,
-        dev_episodes=args.dev_episodes, seed=args.seed,
+        dev_episodes=args.dev_episodes, seed=args.seed, poster_query_size=args.poster_query_size,
     )
     print(f"{len(manifest['files'])} episode files; manifest {args.out / 'manifest.json'}")
     return 0
@@ -113,7 +132,13 @@ def _add_check(fsub: argparse._SubParsersAction) -> None:
                    help="check K <= mentions <= 2K per type in support and query "
                         "(default: only that each type is mentioned)")
     p.add_argument("--query-k", type=positive_int, default=None, metavar="N",
-                   help="K of the query set (default: --k)")
+                   help="K of a greedy query set (default: --k)")
+    p.add_argument("--query", choices=("greedy", "random"), default="greedy",
+                   help="the file's query protocol: 'greedy' (ours; default) or 'random' (the poster's, "
+                        "e.g. test-poster-k{K}.jsonl: the query is checked for disjointness and its types "
+                        "only, not for K~2K)")
+    p.add_argument("--query-size", type=positive_int, default=None, metavar="N",
+                   help="with --query random: check that every query has N tweets")
     p.add_argument("--max-show", type=positive_int, default=50, help="violations to print (default 50)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=cmd_check)
@@ -123,16 +148,22 @@ def cmd_check(args) -> int:
     from mner.data.episodes import iter_episodes, summarize_episodes
     from mner.data.sampling import episode_violations, format_summary
 
+    if args.query == "greedy" and args.query_size is not None:
+        raise MNERError(f"{args.file}: --query-size checks a random query; add --query random, or leave it out")
+    if args.query == "random" and args.query_k is not None:
+        raise MNERError(f"{args.file}: --query-k checks a greedy query; a random query is checked with "
+                        "--query-size")
     errors: list = []
     violations: list[str] = []
     episodes = []
     for ep in iter_episodes(args.file, errors=errors):
         episodes.append(ep)
-        violations += [f"{ep.source}: {v}" for v in episode_violations(ep, args.k, args.query_k)]
+        violations += [f"{ep.source}: {v}" for v in episode_violations(
+            ep, args.k, args.query_k, query=args.query, query_size=args.query_size)]
     violations = [str(e) for e in errors] + violations
     summary = summarize_episodes(episodes)
     if args.json:
-        print(json.dumps({"file": str(args.file), "ok": not violations, "k": args.k,
+        print(json.dumps({"file": str(args.file), "ok": not violations, "k": args.k, "query": args.query,
                           "violations": violations, **summary}, indent=2, ensure_ascii=False))
         return 1 if violations else 0
     for v in violations[: args.max_show]:

@@ -3,6 +3,8 @@
 An N-way K-shot episode (MOUSING's FMNER task, ``docs/mousing.md`` "Protocol") is a set of
 target entity ``types``, a labelled ``support`` set and a ``query`` set of tweets, each tweet an
 :class:`~mner.data.example.Example` tagged in IOB2 with only the target types (others are O).
+A tweet may hold no mention at all (all O): the poster's protocol draws its query tweets at
+random, with or without target mentions.
 The episodes of a split are sampled once (:mod:`mner.data.sampling`), written as JSONL and
 reused by every model, so that all models see the same episodes.
 
@@ -340,11 +342,14 @@ def read_episodes(path: str | Path) -> list[Episode]:
 
 
 def summarize_episodes(episodes: Iterable[Episode]) -> dict:
-    """Episodes, mean tweets per support / query and mean mentions per type in each:
+    """Episodes, mean tweets per support / query, mean mentions per type in each, and the share
+    of query tweets with at least one mention (all of them under the greedy protocol; fewer
+    when the query is drawn at random):
     ``{"episodes": n, "support_tweets": 7.2, "query_tweets": 7.0,
-    "support_mentions": {"PER": 6.1, ...}, "query_mentions": {...}}`` (means per episode;
-    a mention is a ``B-`` tag)."""
+    "support_mentions": {"PER": 6.1, ...}, "query_mentions": {...},
+    "query_with_mention": 1.0}`` (means per episode; a mention is a ``B-`` tag)."""
     n = 0
+    with_mention = 0
     tweets = {"support": 0, "query": 0}
     mentions: dict[str, Counter] = {"support": Counter(), "query": Counter()}
     types: list[str] = []
@@ -357,9 +362,13 @@ def summarize_episodes(episodes: Iterable[Episode]) -> dict:
             exs = getattr(ep, name)
             tweets[name] += len(exs)
             for ex in exs:
+                found = False
                 for tag in ex.tags or ():
                     if tag.startswith("B-"):
                         mentions[name][tag[2:]] += 1
+                        found = True
+                if found and name == "query":
+                    with_mention += 1
     d = max(n, 1)
     return {
         "episodes": n,
@@ -367,4 +376,5 @@ def summarize_episodes(episodes: Iterable[Episode]) -> dict:
         "query_tweets": round(tweets["query"] / d, 3),
         "support_mentions": {t: round(mentions["support"][t] / d, 3) for t in types},
         "query_mentions": {t: round(mentions["query"][t] / d, 3) for t in types},
+        "query_with_mention": round(with_mention / max(tweets["query"], 1), 3),
     }

@@ -21,6 +21,20 @@ What this sampler does that Few-NERD's code does not (its known defects):
 
 The pool is read in IOB2 with the benchmark's orphan ``I-`` tags read as ``B-`` (as conlleval
 reads them: ``convert_tags(tags, "iob1", "iob2")``), once at construction.
+
+Two query protocols (``query=``):
+
+- ``"greedy"`` (ours, the default): the query set is drawn by the greedy K~2K rule too, so every
+  query tweet holds a target mention.
+- ``"random"`` (the MOUSING poster's: "randomly sample a few instances as query set"): the
+  episode's support is exactly the one the greedy protocol draws with the same seed (its greedy
+  query is drawn and set aside, so episode *i* of both protocols has one support: a paired
+  comparison), and the query is ``query_size`` tweets (default :data:`POSTER_QUERY_SIZE`, ours)
+  drawn uniformly without replacement from the whole split, with or without target mentions,
+  disjoint from the support by id and text, by a second ``random.Random`` of the sampler.
+
+In both, tweets keep only the target types' tags: mentions of the other types are relabelled O
+(:func:`restrict_types`), so a query tweet may be all O.
 """
 
 from __future__ import annotations
@@ -43,6 +57,8 @@ __all__ = [
     "EpisodeDataset",
     "EpisodeSampler",
     "PAIR_NAMES",
+    "POSTER_QUERY_SIZE",
+    "QUERY_MODES",
     "TARGET_PAIRS",
     "TYPE_ALIASES",
     "count_mentions",
@@ -70,6 +86,10 @@ PAIR_NAMES: dict[tuple[str, str], str] = dict(zip(
 ))
 #: The type map the protocol reads both datasets with, so that every file says MISC.
 PROTOCOL_TYPE_MAP = "OTHER=MISC"
+#: How a query set is drawn: ``"greedy"`` (ours, N-way K~2K) or ``"random"`` (the poster's).
+QUERY_MODES = ("greedy", "random")
+#: Query tweets per episode in the poster's protocol (ours: the poster says "a few instances").
+POSTER_QUERY_SIZE = 10
 
 
 # ----------------------------------------------------------------------------- tags
@@ -166,8 +186,13 @@ class EpisodeSampler:
             in IOB2 (orphan ``I-`` as ``B-``) and restricted to ``types`` once, here.
         types: the N target types, in the order of the episodes' labels.
         k: K of the support set (each type gets K to 2K mentions).
-        query_k: K of the query set (default ``k``).
-        seed: seed of the sampler's own ``random.Random``.
+        query_k: K of the greedy query set (default ``k``).
+        query: ``"greedy"`` (ours) or ``"random"`` (the poster's: the greedy support, then
+            ``query_size`` tweets drawn at random from the whole pool; see the module's doc).
+        query_size: tweets of a random query (default :data:`POSTER_QUERY_SIZE`); only with
+            ``query="random"``.
+        seed: seed of the sampler's own ``random.Random`` (the random query has a second one,
+            seeded ``f"{seed}:query"``).
         max_attempts: greedy passes tried per episode before giving up with MNERError.
     """
 
@@ -178,19 +203,36 @@ class EpisodeSampler:
         k: int,
         *,
         query_k: int | None = None,
+        query: str = "greedy",
+        query_size: int | None = None,
         seed: int = 0,
         max_attempts: int = 200,
     ) -> None:
         self.types = _check_types(types)
+        if query not in QUERY_MODES:
+            raise MNERError(f"EpisodeSampler: query must be one of {', '.join(QUERY_MODES)}, got {query!r}")
+        if query == "greedy" and query_size is not None:
+            raise MNERError("EpisodeSampler: query_size is the size of a random query; "
+                            "give it with query='random' (a greedy query has K~2K mentions per type)")
+        if query == "random" and query_k is not None:
+            raise MNERError("EpisodeSampler: query_k is K of a greedy query; a random query has "
+                            "query_size tweets, give that instead")
+        if query == "random" and query_size is None:
+            query_size = POSTER_QUERY_SIZE
         for name, val in (("k", k), ("query_k", k if query_k is None else query_k),
+                          ("query_size", 1 if query_size is None else query_size),
                           ("max_attempts", max_attempts)):
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise MNERError(f"EpisodeSampler: {name} must be an integer >= 1, got {val!r}")
         self.k = k
         self.query_k = k if query_k is None else query_k
+        self.query = query
+        self.query_size = query_size
         self.max_attempts = max_attempts
         self.seed = seed
         self.rng = random.Random(seed)
+        #: orders the random query; apart from ``rng`` so that the supports are the greedy ones
+        self.query_rng = random.Random(f"{seed}:query")
         self.pool: list[Example] = []
         for ex in pool:
             if ex.tags is None:
@@ -221,6 +263,8 @@ class EpisodeSampler:
 
     def _request(self) -> str:
         q = "" if self.query_k == self.k else f" (query K={self.query_k})"
+        if self.query == "random":
+            q = f" (random query of {self.query_size} tweets)"
         return f"a {len(self.types)}-way K={self.k}{q} episode of {', '.join(self.types)}"
 
     def _check_feasible(self) -> None:
@@ -259,6 +303,17 @@ class EpisodeSampler:
                     f"cannot sample {self._request()}: the tweets that fit the 2K bound hold only "
                     f"{both[t]} mentions of {t}, fewer than {k} + {qk}; {self.describe_pool()}; {hint}"
                 )
+        if self.query == "random":
+            # a greedy support has at most N*K tweets (each one lowers a type still below K), so
+            # N*K + query_size distinct texts always leave query_size tweets for the query
+            texts, most = len(set(self._texts)), len(self.types) * k
+            if texts < most + self.query_size:
+                raise MNERError(
+                    f"cannot sample {self._request()}: the query needs {self.query_size} tweets "
+                    f"besides a support of up to {most}, but the pool has only {texts} distinct "
+                    f"texts; {self.describe_pool()}; lower the query size or K, or draw from a "
+                    "larger split"
+                )
 
     # -- sampling -------------------------------------------------------------------
     def _greedy(self, order: Sequence[int], k: int, excluded: Callable[[int], bool]) -> list[int] | None:
@@ -278,11 +333,31 @@ class EpisodeSampler:
                 return chosen
         return None
 
-    def sample(self, rng: random.Random | None = None) -> Episode:
+    def sample(self, rng: random.Random | None = None, query_rng: random.Random | None = None) -> Episode:
         """One episode: support, then query, each by the greedy rule; ``rng`` (default: the
         sampler's own) orders the candidates. Raises MNERError after ``max_attempts`` passes
-        that ended unsatisfied."""
+        that ended unsatisfied.
+
+        With ``query="random"`` the greedy query is then replaced by ``query_size`` tweets that
+        ``query_rng`` draws (default: the sampler's ``query_rng``, or ``rng`` when ``rng`` is
+        given) from the tweets not in the support by id or text."""
+        own = rng is None
         rng = self.rng if rng is None else rng
+        episode = self._sample_greedy(rng)
+        if self.query == "greedy":
+            return episode
+        if query_rng is None:
+            query_rng = self.query_rng if own else rng
+        ids = {ex.id for ex in episode.support}
+        texts = {" ".join(ex.tokens) for ex in episode.support}
+        rest = [i for i, ex in enumerate(self.pool) if ex.id not in ids and self._texts[i] not in texts]
+        if len(rest) < self.query_size:  # refused up front; kept as a guard
+            raise MNERError(f"could not sample {self._request()}: only {len(rest)} tweets are left "
+                            f"for the query; {self.describe_pool()}; lower the query size")
+        query = tuple(self.pool[i] for i in query_rng.sample(rest, self.query_size))
+        return Episode(self.types, episode.support, query)
+
+    def _sample_greedy(self, rng: random.Random) -> Episode:
         order = list(self.candidates)
         for _ in range(self.max_attempts):
             rng.shuffle(order)
@@ -356,17 +431,37 @@ class EpisodeDataset(torch.utils.data.Dataset):
 # ----------------------------------------------------------------------------- checking
 
 
-def episode_violations(episode: Episode, k: int | None = None, query_k: int | None = None) -> list[str]:
+def episode_violations(
+    episode: Episode,
+    k: int | None = None,
+    query_k: int | None = None,
+    *,
+    query: str = "greedy",
+    query_size: int | None = None,
+) -> list[str]:
     """The sampler invariants ``episode`` breaks, as messages naming tweet ids (empty if none):
-    a malformed episode (:meth:`Episode.validate`), a type with fewer than K or more than 2K
-    mentions in support or query (without ``k``: with no mention), tags of other types, and
-    support and query sharing a tweet id or a text."""
+    a malformed episode (:meth:`Episode.validate`), tags of other types, support and query
+    sharing a tweet id or a text, and in the support a type with fewer than K or more than 2K
+    mentions (without ``k``: with no mention) or, with ``k``, a tweet with no target mention
+    (the greedy rule never adds one).
+
+    The query is checked by the protocol ``query`` names: ``"greedy"`` (ours) as the support,
+    with ``query_k`` (default ``k``); ``"random"`` (the poster's) only for its size, when
+    ``query_size`` is given: its tweets may hold any number of target mentions, or none."""
+    if query not in QUERY_MODES:
+        raise MNERError(f"query must be one of {', '.join(QUERY_MODES)}, got {query!r}")
+    if query == "random" and query_k is not None:
+        raise MNERError("query_k is K of a greedy query; a random query is checked for its size "
+                        "(query_size) only")
+    if query == "greedy" and query_size is not None:
+        raise MNERError("query_size is the size of a random query; check it with query='random'")
     out: list[str] = []
     problem = episode.first_problem()
     if problem is not None:
         return [problem]
     qk = k if query_k is None else query_k
-    for name, kk in (("support", k), ("query", qk)):
+    sets = (("support", k), ("query", qk)) if query == "greedy" else (("support", k),)
+    for name, kk in sets:
         exs = getattr(episode, name)
         counts: Counter = Counter()
         for ex in exs:
@@ -377,6 +472,15 @@ def episode_violations(episode: Episode, k: int | None = None, query_k: int | No
                 out.append(f"{name}: no mention of {t}")
             elif kk is not None and not kk <= n <= 2 * kk:
                 out.append(f"{name}: {n} mentions of {t}, outside K~2K = {kk}~{2 * kk}")
+        empty = [ex.id for ex in exs if not count_mentions(ex.tags)]
+        if kk is not None and empty:
+            hint = ("; a poster-protocol query (drawn at random) may hold such tweets: check it as one "
+                    "(mner fewshot check --query random)" if name == "query" else "")
+            out.append(f"{name}: {len(empty)} of {len(exs)} tweets have no mention of a target type "
+                       f"(tweet {', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}); the greedy "
+                       f"rule never adds such a tweet{hint}")
+    if query == "random" and query_size is not None and len(episode.query) != query_size:
+        out.append(f"query: {len(episode.query)} tweets, not the {query_size} of a random query")
     ids = {ex.id for ex in episode.support}
     texts = {" ".join(ex.tokens): ex.id for ex in episode.support}
     for ex in episode.query:
@@ -405,6 +509,10 @@ def load_protocol_corpus(data_dir: str | Path, captions: str | Path | None = "au
     return corpus, found, note
 
 
+#: What a manifest entry written before a key existed means by its absence.
+_MANIFEST_DEFAULTS = {"protocol": "ours"}
+
+
 def write_protocol(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -413,25 +521,38 @@ def write_protocol(
     test_episodes: int = 500,
     dev_episodes: int = 100,
     seed: int = 1,
+    poster_query_size: int = POSTER_QUERY_SIZE,
     log: Callable[[str], object] = print,
 ) -> dict:
     """Write the protocol's episode files for one dataset folder (train/valid/test files).
 
-    For each of the six :data:`TARGET_PAIRS` and each K in ``ks``:
-    ``out_dir/<pair name>/test-k{K}.jsonl`` (``test_episodes`` episodes from the test split)
-    and ``dev-k{K}.jsonl`` (``dev_episodes`` from valid), only the pair's types kept, each
-    drawn by an :class:`EpisodeSampler` seeded with ``seed``. OTHER is read as MISC; captions
-    found next to the corpus are attached; ``image`` is the tweet's image id.
+    For each of the six :data:`TARGET_PAIRS` and each K in ``ks``, in ``out_dir/<pair name>/``:
+
+    - ``test-k{K}.jsonl``: ``test_episodes`` episodes from the test split, our protocol
+      (greedy K~2K support and query);
+    - ``test-poster-k{K}.jsonl``: as many from the test split, the poster's protocol: the same
+      supports as ``test-k{K}``, each with a query of ``poster_query_size`` tweets drawn at
+      random from the whole split (``query="random"``);
+    - ``dev-k{K}.jsonl``: ``dev_episodes`` from valid, our protocol (model selection);
+    - ``dev-source-k{K}.jsonl``: ``dev_episodes`` from valid over the pair's two *source* types
+      (:func:`source_types`), our protocol: selection without target-type labels.
+
+    Only the file's types are kept (others -> O), each file drawn by its own
+    :class:`EpisodeSampler` seeded with ``seed``. OTHER is read as MISC; captions found next to
+    the corpus are attached; ``image`` is the tweet's image id.
 
     ``out_dir/manifest.json`` records each file's sha256, episode count, seed, K, types, split,
-    the split file's sha256 and the mner version that wrote it. A file that exists with the
-    sha256 of its manifest entry, made with the same parameters from the same split file, is
-    skipped (delete it, or the folder, to write it again). Returns the manifest.
+    protocol (``"ours"`` or ``"poster"``) and query size (poster), the split file's sha256 and
+    the mner version that wrote it. A file that exists with the sha256 of its manifest entry,
+    made with the same parameters from the same split file, is skipped (delete it, or the
+    folder, to write it again); an entry written before the protocol was recorded reads as
+    ours. Returns the manifest.
     """
     from mner import __version__
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    for name, val in (("test_episodes", test_episodes), ("dev_episodes", dev_episodes)):
+    for name, val in (("test_episodes", test_episodes), ("dev_episodes", dev_episodes),
+                      ("poster_query_size", poster_query_size)):
         if val < 1:
             raise MNERError(f"write_protocol: {name} must be >= 1, got {val}")
     if not ks or any(k < 1 for k in ks):
@@ -453,30 +574,41 @@ def write_protocol(
     for pair in TARGET_PAIRS:
         name = PAIR_NAMES[pair]
         for k in ks:
-            for kind, split, n in (("test", "test", test_episodes), ("dev", "valid", dev_episodes)):
+            for kind, split, n, types, protocol in (
+                ("test", "test", test_episodes, pair, "ours"),
+                ("test-poster", "test", test_episodes, pair, "poster"),
+                ("dev", "valid", dev_episodes, pair, "ours"),
+                ("dev-source", "valid", dev_episodes, source_types(pair), "ours"),
+            ):
                 rel = f"{name}/{kind}-k{k}.jsonl"
                 path = out_dir / rel
+                poster = protocol == "poster"
                 entry = {
                     "split": split,
                     "split_file": corpus.files[split].name,
                     "split_sha256": split_sha[split],
-                    "types": list(pair),
+                    "types": list(types),
                     "k": k,
-                    "query_k": k,
+                    "query_k": None if poster else k,
                     "seed": seed,
                     "episodes": n,
                     "captions": cap_file.name if cap_file is not None else None,
+                    "protocol": protocol,
+                    "query_size": poster_query_size if poster else None,
                 }
                 prev = old.get(rel)
                 if (
                     prev is not None and path.is_file()
-                    and {key: prev.get(key) for key in entry} == entry
+                    and {key: prev.get(key, _MANIFEST_DEFAULTS.get(key)) for key in entry} == entry
                     and prev.get("sha256") == file_sha256(path)
                 ):
-                    files[rel] = prev
+                    files[rel] = {**prev, **entry}
                     log(f"{path}: up to date (sha256 {prev['sha256'][:12]}), skipped")
                     continue
-                sampler = EpisodeSampler(corpus[split], pair, k, seed=seed)
+                sampler = EpisodeSampler(
+                    corpus[split], types, k, seed=seed, query="random" if poster else "greedy",
+                    query_size=poster_query_size if poster else None,
+                )
                 episodes = sampler.sample_many(n)
                 write_episodes(episodes, path)
                 entry["sha256"] = file_sha256(path)
@@ -501,5 +633,6 @@ def format_summary(summary: Mapping) -> str:
     return (
         f"{summary['episodes']} episodes, {summary['support_tweets']:.2f} support / "
         f"{summary['query_tweets']:.2f} query tweets on average, mentions per episode "
-        f"(support/query): {per_type}"
+        f"(support/query): {per_type}; {summary['query_with_mention']:.1%} of query tweets "
+        "with a target mention"
     )

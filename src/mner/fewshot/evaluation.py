@@ -56,7 +56,7 @@ def _pad_rows(rows: list[tuple], width: int) -> tuple:
 @torch.no_grad()
 def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProcessor, batch_size: int = 4,
                      accelerator=None, progress: bool = False, encode_batch_size: int = 32,
-                     cache: bool = True) -> EpisodePredictions:
+                     cache: bool = True, head=None) -> EpisodePredictions:
     """Decode the query set of every episode (given its support set).
 
     A tweet's representation does not depend on the episode it is in (``model.encode``, eval
@@ -64,7 +64,8 @@ def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProce
     batch then runs only ``model.head`` (prototypes, distances, CRF) over the stored rows: the
     result is the same as running the whole model on each episode (a test checks it), at a
     fraction of the cost, since the benchmark's 500 episodes reuse a few hundred tweets.
-    ``cache=False`` runs the whole model on every episode batch instead."""
+    ``cache=False`` runs the whole model on every episode batch instead. ``head(batch, support,
+    query) -> TaggerOutput`` replaces ``model.head`` (diagnostics decode one view of a model)."""
     from tqdm.auto import tqdm
 
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -94,8 +95,10 @@ def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProce
                 q_eps = [ex for ep in episodes[len(out):len(out) + len(batch)] for ex in ep.query]
                 support = _pad_rows([reps[_key(ex)] for ex in s_eps], batch.support.words.word_mask.shape[1])
                 query = _pad_rows([reps[_key(ex)] for ex in q_eps], batch.query.words.word_mask.shape[1])
-                decoded = unwrapped.decode_output(unwrapped.head(batch, support, query))
+                decoded = unwrapped.decode_output((head or unwrapped.head)(batch, support, query))
             else:
+                if head is not None:
+                    raise ValueError("predict_episodes: head= needs cache=True")
                 decoded = unwrapped.decode(batch)
             per = [[] for _ in range(len(batch))]
             for e, tags in zip(batch.query_episode.tolist(), decoded.tags):

@@ -58,6 +58,10 @@ class EpisodeConfig:
         dev_episodes: how many to sample when ``dev`` is None.
         dev_k: K of the sampled dev episodes; None = ``k``.
         test: a test episode file scored with the best model at the end (optional).
+        dev_source: a file of dev episodes of the *source* types (``mner fewshot protocol`` writes
+            ``dev-source-k{K}.jsonl``): when given, each evaluation also scores them
+            (``source_f1``) and the model best on them is kept in ``best-source_f1/``, a
+            selection that never reads a target-type label (optional).
         seed: of every episode sampled here (the training seed is ``training.seed``).
     """
 
@@ -70,6 +74,7 @@ class EpisodeConfig:
     dev_episodes: int = 100
     dev_k: int | None = None
     test: str | None = None
+    dev_source: str | None = None
     seed: int = 1
 
     def __post_init__(self) -> None:
@@ -157,6 +162,12 @@ def build_episodes(cfg: FewShotConfig, log=print):
     else:
         dev = None
     test = read_episodes(ep.test) if ep.test is not None else None
+    if ep.dev_source is not None:
+        dev_source = read_episodes(ep.dev_source)
+        types = sorted(set(t for e in dev_source for t in e.types))
+        if set(types) & set(ep.target_types):
+            raise MNERError(f"episodes.dev_source: {ep.dev_source} has the target types "
+                            f"{sorted(set(types) & set(ep.target_types))}; it must hold source-type episodes only")
     for name, eps in (("dev", dev), ("test", test)):
         if eps and sorted(set(t for e in eps for t in e.types)) != sorted(ep.target_types):
             raise MNERError(f"episodes.{name}: its episodes have types "
@@ -191,6 +202,18 @@ def train_fewshot(cfg: FewShotConfig, log=print) -> dict[str, Any]:
             processor.precompute(tweets, progress=cfg.training.progress and acc.is_main_process)
     out_dir = Path(cfg.training.output_dir)
     evaluate = episode_metrics(dev, processor, batch_size=cfg.training.eval_batch_size) if dev else None
+    if evaluate is not None and cfg.episodes.dev_source is not None:
+        target_eval = evaluate
+        source_eval = episode_metrics(read_episodes(cfg.episodes.dev_source), processor,
+                                      batch_size=cfg.training.eval_batch_size)
+
+        def evaluate(model, loader=None, accelerator=None) -> dict:        # noqa: F811
+            out = target_eval(model, loader, accelerator)
+            out.update({f"source_{k}": v for k, v in source_eval(model, loader, accelerator).items()})
+            return out
+
+        if "source_f1" not in cfg.training.also_select_on:
+            cfg.training.also_select_on = [*cfg.training.also_select_on, "source_f1"]
     trainer = Trainer(model, cfg.training, train_set, dev, processor.collate(train=True),
                       processor.collate(train=False), evaluate, accelerator=acc)
     if acc.is_main_process:

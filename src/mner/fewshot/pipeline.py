@@ -110,7 +110,7 @@ class FewShotPipeline:
             paths, _ = viterbi_decode(em, out.mask, out.transitions, out.start, out.end)
             marg = crf_marginals(em, out.mask, out.transitions, out.start, out.end)
             for row, (i, path) in enumerate(zip(idx, paths)):
-                tags = [out.labels[row][c] for c in path]
+                tags = out.path_tags(row, path)  # IOB2, whatever the model's classes
                 conf = [float(marg[row, j, c]) for j, c in enumerate(path)]
                 results[i] = Pipeline._entities(examples[i], tags, conf)
         return results

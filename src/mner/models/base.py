@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ from mner.models.checkpoint import (
     save_state_dict,
     write_config,
 )
+from mner.tagging import convert_tags
 
 __all__ = ["TaggerOutput", "Decoded", "MNERModel"]
 
@@ -57,6 +58,9 @@ class TaggerOutput:
         start, end: ``(C,)`` start/end scores, penalised the same way, or None.
         labels: one label tuple per row: column ``c`` of row ``b`` is the tag ``labels[b][c]`` (a
             fixed-label model repeats its label set; an episodic one gives each query its episode's).
+        scheme: the tag scheme of ``labels`` (a :data:`mner.tagging.SCHEMES` name): ``iob2``, or
+            ``io`` for the few-shot baselines that tag as Few-NERD. Decoded tags always come out
+            as IOB2 (:meth:`path_tags`).
     """
 
     loss: torch.Tensor | None
@@ -67,6 +71,15 @@ class TaggerOutput:
     start: torch.Tensor | None = None
     end: torch.Tensor | None = None
     labels: list[tuple[str, ...]] = field(default_factory=list)
+    scheme: str = "iob2"
+
+    def path_tags(self, row: int, path: Sequence[int]) -> list[str]:
+        """The IOB2 tags of a decoded path of column ids of row ``row``: the column names, converted
+        from :attr:`scheme` when it is not IOB2 (``io``: a run ``I-t I-t`` becomes one entity
+        ``B-t I-t``, a change of type starts a new one). The one place where decoded classes become
+        tags, for :meth:`MNERModel.decode_output` and the few-shot pipeline alike."""
+        tags = [self.labels[row][c] for c in path]
+        return tags if self.scheme == "iob2" else convert_tags(tags, self.scheme, "iob2")
 
 
 @dataclass
@@ -132,7 +145,7 @@ class MNERModel(nn.Module):
         if len(out.labels) != len(paths):
             raise RuntimeError(f"{type(self).__name__}.forward gave {len(out.labels)} label tuples for "
                                f"{len(paths)} emission rows; TaggerOutput.labels needs one per row")
-        tags = [[out.labels[i][t] for t in p] for i, p in enumerate(paths)]
+        tags = [out.path_tags(i, p) for i, p in enumerate(paths)]
         conf = None
         if confidences:
             marg = crf_marginals(em, out.mask, trans, out.start, out.end)
@@ -157,13 +170,20 @@ class MNERModel(nn.Module):
         raise NotImplementedError
 
     @classmethod
+    def upgrade_config(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's raw config dict made readable by today's config class: a model whose
+        defaults changed fills, here, the values that an older checkpoint (one that lacks the new
+        field) was trained with, so that it loads and decodes as it did. Default: unchanged."""
+        return raw
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "MNERModel":
         """Load a model folder (or a training run's ``best/``) written by :meth:`save_pretrained`."""
         folder = resolve_model_dir(path)
         data = read_config(folder)
         if cls.model_type and data["model_type"] != cls.model_type:
             raise CheckpointError(f"{folder}: a {data['model_type']!r} model, not {cls.model_type!r}")
-        config = from_dict(cls.config_class, data["config"], "config")
+        config = from_dict(cls.config_class, cls.upgrade_config(dict(data["config"])), "config")
         model = cls._from_assets(config, folder / "assets")
         state = load_state_dict(folder / WEIGHTS_NAME)
         try:

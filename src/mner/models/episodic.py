@@ -1,8 +1,10 @@
 """What every few-shot (episodic) tagger of mner shares.
 
 A few-shot tagger has no label set of its own: each :class:`~mner.processing.episodes.EpisodeBatch`
-brings its episodes' labels (``O, B-t1, I-t1, B-t2, I-t2, ...``), and the CRF transitions (if
-any) are built for those labels at every forward pass. ``forward(batch)`` returns a
+brings its episodes' labels (``O, B-t1, I-t1, B-t2, I-t2, ...``, or ``O, I-t1, I-t2, ...`` for a
+model that tags IO as Few-NERD: :attr:`EpisodicTagger.scheme`), and the CRF transitions (if any)
+are built for those labels at every forward pass. Decoded tags are IOB2 either way
+(:meth:`~mner.models.base.TaggerOutput.path_tags`). ``forward(batch)`` returns a
 :class:`~mner.models.base.TaggerOutput` whose rows are the *query* tweets, with the episode's
 labels per row and the transitions Viterbi should use; the shared ``decode`` of
 :class:`~mner.models.base.MNERModel` does the rest.
@@ -41,6 +43,7 @@ from mner.models.base import MNERModel, TaggerOutput
 from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
 from mner.processing.visual import VIEWS, VisualInputs, VisualProcessor, view_names
+from mner.tagging import normalize_scheme
 
 __all__ = ["EpisodicConfig", "EpisodicTagger"]
 
@@ -88,6 +91,10 @@ class EpisodicTagger(MNERModel):
     """Base class of the few-shot taggers (see the module docstring)."""
 
     config_class = EpisodicConfig
+    #: The classes of an episode, ``bio`` (O, B-t, I-t per type) or ``io`` (O, I-t per type); the
+    #: processor encodes the episodes with it (:mod:`mner.processing.episodes`). A model that
+    #: reads it from its config sets it in ``__init__``.
+    scheme: str = "bio"
 
     def __init__(self, config: EpisodicConfig, *, text_encoder: TextEncoder | None = None,
                  image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
@@ -111,7 +118,7 @@ class EpisodicTagger(MNERModel):
         if self.views:
             visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
                                      image_store, cache, seed)
-        return EpisodeProcessor(TaggingProcessor(self.text_encoder.tokenizer, None, visual))
+        return EpisodeProcessor(TaggingProcessor(self.text_encoder.tokenizer, None, visual), self.scheme)
 
     @property
     def visual_dims(self) -> dict[str, int]:
@@ -167,7 +174,12 @@ class EpisodicTagger(MNERModel):
     def output(self, batch: EpisodeBatch, loss: torch.Tensor | None, emissions: torch.Tensor,
                losses: dict[str, torch.Tensor], transitions: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
                | None = None) -> TaggerOutput:
-        """The query rows' output; ``transitions`` None: zero transitions (per-word argmax)."""
+        """The query rows' output; ``transitions`` None: zero transitions (per-word argmax). The
+        labels keep the batch's scheme (``io`` labels decode to IOB2 tags in
+        :meth:`~mner.models.base.TaggerOutput.path_tags`)."""
+        if batch.scheme != self.scheme:
+            raise MNERError(f"a {batch.scheme!r} episode batch for a model that tags {self.scheme!r}; build the "
+                            "batches with the model's own processor (model.processor())")
         mask = batch.query.words.word_mask
         c = emissions.shape[-1]
         if self.config.o_bias:                         # class 0 is O in every episode's label tuple
@@ -176,7 +188,8 @@ class EpisodicTagger(MNERModel):
             transitions = (emissions.new_zeros(c, c), None, None)
         trans, start, end = transitions
         return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) for k, v in losses.items()},
-                            transitions=trans, start=start, end=end, labels=batch.query_labels)
+                            transitions=trans, start=start, end=end, labels=batch.query_labels,
+                            scheme=normalize_scheme(batch.scheme))
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mner.config import ConfigError
 
@@ -32,6 +32,9 @@ class TrainingConfig:
         shuffle: shuffle a map-style training set every epoch (off for a dataset that is random
             already, e.g. episodes resampled each epoch; an IterableDataset is never shuffled).
         metric: the dev metric that picks the best epoch (a key of the evaluation's result).
+        also_select_on: further metrics of the evaluation's result, each keeping its own best model
+            in ``<output_dir>/best-<metric>/`` (a second model-selection rule, e.g. on dev episodes of
+            other types); ``best/`` and early stopping follow ``metric`` alone.
         log_every: optimizer steps between two log lines.
         num_workers: DataLoader worker processes (0: load in the main process).
         resume: continue from ``<output_dir>/last`` when it exists.
@@ -57,6 +60,7 @@ class TrainingConfig:
     eval_every_steps: int | None = None
     shuffle: bool = True
     metric: str = "f1"
+    also_select_on: list[str] = field(default_factory=list)
     log_every: int = 20
     num_workers: int = 0
     resume: bool = True

@@ -228,7 +228,7 @@ class Trainer:
                 "trainer": {
                     "global_step": self.global_step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                     "best_metric": self.best_metric, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                    "best_step": self.best_step,
+                    "best_step": self.best_step, "extra_best": self.extra_best,
                     "history": self.history, "seconds_per_epoch": self.seconds_per_epoch,
                     "num_processes": acc.num_processes, "config": _plain(self.config),
                 },
@@ -279,6 +279,7 @@ class Trainer:
         self.best_metric, self.best_epoch, self.bad_epochs = t["best_metric"], t["best_epoch"], t["bad_epochs"]
         self.history, self.seconds_per_epoch = t["history"], t["seconds_per_epoch"]
         self.best_step = t.get("best_step")
+        self.extra_best = dict(t.get("extra_best") or {})
 
     # ------------------------------------------------------------------------------ evaluation
     def _evaluate(self, eval_loader, record: dict[str, Any], seconds: float | None) -> bool:
@@ -291,6 +292,12 @@ class Trainer:
             return True
         metrics = self.evaluate_fn(self.model, eval_loader, acc)
         record.update(metrics)
+        for name in cfg.also_select_on:                       # further selection rules, each its own best
+            other = metrics[name]
+            if self.extra_best.get(name) is None or other > self.extra_best[name]:
+                self.extra_best[name] = other
+                self._save(f"best-{name}", with_state=False, extra={"trained": {
+                    "epoch": self.epoch + 1, "step": self.global_step, "dev": {name: other}}})
         value = metrics[cfg.metric]
         improved = self.best_metric is None or value > self.best_metric
         if improved:
@@ -346,6 +353,7 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.best_step = None
+        self.extra_best: dict[str, float] = {}
         self.bad_epochs = 0  # evaluations without improvement (at epoch ends and every eval_every_steps)
         self.history: list[dict] = []
         self.seconds_per_epoch: list[float] = []

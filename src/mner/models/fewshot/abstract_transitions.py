@@ -24,9 +24,23 @@ Three users:
   end (C,))`` for any IOB2 label tuple, differentiable in the scores;
 * :class:`AbstractTransitions`: the 15 scores as a learned parameter (init 0);
 * :func:`estimate_abstract_transitions` + :class:`StructShotTransitions`: StructShot's fixed
-  log-probabilities, estimated by counting on the source training tags, with the mass of moves
-  towards "some type" split evenly over the episode's types (see
-  :func:`split_over_types`), and the temperature of StructShot's emission softmax.
+  log-probabilities over the 15 IOB2 kinds **(ours: a BIO reading of StructShot)**, estimated by
+  counting on the source training tags, with the mass of moves towards "some type" split evenly
+  over the episode's types (see :func:`split_over_types`), and a temperature on the emission
+  softmax. The ``scheme: bio`` StructShot of :mod:`mner.models.fewshot.nnshot`.
+
+StructShot as its reference code decodes it (asappresearch/structshot ``viterbi.py``, the same
+code as Few-NERD's ``util/viterbi.py``) works on **IO** tags (``O``, ``I-t``) instead:
+
+* :data:`IO_ABSTRACT_KINDS`: seven kinds, ``start->O  start->I  O->O  O->I  I->O  I->I(same)
+  I->I(other)`` (the reference's ``s_o, s_i, o_o, o_i, i_o, i_i, x_y``), no end;
+* :func:`estimate_io_transitions`: their probabilities, counted on the source tags read as IO,
+  each "from" row normalised;
+* :func:`project_io_transitions` + :class:`StructShotIOTransitions`: the projection onto an
+  episode's N types (``o_i / N``, ``s_i / N``, ``x_y / (N - 1)``), then the temperature tau as a
+  *power of each transition row*, ``P' = P^tau / sum_row P^tau``, and ``log P'`` as the
+  transition scores; the emissions are NNShot's log class probabilities with no temperature.
+  The ``scheme: io`` StructShot (the default).
 """
 
 from __future__ import annotations
@@ -43,10 +57,14 @@ from mner.tagging import parse_tag
 
 __all__ = [
     "ABSTRACT_KINDS",
+    "IO_ABSTRACT_KINDS",
     "AbstractTransitions",
+    "StructShotIOTransitions",
     "StructShotTransitions",
     "estimate_abstract_transitions",
+    "estimate_io_transitions",
     "expand_abstract",
+    "project_io_transitions",
     "split_over_types",
 ]
 
@@ -329,3 +347,210 @@ class StructShotTransitions(nn.Module):
     @torch.no_grad()
     def decode(self, scores: Tensor, mask: Tensor | None, labels: Sequence[str]) -> list[list[int]]:
         return viterbi_decode(self.emissions(scores), mask, *self(labels))[0]
+
+
+# --------------------------------------------------------------------------------------------
+# StructShot over IO tags: the reference code's seven kinds
+# --------------------------------------------------------------------------------------------
+
+#: StructShot's abstract kinds between IO tags, in the order of the reference code's
+#: ``(s_o, s_i, o_o, o_i, i_o, i_i, x_y)``. ``I->I(same)`` continues a mention of one type,
+#: ``I->I(other)`` moves to another type.
+IO_ABSTRACT_KINDS: tuple[str, ...] = (
+    "start->O",
+    "start->I",
+    "O->O",
+    "O->I",
+    "I->O",
+    "I->I(same)",
+    "I->I(other)",
+)
+
+#: The IO kinds that follow each "from" state; each row is one probability distribution.
+_IO_ROWS: dict[str, tuple[str, ...]] = {
+    "start": ("start->O", "start->I"),
+    "O": ("O->O", "O->I"),
+    "I": ("I->O", "I->I(same)", "I->I(other)"),
+}
+
+#: What the reference puts in place of a zero probability before the log (``1e-6``).
+IO_ZERO_FLOOR = 1e-6
+
+
+def estimate_io_transitions(
+    tag_sequences: Sequence[Sequence[str]], smoothing: float = 0.0
+) -> dict[str, float]:
+    """StructShot's seven IO transition probabilities, counted on source tags.
+
+    Each tag is read as IO, by its type alone (``B-x`` and ``I-x`` are both ``I-x``, so two
+    adjacent mentions of one type count as ``I->I(same)``), as the reference code counts Few-NERD's
+    IO data (``get_abstract_transitions``): the first tag of a sequence counts ``start->O`` or
+    ``start->I``; each adjacent pair ``O->O``, ``O->I``, ``I->O``, ``I->I(same)`` (same type) or
+    ``I->I(other)``. There is no end kind. Each "from" row is normalised::
+
+        P(kind | from) = (count(kind) + smoothing) / (count(from -> anything) + smoothing * K)
+
+    with ``K`` the number of kinds of the row (2 for start and O, 3 for I), so ``s_o + s_i = 1``,
+    ``o_o + o_i = 1`` and ``i_o + i_i + x_y = 1``. ``smoothing`` defaults to 0, the reference's
+    plain relative frequencies (a kind never seen has probability 0; :func:`project_io_transitions`
+    floors it as the reference does, so no ``log(0)`` is taken).
+
+    Returns ``{kind: probability}`` over :data:`IO_ABSTRACT_KINDS` (probabilities, not logs: tau
+    is applied as their power). Empty sequences are skipped. Raises ValueError for a malformed tag,
+    or for a state that never occurs while ``smoothing`` is 0 (e.g. source data without entities).
+    """
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    counts = dict.fromkeys(IO_ABSTRACT_KINDS, 0)
+    for n, tags in enumerate(tag_sequences):
+        prev: str | None = "start"  # "start", None (O) or the entity type
+        for i, tag in enumerate(tags):
+            try:
+                prefix, entity_type = parse_tag(tag, i)
+            except ValueError as err:
+                raise ValueError(f"tag sequence {n}: {err}") from None
+            cur = None if prefix == "O" else entity_type
+            if prev == "start":
+                kind = "start->O" if cur is None else "start->I"
+            elif prev is None:
+                kind = "O->O" if cur is None else "O->I"
+            elif cur is None:
+                kind = "I->O"
+            else:
+                kind = "I->I(same)" if cur == prev else "I->I(other)"
+            counts[kind] += 1
+            prev = cur
+
+    probs: dict[str, float] = {}
+    for state, kinds in _IO_ROWS.items():
+        total = sum(counts[k] for k in kinds) + smoothing * len(kinds)
+        if total == 0:
+            raise ValueError(
+                f"no transition out of {state!r} in the {len(tag_sequences)} tag sequences and "
+                "smoothing=0: its probabilities are undefined (does the source data have entities?)"
+            )
+        for k in kinds:
+            probs[k] = (counts[k] + smoothing) / total
+    return {k: probs[k] for k in IO_ABSTRACT_KINDS}
+
+
+def _io_vector(probs: Mapping[str, float]) -> list[float]:
+    unknown = sorted(set(probs) - set(IO_ABSTRACT_KINDS))
+    missing = [k for k in IO_ABSTRACT_KINDS if k not in probs]
+    if unknown or missing:
+        raise ValueError(
+            f"IO transition probabilities: unknown kinds {unknown}, missing kinds {missing}; give "
+            f"one probability for each of {list(IO_ABSTRACT_KINDS)} (estimate_io_transitions)"
+        )
+    values = [float(probs[k]) for k in IO_ABSTRACT_KINDS]
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError(
+            f"IO transition probabilities must lie in [0, 1], got {dict(zip(IO_ABSTRACT_KINDS, values))}"
+        )
+    return values
+
+
+def _parse_io_labels(labels: Sequence[str]) -> list[str | None]:
+    """The type of each IO label (None for ``O``)."""
+    out: list[str | None] = []
+    for i, label in enumerate(labels):
+        try:
+            prefix, entity_type = parse_tag(label, i)
+        except ValueError:
+            prefix, entity_type = None, ""
+        if prefix not in ("O", "I"):
+            raise ValueError(
+                f"label {label!r} at index {i} of {tuple(labels)} is not an IO tag; IO episode "
+                "labels are ('O', 'I-t1', 'I-t2', ...)"
+            )
+        out.append(None if prefix == "O" else entity_type)
+    return out
+
+
+def project_io_transitions(
+    probs: Mapping[str, float], labels: Sequence[str], temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """StructShot's projection of the seven IO probabilities onto an episode's labels, with tau.
+
+    ``probs``: :func:`estimate_io_transitions`' dict. ``labels``: IO labels in any order, e.g.
+    ``("O", "I-PER", "I-LOC")`` (C = len(labels), N = the number of types). As the reference's
+    ``project_target_transitions``, the probability of a move is::
+
+        start -> O = s_o     start -> I-t = s_i / N
+        O -> O     = o_o     O -> I-t     = o_i / N
+        I-t -> O   = i_o     I-t -> I-t   = i_i      I-t -> I-u = x_y / (N - 1)   (u != t)
+
+    (no end). Then tau (``temperature``) is applied to each row, start included, as a power:
+    ``P'[r] = P[r]^tau / sum_j P[r, j]^tau``; tau = 1 leaves the rows as they are (they already
+    sum to 1), a smaller tau flattens them, a larger one sharpens them. A zero of ``P'`` becomes
+    :data:`IO_ZERO_FLOOR` (1e-6) before the log, as in the reference.
+
+    With ``N = 1`` there is no other type: the reference divides by ``N - 1 = 0`` there; here the
+    ``I->I(other)`` mass is simply dropped and the renormalisation of the I row spreads it over
+    ``I->O`` and ``I->I(same)`` **(ours)**.
+
+    Returns ``(transitions (C, C), start (C,))``: ``log P'`` of ``labels[i] -> labels[j]`` and of
+    ``start -> labels[j]``, float32.
+    """
+    if not temperature > 0:
+        raise ValueError(f"StructShot's tau must be > 0, got {temperature}")
+    s_o, s_i, o_o, o_i, i_o, i_i, x_y = _io_vector(probs)
+    types = _parse_io_labels(labels)
+    n = len({t for t in types if t is not None})
+
+    def to(target: str | None, from_o: float, from_i_any: float) -> float:
+        return from_o if target is None else from_i_any / n
+
+    rows = [[to(t, s_o, s_i) for t in types]]  # start
+    for src in types:
+        if src is None:
+            rows.append([to(t, o_o, o_i) for t in types])
+        else:
+            rows.append([i_o if t is None else i_i if t == src else x_y / (n - 1) for t in types])
+    p = torch.tensor(rows, dtype=torch.float64)  # (1 + C, C): start, then the labels
+    powered = p.pow(temperature)
+    total = powered.sum(1, keepdim=True)
+    p = powered / torch.where(total > 0, total, torch.ones_like(total))
+    log_p = torch.where(p > 0, p, torch.full_like(p, IO_ZERO_FLOOR)).log().float()
+    return log_p[1:], log_p[0]
+
+
+class StructShotIOTransitions(nn.Module):
+    """StructShot as the reference code decodes it: IO transitions with tau as their power
+    (nothing is learned).
+
+    ``estimate``: the dict of :func:`estimate_io_transitions` (probabilities); ``temperature``:
+    StructShot's tau, applied to the transition rows (:func:`project_io_transitions`).
+
+    * ``forward(labels, device=None) -> (transitions (C, C), start (C,), None)``: the projection
+      onto the IO label set (no end scores), on ``device`` (default CPU);
+    * ``emissions(scores (..., C)) -> log softmax(scores)``: NNShot's logits as log class
+      probabilities, with *no* temperature (the reference's ``log(softmax(scores))``);
+    * ``decode(scores (Q, W', C), mask (Q, W'), labels) -> list[list[int]]``: both, then Viterbi.
+
+    The estimate is kept as Python floats (the probabilities of the config, exactly).
+    """
+
+    def __init__(self, estimate: Mapping[str, float], temperature: float = 1.0) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"StructShot temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.estimate = dict(zip(IO_ABSTRACT_KINDS, _io_vector(estimate)))
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+    def forward(
+        self, labels: Sequence[str], device: torch.device | str | None = None
+    ) -> tuple[Tensor, Tensor, None]:
+        trans, start = project_io_transitions(self.estimate, tuple(labels), self.temperature)
+        return trans.to(device), start.to(device), None
+
+    def emissions(self, scores: Tensor) -> Tensor:
+        dtype = torch.float32 if scores.dtype in (torch.float16, torch.bfloat16) else scores.dtype
+        return torch.log_softmax(scores.to(dtype), dim=-1)
+
+    @torch.no_grad()
+    def decode(self, scores: Tensor, mask: Tensor | None, labels: Sequence[str]) -> list[list[int]]:
+        return viterbi_decode(self.emissions(scores), mask, *self(labels, scores.device))[0]

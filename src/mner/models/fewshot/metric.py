@@ -13,9 +13,14 @@ support token of the class: logit ``-min_{x_k in S^m} d(G_e(x_q), G_e(x_k))``
 (:func:`nearest_neighbour_scores`).
 
 Episode conventions (fixed; the models rely on them). A batch holds ``E`` episodes of one N-way
-setting; every episode's labels are ``("O", "B-t1", "I-t1", ..., "B-tN", "I-tN")``, so class
-``c`` has the same role everywhere: ``0 = O``, ``1 + 2j = B`` of type ``j``, ``2 + 2j = I`` of
-type ``j`` (``C = 2N + 1`` classes).
+setting, all tagged in one scheme (:mod:`mner.processing.episodes`), so class ``c`` has the same
+role everywhere:
+
+* ``scheme="bio"`` (the default of every function here): labels ``("O", "B-t1", "I-t1", ...,
+  "B-tN", "I-tN")``, ``0 = O``, ``1 + 2j = B`` of type ``j``, ``2 + 2j = I`` of type ``j``
+  (``C = 2N + 1`` classes);
+* ``scheme="io"`` (Few-NERD's ProtoBERT, NNShot and StructShot, Ding et al., ACL 2021): labels
+  ``("O", "I-t1", ..., "I-tN")``, ``0 = O``, ``1 + j`` = type ``j`` (``C = N + 1``).
 
 * support: ``s`` (S, W, d) word embeddings of all episodes' support tweets, ``s_tags`` (S, W)
   long in ``[0, C)`` or ``-100`` (padding), ``s_episode`` (S,) long, the episode of each tweet;
@@ -23,12 +28,13 @@ type ``j`` (``C = 2N + 1`` classes).
 
 Support tokens of one episode never influence another episode's scores.
 
-Empty classes **(ours)**: a class with no support token in its episode (an ``I-`` class when
-every support mention is one word long, say) falls back to its *type*: the mean (prototypes) or
-the nearest (NNShot) over the support tokens of the type's ``B-`` and ``I-`` classes together,
-which is the other class of the type since this one is empty. When the whole type (or ``O``) is
-empty, prototypes fall back to the zero vector and nearest-neighbour scores to
-:data:`EMPTY_CLASS_SCORE`, a large negative finite score.
+Empty classes **(ours)**: under ``bio``, a class with no support token in its episode (an ``I-``
+class when every support mention is one word long, say) falls back to its *type*: the mean
+(prototypes) or the nearest (NNShot) over the support tokens of the type's ``B-`` and ``I-``
+classes together, which is the other class of the type since this one is empty. When the whole
+type (or ``O``) is empty, prototypes fall back to the zero vector and nearest-neighbour scores to
+:data:`EMPTY_CLASS_SCORE`, a large negative finite score. Under ``io`` a class *is* its type: there
+is nothing to fall back to, and an empty class keeps the zero prototype / the empty score.
 
 Half-precision inputs are computed in float32; scores come back as float32.
 """
@@ -59,6 +65,9 @@ IGNORE_INDEX = -100
 EMPTY_CLASS_SCORE = -1e4
 
 _HALF = (torch.float16, torch.bfloat16)
+
+#: The class layouts of an episode (module docstring); ``mner.processing.episodes.EPISODE_SCHEMES``.
+_SCHEMES = ("bio", "io")
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -92,7 +101,15 @@ def squared_euclidean(a: Tensor, b: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_classes(num_classes: int) -> None:
+def _check_classes(num_classes: int, scheme: str = "bio") -> None:
+    if scheme not in _SCHEMES:
+        raise ValueError(f"scheme must be one of {', '.join(_SCHEMES)}, got {scheme!r}")
+    if scheme == "io":
+        if num_classes < 1:
+            raise ValueError(
+                f"num_classes must be N + 1 (O, then I- of each of N types), got {num_classes}"
+            )
+        return
     if num_classes < 1 or num_classes % 2 != 1:
         raise ValueError(
             f"num_classes must be 2N + 1 (O, then B-/I- of each of N types), got {num_classes}"
@@ -100,9 +117,14 @@ def _check_classes(num_classes: int) -> None:
 
 
 def _check_support(
-    s: Tensor, s_tags: Tensor, s_episode: Tensor, num_episodes: int, num_classes: int
+    s: Tensor,
+    s_tags: Tensor,
+    s_episode: Tensor,
+    num_episodes: int,
+    num_classes: int,
+    scheme: str = "bio",
 ) -> None:
-    _check_classes(num_classes)
+    _check_classes(num_classes, scheme)
     if s.dim() != 3 or s_tags.shape != s.shape[:2] or s_episode.shape != s.shape[:1]:
         raise ValueError(
             "support must be s (S, W, d), s_tags (S, W), s_episode (S,); got s "
@@ -114,7 +136,8 @@ def _check_support(
         raise ValueError(
             f"support tag {int(s_tags[tweet, word])} at support tweet {tweet}, word {word} is "
             f"out of range: tags must lie in [0, {num_classes}) or be {IGNORE_INDEX} (padding); "
-            "build them with the episode's label list (O, B-t1, I-t1, ...)"
+            "build them with the episode's label list (O, B-t1, I-t1, ... under bio; O, I-t1, "
+            "... under io)"
         )
     _check_episodes(s_episode, num_episodes, "s_episode")
 
@@ -138,7 +161,12 @@ def _infer_episodes(*episodes: Tensor) -> int:
 
 
 def class_prototypes(
-    s: Tensor, s_tags: Tensor, s_episode: Tensor, num_episodes: int, num_classes: int
+    s: Tensor,
+    s_tags: Tensor,
+    s_episode: Tensor,
+    num_episodes: int,
+    num_classes: int,
+    scheme: str = "bio",
 ) -> tuple[Tensor, Tensor]:
     """Prototype ``c^m`` of every class of every episode: the mean of its support tokens.
 
@@ -146,9 +174,11 @@ def class_prototypes(
     ``(protos (E, C, d), counts (E, C))`` with ``counts[e, m] = |S^m|`` of episode ``e``
     (float). A class without support token gets the zero vector and count 0 (see
     :func:`type_fallback`). Sums by one ``index_add`` over the flat ``episode * C + class``
-    index: no Python loop over tokens or episodes. Differentiable in ``s``.
+    index: no Python loop over tokens or episodes. Differentiable in ``s``. ``scheme`` (``bio``
+    or ``io``, module docstring) only decides which ``num_classes`` are valid: the mean is the
+    same in both.
     """
-    _check_support(s, s_tags, s_episode, num_episodes, num_classes)
+    _check_support(s, s_tags, s_episode, num_episodes, num_classes, scheme)
     dtype = _compute_dtype(s)
     valid = s_tags != IGNORE_INDEX
     tokens = s[valid].to(dtype)  # (n, d)
@@ -161,19 +191,22 @@ def class_prototypes(
     return protos.view(num_episodes, num_classes, -1), counts.view(num_episodes, num_classes)
 
 
-def type_fallback(protos: Tensor, counts: Tensor) -> Tensor:
+def type_fallback(protos: Tensor, counts: Tensor, scheme: str = "bio") -> Tensor:
     """Fill the prototypes of empty classes from their type **(ours)**.
 
     ``protos`` (E, C, d), ``counts`` (E, C) as :func:`class_prototypes` returns them ->
-    ``protos`` (E, C, d). A class ``B-t`` or ``I-t`` with count 0 takes the prototype of type
-    ``t``: the mean over the support tokens of ``B-t`` and ``I-t`` together,
+    ``protos`` (E, C, d). Under ``bio``, a class ``B-t`` or ``I-t`` with count 0 takes the
+    prototype of type ``t``: the mean over the support tokens of ``B-t`` and ``I-t`` together,
     ``(n_B c_B + n_I c_I) / (n_B + n_I)``, i.e. the other class of the type since this one is
     empty. If the whole type is empty, or ``O`` is (never in practice: every support tweet has
     O words), the prototype stays the zero vector. Classes with tokens are unchanged.
+
+    Under ``io`` each type is one class, so there is no other class to fall back to: ``protos``
+    come back unchanged (an empty type keeps the zero vector).
     """
     num_classes = protos.shape[1]
-    _check_classes(num_classes)
-    if num_classes == 1:
+    _check_classes(num_classes, scheme)
+    if num_classes == 1 or scheme == "io":
         return protos
     weighted = protos * counts.unsqueeze(-1)
     type_sum = weighted[:, 1::2] + weighted[:, 2::2]  # (E, N, d)
@@ -212,13 +245,15 @@ def nearest_neighbour_scores(
     s_episode: Tensor,
     num_classes: int,
     num_episodes: int | None = None,
+    scheme: str = "bio",
 ) -> Tensor:
     """NNShot logits (Q, W', C): ``-min`` squared distance from each query word to the support
     tokens of class ``m`` *of the query's episode*.
 
     Shapes as in the module docstring; ``num_episodes`` defaults to one more than the largest
-    episode index. Empty classes take their type's other class's score, else
-    :data:`EMPTY_CLASS_SCORE` (module docstring); never ``-inf``.
+    episode index. Under ``bio`` empty classes take their type's other class's score, else
+    :data:`EMPTY_CLASS_SCORE`; under ``io`` an empty class (type) gets :data:`EMPTY_CLASS_SCORE`
+    (module docstring); never ``-inf``.
 
     No Python loop, neither over words nor over episodes: the real support tokens are sorted by
     episode into a padded (E, T, d) table (T = most support tokens of one episode), each query
@@ -228,7 +263,7 @@ def nearest_neighbour_scores(
     """
     if num_episodes is None:
         num_episodes = _infer_episodes(s_episode, q_episode)
-    _check_support(s, s_tags, s_episode, num_episodes, num_classes)
+    _check_support(s, s_tags, s_episode, num_episodes, num_classes, scheme)
     if q.dim() != 3 or q_episode.shape != q.shape[:1] or q.shape[-1] != s.shape[-1]:
         raise ValueError(
             f"query must be q (Q, W', {s.shape[-1]}) and q_episode (Q,); got q "
@@ -254,7 +289,7 @@ def nearest_neighbour_scores(
     masked = dist.unsqueeze(-1).masked_fill(~member.unsqueeze(1), float("inf"))  # (Q,W',T,C)
     nearest = masked.amin(dim=2)  # (Q, W', C); inf where the class has no token
 
-    if num_classes > 1:  # empty B-/I- class -> the nearest token of its type
+    if num_classes > 1 and scheme == "bio":  # empty B-/I- class -> the nearest token of its type
         type_nearest = torch.minimum(nearest[..., 1::2], nearest[..., 2::2])
         entity = nearest[..., 1:]
         entity = torch.where(torch.isinf(entity), type_nearest.repeat_interleave(2, -1), entity)

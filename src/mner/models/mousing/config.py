@@ -9,6 +9,7 @@ dotted config path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from mner.config import ConfigError
@@ -21,10 +22,14 @@ __all__ = [
     "InterventionConfig",
     "MOUSINGConfig",
     "NORMALIZATIONS",
+    "SPACES",
+    "THRESHOLDS",
     "UpdateConfig",
 ]
 
 NORMALIZATIONS = ("symmetric", "row", "none")
+SPACES = ("encoder", "nodes")
+THRESHOLDS = ("hard", "soft")
 INTERVENTION_MODES = ("learned", "random", "gaussian", "none")
 ACTIVATIONS = ("gelu", "relu", "tanh", "none")
 
@@ -40,13 +45,30 @@ class GraphConfig:
 
     Attributes:
         delta: the edge threshold of Eq. 2: an edge is kept where the cosine similarity of its two
-            nodes is >= delta. Default 0.3 **(ours)**; must be in [-1, 1].
+            nodes is >= delta. Default 0.5 **(ours)**, chosen with ``space: encoder`` by the
+            diagnostics and dev F1 (docs/models/mousing.md, "Why this graph"); in [-1, 1].
+        space: where the similarity is measured **(ours)**. ``encoder`` (default): in the space the
+            modalities already share before any learned projection, as the poster measures it in
+            CLIP's joint space: a word's state of the text encoder and a caption token's state of the
+            caption encoder (the same text model, so one space), or CLIP's joint space with
+            ``shared_space: clip``. ``nodes``: after the learned projections. Two independent
+            random projections give cross-modal cosines of about N(0, 1/d): at d = 256 none reaches
+            delta = 0.3, no word-visual edge ever forms and a hard threshold passes no gradient, so
+            the image is ignored (measured on a trained checkpoint: 0 of 12,893 word-caption pairs).
+            ``nodes`` therefore needs ``threshold: soft``.
+        threshold: ``hard`` (Eq. 2 as written: ``s`` where ``s >= delta``, else no edge) or ``soft``
+            **(ours)**: every pair weighs ``s * sigmoid((s - delta) / sharpness)``, which passes
+            gradients below delta (an edge still *counts* as kept where ``s >= delta``).
+        sharpness: the temperature of the ``soft`` threshold **(ours)**, default 0.05; > 0.
         normalization: how an adjacency is normalised before message passing: ``symmetric``
             (D^-1/2 A D^-1/2, GCN-style, **ours**, default), ``row`` (D^-1 A) or ``none``.
         self_loops: give every real node a self-loop of weight 1 (**ours**, default True).
     """
 
-    delta: float = 0.3
+    delta: float = 0.5
+    space: str = "encoder"
+    threshold: str = "hard"
+    sharpness: float = 0.05
     normalization: str = "symmetric"
     self_loops: bool = True
 
@@ -54,8 +76,12 @@ class GraphConfig:
         if not -1.0 <= self.delta <= 1.0:
             raise ConfigError(
                 f"delta = {self.delta}: the graph threshold is a cosine similarity and must be in "
-                f"[-1, 1]; set delta in that range (default 0.3)"
+                f"[-1, 1]; set delta in that range (default 0.5)"
             )
+        _choose("space", self.space, SPACES)
+        _choose("threshold", self.threshold, THRESHOLDS)
+        if not self.sharpness > 0:
+            raise ConfigError(f"sharpness = {self.sharpness}: the soft threshold's temperature must be > 0")
         _choose("normalization", self.normalization, NORMALIZATIONS)
 
 
@@ -69,21 +95,42 @@ class InterventionConfig:
         temperature: gamma of Eq. 7, the temperature of the relaxed-Bernoulli (binary Concrete)
             edge masks; near 0 the masks are near binary. Default 0.5 **(ours)**; must be > 0.
         mode: ``learned`` (MOUSING: masks sampled from a learned edge scorer), ``random``
-            (w/ Random Intervention: uniform random masks), ``gaussian`` (w/ Gaussian
-            Intervention: Gaussian noise on the edge weights, no mask) or ``none``
-            (w/o Intervention: every environment is the original graph).
+            (w/ Random Intervention: masks drawn at random with the same keep rates, no scorer),
+            ``gaussian`` (w/ Gaussian Intervention: Gaussian noise on the edge weights, no mask) or
+            ``none`` (w/o Intervention: every environment is the original graph).
+        keep_rate: r, the prior keep probability of an edge **(ours)**, default 0.7; in (0, 1).
+            The ``learned`` scorer is pulled towards it by ``prior_weight`` (without a prior it
+            learned to keep every edge: logits of 10 to 34, masks of 1, no intervention at all);
+            the ``random`` mode draws masks at this rate.
+        prior_weight: beta, the weight of the keep-rate prior: the mean over the kept edges of
+            ``KL(Bernoulli(p_ij) || Bernoulli(r))`` (as GSAT, Miao et al. ICML 2022, regularises its
+            stochastic edge attention) **(ours)**, default 1.0; >= 0 (0 = no prior).
+        environment_spread: s, how much the environments differ **(ours)**, default 1.0; >= 0.
+            Environment v shifts every edge logit by ``c_v``, the V values evenly spaced in
+            ``[-s, s]`` (logit units; one environment, V = 1, is not shifted). The shift is shared
+            by every tweet of an episode, support and query, so environment v is one intervention
+            strength for the whole episode (with r = 0.7 and s = 1, V = 4 environments keep about
+            46 %, 63 %, 77 % and 87 % of the edges) and the invariance term of Eq. 14 compares
+            environments that really differ, not independent noise draws.
         rank: width r of the low-rank bilinear edge scorer **(ours)**, default 64; >= 1.
         noise_std: standard deviation of the ``gaussian`` mode's noise **(ours)**, default 0.1; >= 0.
-        init_bias: initial bias of the edge scorer's logits **(ours)**, default 2.0, so that the
-            first masks keep most edges (sigmoid(2) ~ 0.88).
+        init_bias: initial bias of the edge scorer's logits **(ours)**; None (default) =
+            ``logit(keep_rate)``, so that the first masks keep edges at the prior rate.
+        seed: the ``random`` mode's draws outside training come from a generator seeded with this
+            and the tweet's own word ids **(ours)**: a tweet gets the same masks whatever batch it
+            is in, so evaluation is reproducible.
     """
 
     environments: int = 4
     temperature: float = 0.5
     mode: str = "learned"
+    keep_rate: float = 0.7
+    prior_weight: float = 1.0
+    environment_spread: float = 1.0
     rank: int = 64
     noise_std: float = 0.1
-    init_bias: float = 2.0
+    init_bias: float | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.environments < 1:
@@ -97,10 +144,23 @@ class InterventionConfig:
                 f"such as 0.1 for near-binary masks"
             )
         _choose("mode", self.mode, INTERVENTION_MODES)
+        if not 0.0 < self.keep_rate < 1.0:
+            raise ConfigError(f"keep_rate = {self.keep_rate}: the prior keep probability must be in (0, 1)")
+        if self.prior_weight < 0:
+            raise ConfigError(f"prior_weight = {self.prior_weight}: must be >= 0 (0 = no keep-rate prior)")
+        if self.environment_spread < 0:
+            raise ConfigError(f"environment_spread = {self.environment_spread}: must be >= 0")
         if self.rank < 1:
             raise ConfigError(f"rank = {self.rank}: the edge scorer's rank must be >= 1")
         if self.noise_std < 0:
             raise ConfigError(f"noise_std = {self.noise_std}: a standard deviation must be >= 0")
+
+    @property
+    def bias(self) -> float:
+        """The scorer's initial bias: ``init_bias``, or ``logit(keep_rate)``."""
+        if self.init_bias is not None:
+            return float(self.init_bias)
+        return math.log(self.keep_rate / (1.0 - self.keep_rate))
 
 
 @dataclass
@@ -149,9 +209,15 @@ class MOUSINGConfig(EpisodicConfig):
             losses; 0 switches the term off).
         learn_transitions: learn the decoder's label-agnostic CRF transitions on the source
             episodes (else only the IOB2 constraints).
-        no_intervention: "w/o Intervention": G2 = G1 (masks of ones).
-        no_multiview: "w/o Multi-view": only the intervened view G2 is updated and decoded.
-        no_mcis: "w/o MCIS": no graph update at all; the prototypes read the projected words.
+        no_intervention: "w/o Intervention": no masks (every environment is G1); the two views, the
+            loss terms and the invariance term stay.
+        no_multiview: "w/o Multi-view": only the intervened view G2 is updated, trained and decoded.
+        no_mcis: "w/o MCIS": the multimodal graph G1 is kept and updated (the image still reaches the
+            words); no intervention and no second view.
+
+    Every variant keeps the scale of the tagging loss: a variant with one view counts its
+    ``CE(D(P|G), y)`` twice, as the full model counts its two views, so that no ablation changes the
+    effective learning rate.
     """
 
     no_image: bool = False
@@ -177,6 +243,14 @@ class MOUSINGConfig(EpisodicConfig):
         if self.shared_space == "clip" and not self.no_image and self.visual_view != "pixels":
             raise ConfigError(f"shared_space clip reads image patches: set visual_view: pixels (got "
                               f"{self.visual_view!r}), or use shared_space learned for captions")
+        if (self.shared_space == "learned" and self.graph.space == "encoder" and not self.no_image
+                and self.visual_view != "caption"):
+            raise ConfigError(
+                f"graph.space encoder measures the similarities where words and visual tokens share a space "
+                f"before any learned projection; with shared_space learned only the caption view has one (the "
+                f"caption tokens are states of a text model), not visual_view {self.visual_view!r}: use "
+                f"visual_view: caption, shared_space: clip for image patches, or graph: {{space: nodes, "
+                f"threshold: soft}}")
 
     @property
     def variant(self) -> str:

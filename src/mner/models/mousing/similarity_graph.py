@@ -5,10 +5,20 @@ a batch holds B such graphs padded to N nodes: ``nodes (B, N, d)``, ``node_mask 
 Edge weights are the cosine similarities of every pair of nodes, intra- and inter-modal, and
 Eq. 2 keeps an edge only where its similarity reaches the threshold delta:
 
-    s_ij = <h_i, h_j> / (|h_i| |h_j|)
+    s_ij = <f_i, f_j> / (|f_i| |f_j|)
     A_ij = s_ij  if s_ij >= delta  else 0                              (Eq. 2)
 
+``f`` are the features the similarity is measured on. The poster measures it in CLIP's joint
+space, where words and patches already meet; :class:`SimilarityGraph` takes them as
+``features`` (the model passes the encoders' own states, where both modalities share a space:
+``GraphConfig.space``), else the node features themselves.
+
 Our reading where the poster is silent, each marked **(ours)**:
+
+- ``threshold="soft"``: every pair of real nodes weighs ``s_ij * sigmoid((s_ij - delta) / t)``
+  (sharpness ``t``), a smooth version of Eq. 2 whose gradient does not vanish below delta, for
+  similarities measured in a learned space; an edge *counts* as kept (``edges``) where
+  ``s_ij >= delta``;
 
 - self-loops of weight 1 on every real node (``self_loops=True``); with ``self_loops=False``
   the diagonal is empty (no node keeps an edge to itself);
@@ -40,6 +50,7 @@ __all__ = [
     "kept_edges",
     "normalize_adjacency",
     "pair_mask",
+    "soft_threshold_edges",
     "threshold_edges",
 ]
 
@@ -92,6 +103,20 @@ def threshold_edges(
     return weights
 
 
+def soft_threshold_edges(
+    sim: torch.Tensor, node_mask: torch.Tensor, delta: float, sharpness: float, self_loops: bool = True
+) -> torch.Tensor:
+    """The soft Eq. 2 **(ours)**: ``(B, N, N)`` weights ``sim * sigmoid((sim - delta) / sharpness)``
+    between real nodes (diagonal: 1 with ``self_loops``, else 0); differentiable everywhere."""
+    pairs = pair_mask(node_mask)
+    eye = torch.eye(sim.shape[-1], dtype=torch.bool, device=sim.device)
+    weights = sim * torch.sigmoid((sim - delta) / sharpness)
+    weights = weights.masked_fill(~pairs | eye, 0.0)
+    if self_loops:
+        weights = weights + (eye & pairs).to(sim.dtype)
+    return weights
+
+
 def normalize_adjacency(adj: torch.Tensor, node_mask: torch.Tensor, mode: str = "symmetric") -> torch.Tensor:
     """Normalise weighted adjacencies for message passing (ours).
 
@@ -133,37 +158,51 @@ class GraphOut:
         edges: ``(B, N, N)`` bool, the kept edges (self-loops included when enabled); a kept edge
             may weigh 0 when delta <= 0.
         adjacency: ``(B, N, N)`` the normalised ``weights`` used for message passing.
+        similarity: ``(B, N, N)`` the cosine similarities before the threshold (diagnostics).
     """
 
     weights: torch.Tensor
     edges: torch.Tensor
     adjacency: torch.Tensor
+    similarity: torch.Tensor | None = None
 
 
 class SimilarityGraph(nn.Module):
     """Builds G1 from node features: cosine similarities, Eq. 2 threshold, normalisation.
 
-    No parameters; ``forward(nodes (B, N, d), node_mask (B, N)) -> GraphOut``.
+    No parameters; ``forward(nodes (B, N, d), node_mask (B, N), features=None) -> GraphOut``, the
+    similarities measured on ``features (B, N, d')`` when given (a space the modalities share),
+    else on ``nodes``.
     """
 
-    def __init__(self, delta: float, normalization: str = "symmetric", self_loops: bool = True):
+    def __init__(self, delta: float, normalization: str = "symmetric", self_loops: bool = True,
+                 threshold: str = "hard", sharpness: float = 0.05):
         super().__init__()
-        GraphConfig(delta=delta, normalization=normalization, self_loops=self_loops)  # range checks
+        GraphConfig(delta=delta, normalization=normalization, self_loops=self_loops,  # range checks
+                    threshold=threshold, sharpness=sharpness)
         self.delta = float(delta)
         self.normalization = normalization
         self.self_loops = self_loops
+        self.threshold = threshold
+        self.sharpness = float(sharpness)
 
     @classmethod
     def from_config(cls, cfg: GraphConfig) -> SimilarityGraph:
-        return cls(delta=cfg.delta, normalization=cfg.normalization, self_loops=cfg.self_loops)
+        return cls(delta=cfg.delta, normalization=cfg.normalization, self_loops=cfg.self_loops,
+                   threshold=cfg.threshold, sharpness=cfg.sharpness)
 
     def extra_repr(self) -> str:
-        return f"delta={self.delta}, normalization={self.normalization!r}, self_loops={self.self_loops}"
+        return (f"delta={self.delta}, threshold={self.threshold!r}, normalization={self.normalization!r}, "
+                f"self_loops={self.self_loops}")
 
-    def forward(self, nodes: torch.Tensor, node_mask: torch.Tensor) -> GraphOut:
+    def forward(self, nodes: torch.Tensor, node_mask: torch.Tensor,
+                features: torch.Tensor | None = None) -> GraphOut:
         node_mask = node_mask.bool()
-        sim = cosine_adjacency(nodes, node_mask)
+        sim = cosine_adjacency(nodes if features is None else features, node_mask)
         edges = kept_edges(sim, node_mask, self.delta, self.self_loops)
-        weights = threshold_edges(sim, node_mask, self.delta, self.self_loops)
+        if self.threshold == "soft":
+            weights = soft_threshold_edges(sim, node_mask, self.delta, self.sharpness, self.self_loops)
+        else:
+            weights = threshold_edges(sim, node_mask, self.delta, self.self_loops)
         adjacency = normalize_adjacency(weights, node_mask, self.normalization)
-        return GraphOut(weights=weights, edges=edges, adjacency=adjacency)
+        return GraphOut(weights=weights, edges=edges, adjacency=adjacency, similarity=sim)
