@@ -68,6 +68,42 @@ def test_train_then_evaluate(tiny_bert, tmp_path, capsys):
     assert report["count"] == 4 and 0.0 <= report["f1"] <= 1.0
 
 
+def test_source_type_selection_and_diagnose(tiny_bert, tmp_path, capsys):
+    config = _setup(tmp_path, tiny_bert)
+    assert main(["fewshot", "episodes", str(tmp_path / "corpus"), "--split", "valid", "--types", "LOC,ORG",
+                 "--k", "1", "--episodes", "3", "--seed", "2", "--captions", "none",
+                 "--out", str(tmp_path / "dev-source.jsonl")]) == 0
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["episodes"]["dev_source"] = str(tmp_path / "dev-source.jsonl")
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["fewshot", "train", str(config)]) == 0
+    capsys.readouterr()
+    run = tmp_path / "run"
+    # every evaluation scored the source-type dev episodes too, and their best model was kept apart
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line).get("event") == "eval"]
+    assert len(evals) == 2 and all("source_f1" in e and "f1" in e for e in evals)
+    kept = json.loads((run / "best-source_f1" / "config.json").read_text())["trained"]
+    best_source = max(evals, key=lambda e: e["source_f1"])
+    assert kept["dev"]["source_f1"] == pytest.approx(best_source["source_f1"])
+    assert kept["epoch"] == evals.index(best_source) + 1
+    # source-type dev episodes must not hold a target type
+    cfg["episodes"]["dev_source"] = str(tmp_path / "valid.jsonl")
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["fewshot", "train", str(config)]) == 2
+    assert "dev_source" in capsys.readouterr().err
+    # diagnose: the graph, masks, views and caption controls of the checkpoint
+    assert main(["fewshot", "diagnose", str(run), str(tmp_path / "test.jsonl"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert {"graph", "train_masks", "views", "captions"} <= set(d)
+    assert d["graph"]["word_visual_pairs"] > 0 and d["f1"] == pytest.approx(d["captions"]["f1_real"])
+    assert main(["fewshot", "diagnose", str(run), str(tmp_path / "test.jsonl"), "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "word-visual pairs that are edges" in out and "captions: F1 real" in out
+
+
 def test_training_episodes_hold_source_types_only(tiny_bert, tmp_path):
     from mner.fewshot.experiment import build_episodes, load_fewshot
 

@@ -1,4 +1,4 @@
-"""``mner fewshot episodes|protocol|check|train|evaluate|predict``: the few-shot side (``docs/models/mousing.md``).
+"""``mner fewshot episodes|protocol|check|train|evaluate|predict|diagnose``: the few-shot side (``docs/models/mousing.md``).
 
 Episodes as data (``episodes``, ``protocol``, ``check``): each subcommand is one
 ``_add_<name>(fsub)`` that declares its options and one ``cmd_<name>(args)`` that runs it. The
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_protocol(fsub)
     _add_check(fsub)
     register_models(fsub)
+    _add_diagnose(fsub)
 
 
 # ----------------------------------------------------------------------------- episodes
@@ -314,4 +315,48 @@ def cmd_predict(args) -> int:
         args.output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+# ----------------------------------------------------------------------------- diagnose
+
+
+def _add_diagnose(fsub: argparse._SubParsersAction) -> None:
+    p = fsub.add_parser("diagnose", help="does a MOUSING checkpoint use its graph, intervention and captions?",
+                        description="On the episodes of EPISODES: the share of word-visual pairs that are graph "
+                                    "edges, the intervention masks at test and in training, the agreement of the "
+                                    "two views, and F1 with the real, shuffled and no captions (every few-shot "
+                                    "model with a caption view gets the caption controls).")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("episodes", type=Path, help="an episode file (JSONL, mner fewshot episodes)")
+    p.add_argument("--images", default=None, metavar="DIR", help="image folder (models with the pixels view)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="episodes per batch")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N episodes")
+    p.add_argument("--seed", type=int, default=0, help="of the caption shuffle and the training-mode masks")
+    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.set_defaults(func=cmd_diagnose)
+
+
+def cmd_diagnose(args) -> int:
+    from mner.data.episodes import read_episodes
+    from mner.data.images import ImageStore
+    from mner.errors import UsageError
+    from mner.fewshot.diagnose import diagnose, format_diagnostics
+    from mner.models import load_model
+    from mner.models.episodic import EpisodicTagger
+
+    model = load_model(args.checkpoint)
+    if not isinstance(model, EpisodicTagger):
+        raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model is not a few-shot model; "
+                         "use mner evaluate for it")
+    episodes = read_episodes(args.episodes)
+    if args.limit:
+        episodes = episodes[: args.limit]
+    store = ImageStore(args.images) if args.images else None
+    report = diagnose(model, episodes, model.processor(store), args.batch_size, seed=args.seed)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "episodes_file": str(args.episodes), **report},
+                         indent=2))
+    else:
+        print(format_diagnostics(report))
     return 0
