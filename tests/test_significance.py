@@ -12,6 +12,7 @@ import pytest
 from mner.cli import main
 from mner.tagging import score
 from mner.tagging.significance import (
+    grouped_randomization,
     approximate_randomization,
     compare,
     compare_runs,
@@ -279,3 +280,30 @@ def test_cli_reads_a_compressed_file_and_names_it_in_errors(tmp_path, capsys):
     assert main(["score", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad} (decompressed):2" in err
+
+
+def test_grouped_randomization_tests_the_mean_of_per_group_f1():
+    rng = np.random.default_rng(5)
+    n = 40
+    gold = rng.integers(0, 3, size=n)
+    pred_a = rng.integers(0, 3, size=n)
+    pred_b = rng.integers(0, 4, size=n)
+    a = np.stack([np.minimum(pred_a, gold), pred_a, gold], axis=1)
+    b = np.stack([np.minimum(pred_b, gold), pred_b, gold], axis=1)
+    # one group: approximate randomization, draw for draw
+    one = grouped_randomization(a, b, np.zeros(n), resamples=2000, seed=3)
+    ref = approximate_randomization(a, b, resamples=2000, seed=3)
+    assert one.p_value == ref.p_value and one.difference == pytest.approx(ref.difference)
+    # two groups: the statistic is the mean of the two groups' F1 differences
+    groups = np.array([0] * 10 + [1] * 30)
+    two = grouped_randomization(a, b, groups, resamples=2000, seed=3)
+    per = [micro_f1(*b[groups == g].sum(0)) - micro_f1(*a[groups == g].sum(0)) for g in (0, 1)]
+    assert two.difference == pytest.approx(np.mean(per))
+    assert two.difference != pytest.approx(ref.difference)
+    # identical systems: p = 1; a system better on every unit of both groups: small p
+    assert grouped_randomization(a, a, groups, resamples=200).p_value == 1.0
+    perfect = np.stack([gold, gold, gold], axis=1)
+    worse = np.stack([np.zeros(n, int), gold + 1, gold], axis=1)
+    assert grouped_randomization(worse, perfect, groups, resamples=2000, seed=1).p_value < 0.01
+    with pytest.raises(ValueError, match="groups"):
+        grouped_randomization(a, b, groups[:5])
