@@ -54,9 +54,9 @@ EPISODES = ROOT / "runs" / "episodes"
 SPLITS = {"Per+Loc": ("PER", "LOC"), "Per+Org": ("PER", "ORG"), "Per+Others": ("PER", "MISC"),
           "Loc+Org": ("LOC", "ORG"), "Loc+Others": ("LOC", "MISC"), "Org+Others": ("ORG", "MISC")}
 # model name -> (model_type, model config); MOUSING's graph: similarities in the encoders' shared space
-# (words and caption tokens as states of one MiniLM) with delta 0.5, chosen by the diagnostics and dev F1
+# (words and caption tokens as states of one frozen MiniLM) with delta 0.5, chosen by the diagnostics and dev F1
 # (docs/models/mousing.md, "Why this graph")
-MOUSING = {"visual_view": "caption", "graph": {"space": "encoder", "delta": 0.5}}
+MOUSING = {"visual_view": "caption", "graph": {"space": "frozen", "delta": 0.5}}
 MODELS = {
     "protobert": ("protobert", {}),
     "nnshot": ("nnshot", {}),

@@ -52,11 +52,48 @@ def test_every_switch_removes_only_the_parameters_of_what_it_names(tiny_bert):
     for variant, prefixes in expected.items():
         m = fewshot_model(tiny_bert, variant)
         gone = keys - set(m.state_dict())
-        assert set(m.state_dict()) <= keys, variant
+        added = set(m.state_dict()) - keys
+        if variant == "mousing-no-image":
+            # the graph's frozen text model: the caption encoder's in the full model, a frozen copy of
+            # the text model (the same checkpoint) without one
+            assert added and all(k.startswith("graph_text.") for k in added)
+            assert {k.replace("graph_text.", "caption_encoder.", 1) for k in added} == {
+                k for k in keys if k.startswith("caption_encoder.")}
+            assert not any(p.requires_grad for p in m.graph_text.parameters())
+            added = set()
+        assert not added, variant
         assert {k for k in gone if not k.startswith(prefixes)} == set(), variant
         assert all(any(k.startswith(p) for k in gone) for p in prefixes), variant
         # the graph update (Eq. 9) is kept by every variant, w/o MCIS included
         assert m.update.num_layers == 2, variant
+
+
+def test_the_graph_is_measured_in_the_frozen_text_models_space(tiny_bert):
+    for variant in ("mousing", "mousing-no-image"):
+        m = fewshot_model(tiny_bert, variant).eval()
+        batch, views = _views(m)
+        frozen = m.caption_encoder if m.caption_encoder is not None else m.graph_text
+        with torch.no_grad():
+            words = m.frozen_words(batch.query)
+            states = frozen.model(input_ids=batch.query.words.input_ids,
+                                  attention_mask=batch.query.words.attention_mask).last_hidden_state
+        starts = batch.query.words.word_starts
+        first = states.gather(1, starts[..., None].expand(-1, -1, states.shape[-1]))
+        real = batch.query.words.word_mask
+        torch.testing.assert_close(words[real], first[real])            # first sub-token, frozen model
+        w = views.num_words
+        from mner.models.mousing import cosine_adjacency
+
+        sim = cosine_adjacency(words, real)
+        torch.testing.assert_close(views.graph.similarity[:, :w, :w], sim)
+        # fine-tuning the text encoder moves the word nodes, never the graph
+        before = views.graph.similarity.clone()
+        with torch.no_grad():
+            for p in m.text_encoder.model.parameters():
+                p.add_(0.5 * torch.randn_like(p))
+        _, after = _views(m)
+        torch.testing.assert_close(after.graph.similarity, before)
+        assert not torch.allclose(after.view1, views.view1)
 
 
 def test_the_full_model_trains_both_views_the_invariance_and_the_keep_rate_prior(tiny_bert):

@@ -109,7 +109,7 @@ class MOUSINGModel(EpisodicTagger):
             self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
             if self.views:
                 self.visual_proj = nn.ModuleDict({v: nn.Linear(self.visual_dims[v], d) for v in self.views})
-            if self.views and config.graph.space == "encoder":
+            if self.views and config.graph.space in ("encoder", "frozen"):
                 width = self.visual_dims["caption"]
                 if width != self.text_encoder.hidden_size:
                     raise MNERError(
@@ -118,6 +118,16 @@ class MOUSINGModel(EpisodicTagger):
                         f"{self.text_encoder.hidden_size}: use the same text model for both, or "
                         f"graph: {{space: nodes, threshold: soft}}")
         g, iv, up = config.graph, config.intervention, config.update
+        self.graph_text = None
+        if g.space == "frozen" and self.clip_space is None and self.caption_encoder is None:
+            # w/o Image: no caption encoder to lend its frozen text model, so the graph keeps a frozen
+            # copy of the text model as it is before fine-tuning (the same weights the full model reads)
+            import copy
+
+            from mner.encoders.caption import CaptionEncoder
+
+            self.graph_text = CaptionEncoder(config.caption_encoder, model=copy.deepcopy(self.text_encoder.model),
+                                             tokenizer=self.text_encoder.tokenizer.tokenizer)
         self.graph = SimilarityGraph(g.delta, g.normalization, g.self_loops, g.threshold, g.sharpness)
         self.intervention = None
         if not config.no_mcis:
@@ -182,6 +192,8 @@ class MOUSINGModel(EpisodicTagger):
         cfg = self.config
         states, word_mask = self.words(part)
         hidden = states[..., : self.text_encoder.hidden_size]
+        if cfg.graph.space == "frozen" and self.clip_space is None:
+            hidden = self.frozen_words(part)
         if self.clip_space is not None:                                                # CLIP's joint space
             words = self.clip_space.words(self.dropout(hidden))
         else:
@@ -196,7 +208,7 @@ class MOUSINGModel(EpisodicTagger):
             else:
                 v_tokens, v_mask = self.visual_nodes(part.visual, self.visual_proj)     # visual nodes
                 v_space = (self.visual_tokens(part.visual)[0][1].tokens.to(hidden.dtype)
-                           if cfg.graph.space == "encoder" else None)
+                           if cfg.graph.space in ("encoder", "frozen") else None)
             nodes, mask = torch.cat([words, v_tokens], 1), torch.cat([word_mask, v_mask], 1)
             space = torch.cat([hidden, v_space], 1) if v_space is not None else None
         if self.clip_space is not None:
@@ -219,6 +231,22 @@ class MOUSINGModel(EpisodicTagger):
         view1 = view2 if cfg.no_multiview else out.view1[:, :w]
         envs = out.environments[:, :, :w].transpose(1, 2) if out.environments is not None else None
         return MOUSINGViews(view1, view2, envs, interv.prior, graph, interv, mask, w)
+
+    @torch.no_grad()
+    def frozen_words(self, part: TaggingBatch) -> torch.Tensor:
+        """``(B, W, H)`` word states of the *frozen* text model (the caption encoder's copy of the text
+        encoder's checkpoint), pooled as the text encoder pools: the graph's space for ``graph.space:
+        frozen`` (w/o Image: the frozen copy of the text model it keeps for this)."""
+        te = self.text_encoder
+        frozen = self.caption_encoder if self.caption_encoder is not None else self.graph_text
+        words = part.words.to(te.device)
+        ids, am = words.input_ids, words.attention_mask
+        if ids.shape[1] > te.max_length:
+            raise MNERError(f"a tweet of {ids.shape[1]} sub-tokens exceeds the text model's {te.max_length}; "
+                            "graph.space frozen reads tweets up to that length")
+        tokens = frozen.model(input_ids=ids, attention_mask=am).last_hidden_state
+        tokens = tokens * am[..., None].to(tokens.dtype)
+        return te._pool_words(tokens, words)
 
     def encode(self, part: TaggingBatch, train: bool = False):
         """Word nodes after the graph update: ``(view1, view2, per-environment | None)``, each (B, W, d);
