@@ -129,6 +129,15 @@ def test_nnshot_evaluates_as_structshot(tiny_bert, tmp_path, capsys):
     assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--o-bias", "nan"]) == 2
     assert main(["fewshot", "evaluate", run, str(tmp_path / "test.jsonl"), "--o-bias", "1e4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["recall"] == 0.0
+    # predict takes the same decoding options: StructShot tags new text, a huge O bias tags nothing
+    support = tmp_path / "support.jsonl"
+    support.write_text(json.dumps({"tokens": ["john", "in", "paris"], "tags": ["B-PER", "O", "B-LOC"]}) + "\n")
+    base = ["fewshot", "predict", run, "--support", str(support), "--text", "mary in london"]
+    assert main(base + ["--decoder", "structshot", "--temperature", "0.5"]) == 0
+    assert "entities" in json.loads(capsys.readouterr().out)
+    assert main(base + ["--o-bias", "1e4"]) == 0
+    assert json.loads(capsys.readouterr().out)["entities"] == []
+    assert main(base + ["--temperature", "0"]) == 2
 
 
 def test_config_errors_are_user_errors(tiny_bert, tmp_path, capsys):

@@ -201,12 +201,7 @@ def register_models(fs) -> None:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("episodes", type=Path, help="an episode file (JSONL, mner fewshot episodes)")
     p.add_argument("--mode", default="conlleval", choices=("conlleval", "strict"))
-    p.add_argument("--decoder", default=None, choices=("argmax", "structshot"),
-                   help="NNShot checkpoints: decode as NNShot (argmax) or StructShot")
-    p.add_argument("--temperature", type=float, default=None, help="StructShot's tau (default: the checkpoint's)")
-    p.add_argument("--o-bias", type=float, default=None, metavar="B",
-                   help="add B to the O emission before decoding (trades recall for precision; "
-                        "default: the checkpoint's o_bias, 0 unless set)")
+    _add_decoding(p)
     p.add_argument("--images", default=None, metavar="DIR", help="image folder (models with the pixels view)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="episodes per batch")
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N episodes")
@@ -228,7 +223,37 @@ def register_models(fs) -> None:
     p.add_argument("--images", default=None, metavar="DIR", help="folder the support's and inputs' image ids are in")
     p.add_argument("--output", type=Path, default=None, help="write JSONL here (default: standard output)")
     p.add_argument("--batch-size", type=positive_int, default=16)
+    _add_decoding(p)
     p.set_defaults(func=cmd_predict)
+
+
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    """The decoding options ``evaluate`` and ``predict`` share."""
+    p.add_argument("--decoder", default=None, choices=("argmax", "structshot"),
+                   help="NNShot checkpoints: decode as NNShot (argmax) or StructShot")
+    p.add_argument("--temperature", type=float, default=None, help="StructShot's tau (default: the checkpoint's)")
+    p.add_argument("--o-bias", type=float, default=None, metavar="B",
+                   help="add B to the O emission before decoding (trades recall for precision; "
+                        "default: the checkpoint's o_bias, 0 unless set)")
+
+
+def _apply_decoding(model, args) -> None:
+    """``--decoder``, ``--temperature`` and ``--o-bias`` set on the loaded model's config."""
+    from mner.errors import UsageError
+
+    if args.decoder is not None or args.temperature is not None:
+        if not hasattr(model.config, "decoder"):
+            raise UsageError(f"--decoder/--temperature apply to nnshot checkpoints, not {model.model_type!r}")
+        if args.decoder is not None:
+            model.config.decoder = args.decoder
+        if args.temperature is not None:
+            if args.temperature <= 0:
+                raise UsageError(f"--temperature must be > 0, got {args.temperature}")
+            model.config.temperature = args.temperature
+    if args.o_bias is not None:
+        if not math.isfinite(args.o_bias):
+            raise UsageError(f"--o-bias must be a finite number, got {args.o_bias}")
+        model.config.o_bias = args.o_bias
 
 
 def cmd_train(args) -> int:
@@ -255,19 +280,7 @@ def cmd_evaluate(args) -> int:
     if not isinstance(model, EpisodicTagger):
         raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model is not a few-shot model; "
                          "use mner evaluate")
-    if args.decoder is not None or args.temperature is not None:
-        if not hasattr(model.config, "decoder"):
-            raise UsageError(f"--decoder/--temperature apply to nnshot checkpoints, not {model.model_type!r}")
-        if args.decoder is not None:
-            model.config.decoder = args.decoder
-        if args.temperature is not None:
-            if args.temperature <= 0:
-                raise UsageError(f"--temperature must be > 0, got {args.temperature}")
-            model.config.temperature = args.temperature
-    if args.o_bias is not None:
-        if not math.isfinite(args.o_bias):
-            raise UsageError(f"--o-bias must be a finite number, got {args.o_bias}")
-        model.config.o_bias = args.o_bias
+    _apply_decoding(model, args)
     episodes = read_episodes(args.episodes)
     if args.limit:
         episodes = episodes[: args.limit]
@@ -296,6 +309,7 @@ def cmd_predict(args) -> int:
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
     pipe = FewShotPipeline.from_pretrained(args.checkpoint, args.support, format=args.support_format,
                                            images=args.images, batch_size=args.batch_size)
+    _apply_decoding(pipe.model, args)
     print(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}", file=sys.stderr)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
