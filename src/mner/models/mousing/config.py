@@ -59,8 +59,7 @@ class GraphConfig:
             words' states come from the *frozen* copy of the text model (the caption encoder's, the same
             checkpoint), so the graph's structure does not drift while the text encoder is fine-tuned
             (fine-tuning made the word states more alike: 36 % of word-word pairs above 0.5 after two
-            short epochs, 85 % after four full ones; with ``frozen``, 17 %, and dev F1 49.09 against
-            45.66 on Twitter-2017 Per+Loc).
+            short epochs, 85 % after four full ones; with ``frozen``, 16 % on Twitter-2017 Per+Loc).
         threshold: ``hard`` (Eq. 2 as written: ``s`` where ``s >= delta``, else no edge) or ``soft``
             **(ours)**: every pair weighs ``s * sigmoid((s - delta) / sharpness)``, which passes
             gradients below delta (an edge still *counts* as kept where ``s >= delta``).
