@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import socket
@@ -259,7 +260,8 @@ async def _serving(app):
 
 def test_queue_full_is_503_with_retry_after_and_nothing_is_dropped(pipe):
     gate = Gate(pipe)
-    app = create_app(pipeline=gate, config=ServeConfig(max_queue=1, max_batch_size=1, max_wait_ms=0))
+    app = create_app(pipeline=gate, config=ServeConfig(max_queue=1, max_batch_size=1, max_wait_ms=0,
+                                                              max_batch_items=1))
 
     async def main():
         ctx = await _serving(app)
@@ -426,7 +428,7 @@ def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplo
 
     pipe.model.save_pretrained(tmp_path / "run" / "best")   # a training run: its best/ is served
     calls = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: calls.update(host=self.config.host, port=self.config.port))
     args = build_parser().parse_args(["serve", str(tmp_path / "run"), "--max-image-mb", "1", "--port", "8123"])
     with caplog.at_level(logging.INFO, logger="mner.serve"):
         assert args.func(args) == 0
@@ -441,7 +443,9 @@ def test_cli_serve_binds_loopback_and_says_so_first(monkeypatch, tmp_path, caplo
     (fewshot / "config.json").write_text('{"model_type": "mousing", "config": {}}')
     (fewshot / "model.safetensors").write_bytes(b"")
     assert main(["serve", str(fewshot)]) == 2
-    assert main(["serve", str(tmp_path / "run"), "--max-queue", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", str(tmp_path / "run"), "--max-queue", "0"])
+    assert exit_.value.code == 2
 
 
 # ============================================================================ few-shot side
@@ -494,3 +498,292 @@ def test_fewshot_refusals(fewshot_client, client):
     # a server without a few-shot model says how to start one
     body = error(client.post("/fewshot/predict", json={"support": SUPPORT, "text": "Tom"}), 404, "no_fewshot_model")
     assert "--fewshot" in body["message"]
+
+
+# ============================================================================ hostile settings and bodies
+@contextlib.contextmanager
+def _uvicorn(app):
+    """``app`` under uvicorn on a free loopback port, in a thread; yields the base URL."""
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline, "server did not start"
+            assert thread.is_alive(), "server stopped at start"
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--max-wait-ms", "nan"), ("--max-wait-ms", "-1"), ("--max-wait-ms", "inf"), ("--timeout", "nan"),
+    ("--timeout", "0"), ("--timeout", "inf"), ("--body-timeout", "nan"), ("--max-body-mb", "inf"),
+    ("--max-body-mb", "1e308"), ("--max-image-mb", "1e400"), ("--max-image-mb", "-2"), ("--threads", "-1"),
+    ("--threads", "0"), ("--workers", "0"), ("--port", "70000"), ("--port", "0"), ("--port", "-1"),
+    ("--max-batch-size", "1.5"), ("--max-queue", "0"), ("--max-text-chars", "nan"), ("--max-image-pixels", "-5"),
+])
+def test_numeric_options_are_range_checked_by_the_parser(option, value, capsys):
+    """Issue 24.9/24.10: NaN, infinity, out-of-range ports and counts stop at the parser, in one line."""
+    from mner.cli.main import build_parser
+
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["serve", "run", f"{option}={value}"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be" in err and "Traceback" not in err
+
+
+def test_numeric_options_in_range_are_taken():
+    from mner.cli.main import build_parser
+
+    args = build_parser().parse_args(["serve", "run", "--port", "65535", "--max-wait-ms", "0", "--timeout", "0.5",
+                                      "--body-timeout", "2", "--max-body-mb", "0.5", "--threads", "1"])
+    assert (args.port, args.max_wait_ms, args.timeout, args.body_timeout, args.max_body_mb, args.threads) == \
+        (65535, 0.0, 0.5, 2.0, 0.5, 1)
+
+
+def test_serve_with_nan_wait_exits_at_once(tmp_path):
+    """Issue 24.9: ``mner serve --max-wait-ms nan`` hung (nothing listening, SIGTERM ignored)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mner.cli.main", "serve", str(tmp_path), "--max-wait-ms", "nan"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "--max-wait-ms: must be a finite number" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_wait_ms": float("nan")}, "finite"), ({"timeout_s": float("inf")}, "finite"),
+    ({"max_body_bytes": 1.5}, "integer"), ({"max_batch_size": True}, "integer"),
+    ({"max_queue": 10, "max_batch_items": 20}, "could never be queued"),
+    ({"max_wait_ms": 5000, "timeout_s": 2}, "shorter than the timeout"),
+])
+def test_serve_config_refuses_settings_that_cannot_work(kwargs, words):
+    """Issue 24.12: a queue smaller than the largest batch request answered 503 forever; refused at start."""
+    with pytest.raises(ValueError, match=words):
+        ServeConfig(**kwargs)
+
+
+def test_cli_refuses_a_queue_smaller_than_a_batch(tmp_path, pipe, capsys):
+    from mner.cli.main import main
+
+    pipe.model.save_pretrained(tmp_path / "run" / "best")
+    assert main(["serve", str(tmp_path / "run"), "--max-queue", "10", "--max-batch-items", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "could never be queued" in err and "--max-queue" in err and "Traceback" not in err
+
+
+def test_the_largest_batch_request_fits_an_empty_queue(pipe):
+    cfg = ServeConfig(max_queue=4, max_batch_items=4, max_batch_size=2, max_wait_ms=1)
+    with TestClient(create_app(pipeline=pipe, config=cfg)) as c:
+        r = c.post("/predict", json={"items": [{"text": t} for t in TEXTS[:4]]})
+    assert r.status_code == 200 and len(r.json()["results"]) == 4
+
+
+def test_a_half_sent_body_is_408_and_the_connection_closes(pipe):
+    """Issue 24.11: a body that stops half-way is answered 408 after --body-timeout, and closed."""
+    app = create_app(pipeline=pipe, config=ServeConfig(body_timeout_s=0.5, max_wait_ms=1))
+    with _uvicorn(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            t0 = time.perf_counter()
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"text\": ")
+            got = b""
+            while chunk := s.recv(65536):   # ends when the server closes the connection
+                got += chunk
+            waited = time.perf_counter() - t0
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), got
+        assert b"connection: close" in head.lower()
+        answer = __import__("json").loads(body)
+        assert answer["error"] == "body_timeout" and "0.5 s" in answer["message"] and "9 of 100" in answer["message"]
+        assert 0.4 < waited < 10
+        # the server goes on: a whole body is answered
+        r = httpx.post(url + "/predict", json={"text": "Obama in Paris"}, timeout=30)
+        assert r.status_code == 200
+        metrics = httpx.get(url + "/metrics").text
+    assert 'mner_requests_total{method="POST",route="/predict",status="408"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 100_000 + "]" * 100_000,
+    '{"text": "a", "caption": ' + '{"a": ' * 50_000 + "1" + "}" * 50_000 + "}",
+    '{"items": [' + "[" * 100_000 + "]" * 100_000 + "]}",
+])
+def test_deeply_nested_json_is_422_not_500(body, client, fewshot_client):
+    """Issue 24.17: JSON nested beyond Python's recursion limit answered 500."""
+    for c, route in ((client, "/predict"), (fewshot_client[0], "/fewshot/predict")):
+        answer = error(c.post(route, content=body.encode(), headers={"content-type": "application/json"}),
+                       422, "invalid_json")
+        assert "nested too deeply" in answer["message"]
+    assert client.post("/predict", json={"text": "Obama"}).status_code == 200
+
+
+# ============================================================================ docs, favicon, metrics
+def test_docs_render_from_local_assets(client):
+    """Issue 25.6: /docs loaded Swagger UI from a CDN; its assets now come from an installed package."""
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200 and "swagger" in page.text.lower()
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url\s*:\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "cdn" not in page.text
+    for u in urls:
+        r = client.get(u)
+        assert r.status_code == 200, u
+    js = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert len(js.content) > 100_000 and "SwaggerUIBundle" in js.text[:2000]
+
+
+def test_favicon_answers(client):
+    """Issue 25.13: the favicon request answered 404 on every load."""
+    import re
+
+    r = client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and b"<svg" in r.content
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', client.get("/").text).group(1)
+    assert client.get(icon).status_code == 200
+
+
+def _samples(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_metrics_in_prometheus_text(pipe):
+    """Issue 25.10: requests by route and status, latency and batch-size histograms, queue depth."""
+    with TestClient(create_app(pipeline=pipe, config=ServeConfig(max_wait_ms=20))) as c:
+        assert c.post("/predict", json={"text": "Obama in Paris"}).status_code == 200
+        assert c.post("/predict", json={"items": [{"text": "a b"}, {"text": "c"}, {"text": "d e f"}]}).status_code == 200
+        assert c.post("/predict", json={"txt": "a"}).status_code == 422
+        for k in range(3):
+            assert c.get(f"/no/such/path/{k}").status_code == 404
+        r = c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    m = _samples(r.text)
+    req = lambda route, method, status: m.get(("mner_requests_total", (("method", method), ("route", route),
+                                                                       ("status", status))))
+    assert req("/predict", "POST", "200") == 2 and req("/predict", "POST", "422") == 1
+    assert req("unmatched", "GET", "404") == 3          # one series, whatever the paths
+    assert not any("no/such" in str(k) for k in m)
+    assert m[("mner_request_duration_seconds_count", (("route", "/predict"),))] == 3
+    assert m[("mner_batch_size_count", ())] == 3                  # the warm-up, one tweet, one batch of 3
+    assert m[("mner_batch_size_sum", ())] == 5
+    assert m[("mner_batch_size_bucket", (("le", "2.0"),))] == 2
+    assert m[("mner_batch_duration_seconds_count", ())] == 3
+    assert m[("mner_queue_depth", ())] == 0 and m[("mner_ready", ())] == 1
+
+
+def test_metrics_show_the_queue_depth(pipe):
+    gate = Gate(pipe)
+    app = create_app(pipeline=gate, config=ServeConfig(max_batch_size=1, max_wait_ms=0))
+
+    async def main():
+        ctx = await _serving(app)
+        state = app.state.mner
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            gate.open.clear()
+            running = [asyncio.create_task(c.post("/predict", json={"text": t})) for t in ("a", "b", "c")]
+            while state.batcher.waiting < 2:
+                await asyncio.sleep(0.005)
+            text = (await c.get("/metrics")).text
+            gate.open.set()
+            await asyncio.gather(*running)
+        await ctx.__aexit__(None, None, None)
+        return text
+
+    assert _samples(asyncio.run(main()))[("mner_queue_depth", ())] == 2
+
+
+# ============================================================================ listen first, ready when warm
+def test_the_port_opens_before_the_model_loads(pipe, tmp_path, monkeypatch):
+    """Issue 25.10: /health answers during the load, /ready and /predict say 503 until warm."""
+    from mner.pipeline import Pipeline as P
+
+    pipe.model.save_pretrained(tmp_path / "model")
+    loading, release = threading.Event(), threading.Event()
+    real = P.from_pretrained.__func__
+
+    def slow(cls, *args, **kwargs):
+        loading.set()
+        assert release.wait(30)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(P, "from_pretrained", classmethod(slow))
+    app = create_app(tmp_path / "model", config=ServeConfig(max_wait_ms=1), load_in_background=True)
+    with _uvicorn(app) as url:
+        assert loading.wait(30)
+        assert httpx.get(url + "/health").json() == {"status": "ok"}
+        error(httpx.get(url + "/ready"), 503, "not_ready")
+        error(httpx.post(url + "/predict", json={"text": "Obama"}), 503, "not_ready")
+        error(httpx.get(url + "/model"), 503, "not_ready")
+        assert "mner_ready 0.0" in httpx.get(url + "/metrics").text
+        release.set()
+        deadline = time.time() + 60
+        while httpx.get(url + "/ready").status_code != 200:
+            assert time.time() < deadline, "never ready"
+            time.sleep(0.05)
+        r = httpx.post(url + "/predict", json={"text": "Obama meets Merkel in Berlin"}, timeout=30)
+        assert r.status_code == 200
+        close(r.json()["entities"], pipe("Obama meets Merkel in Berlin"))
+
+
+def test_a_model_that_fails_to_load_says_so_and_stops_the_server(tmp_path, caplog):
+    stopped = threading.Event()
+    app = create_app(tmp_path / "no-model", load_in_background=True, on_load_failed=stopped.set)
+    with caplog.at_level(logging.ERROR, logger="mner.serve"), TestClient(app) as c:
+        assert stopped.wait(30)
+        body = error(c.get("/ready"), 503, "load_failed")
+        assert "no-model" in body["message"] and c.get("/health").status_code == 200
+    assert "could not be loaded" in caplog.text
+
+
+def test_cli_serve_ends_with_status_1_when_the_model_fails_to_load(tmp_path, pipe, monkeypatch):
+    from mner.cli.main import main
+    from mner.pipeline import Pipeline as P
+
+    pipe.model.save_pretrained(tmp_path / "run" / "best")
+
+    def broken(cls, *args, **kwargs):
+        raise OSError("model.safetensors is truncated")
+
+    monkeypatch.setattr(P, "from_pretrained", classmethod(broken))
+    assert main(["serve", str(tmp_path / "run"), "--port", str(_free_port()), "--log-level", "error"]) == 1
+
+
+# ============================================================================ offsets
+def test_offsets_count_code_points_and_the_schema_says_so(encoders):
+    """Issue 25.1: offsets are code points (an emoji is one), stated in the API's schema."""
+    torch.manual_seed(0)
+    model = MAFModel(maf_config(encoders, view="pixels")).eval()
+    with torch.no_grad():  # every word a person: an entity per word
+        model.emissions.weight.zero_()
+        model.emissions.bias.fill_(-20.0)
+        model.emissions.bias[model.label_set.index("B-PER")] = 20.0
+    text = "\U0001F600\U0001F469\u200d\U0001F469\u200d\U0001F467 Obama in Montre\u0301al \U0001F1EB\U0001F1F7 Paris"
+    with TestClient(create_app(pipeline=Pipeline(model), config=ServeConfig(max_wait_ms=1))) as client:
+        ents = client.post("/predict", json={"text": text}).json()["entities"]
+        schema = client.get("/openapi.json").json()
+    assert {"Obama", "Paris"} <= {e["text"] for e in ents}
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in ents)
+    obama = next(e for e in ents if e["text"] == "Obama")
+    assert obama["start"] == 7          # code points: 1 + 5 (the ZWJ family) + a space; in UTF-16 it is 11
+    entity = schema["components"]["schemas"]["Entity"]["properties"]
+    assert "code points" in entity["start"]["description"] and "UTF-16" in entity["start"]["description"]
+    assert "code points" in schema["info"]["description"]

@@ -20,6 +20,8 @@ its words carries that tag; an upper bound of the probability of the whole span)
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,7 +29,7 @@ import torch
 from PIL import Image
 
 from mner.data.example import Example
-from mner.data.images import ImageStore, to_rgb
+from mner.data.images import DEFAULT_MAX_PIXELS, ImageStore, apply_image_policy, to_rgb
 from mner.data.tokenize import tokenize_text
 from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
@@ -35,7 +37,7 @@ from mner.models import load_model
 from mner.models.base import MNERModel
 from mner.tagging import get_spans
 
-__all__ = ["Pipeline", "input_examples"]
+__all__ = ["InputFile", "Pipeline", "input_examples", "read_input_file"]
 
 TextInput = str | Sequence[str]
 ImageInput = str | Path | Image.Image | None
@@ -59,6 +61,59 @@ def input_examples(text, image=None, caption=None, is_split_into_words: bool = F
 
     images, captions = per_input(image, "image"), per_input(caption, "caption")
     return single, [Pipeline._example(i, t, c) for i, (t, c) in enumerate(zip(texts, captions))], images
+
+
+@dataclass
+class InputFile:
+    """The inputs of a JSONL file (:func:`read_input_file`): one output ``record`` per kept input
+    (its fields, the text its entities' offsets index included), its :class:`Example`, its image
+    file (None: no image), and ``notes`` for the user (image counts, policy decisions)."""
+
+    records: list[dict]
+    examples: list[Example]
+    images: list[Path | None]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_input_file(path: str | Path, image_dir: str | Path | None = None, *, pixels: bool = True,
+                    policy: str = "error", max_pixels: int = DEFAULT_MAX_PIXELS) -> InputFile:
+    """Read a JSONL file of inputs (``{"text"|"tokens", "image"?, "caption"?, "id"?}`` lines) the way
+    every command that tags one does (``mner predict --input``, ``mner fewshot predict --input``).
+
+    * A line with a ``"text"`` keeps it: the output record holds that text and the entity offsets
+      index it (with ``"tokens"`` only, the tokens joined by spaces); see
+      :func:`mner.data.formats.read_jsonl`, which also names the line of any malformed input.
+    * Image paths: a relative path names a file inside ``image_dir`` (default: the input file's
+      folder; one that resolves outside it is refused under every policy), an absolute path is the
+      user's own. Only when the model looks at ``pixels`` are images opened, and those that cannot be
+      used follow ``policy`` (``error``: stop naming the line; ``blank``; ``drop``), counted in ``notes``.
+    """
+    from mner.data.formats import read_jsonl
+
+    path = Path(path)
+    examples = read_jsonl(path, require_tokens=False)
+    records = []
+    for ex in examples:
+        rec = {k: v for k, v in ex.to_dict().items() if v is not None and k not in ("tokens", "offsets", "tags")}
+        rec["text"] = ex.text
+        records.append(rec)
+    store = ImageStore(image_dir if image_dir is not None else path.parent, max_pixels=max_pixels,
+                       allow_absolute=True)
+    notes: list[str] = []
+    with_image = sum(ex.image is not None for ex in examples)
+    if not pixels:
+        return InputFile(records, examples, [None] * len(examples), notes)
+    if with_image < len(examples):
+        notes.append(f"note: {len(examples) - with_image} of {len(examples)} inputs have no image; this model "
+                     "looks at pixels and tags them with no visual input")
+    kept, report = apply_image_policy(examples, store, policy)
+    if report.affected:
+        notes.append(report.summary())
+    if policy == "drop":  # the examples kept are the very objects read; "blank" keeps them all
+        keep = {id(ex) for ex in kept}
+        records = [r for r, ex in zip(records, examples) if id(ex) in keep]
+    images = [Path(os.path.abspath(store.resolve(ex.image, ex.id))) if ex.image is not None else None for ex in kept]
+    return InputFile(records, kept, images, notes)
 
 
 class Pipeline:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mner.batch.manifest import model_fingerprint, new_manifest
-from mner.batch.prepare import POLICIES, PrepareSettings, Prepared
+from mner.batch.prepare import POLICIES, PrepareSettings, Prepared, describe_exception, failure
 from mner.batch.shards import OUTPUT_FORMATS, OutputFolder
-from mner.batch.sources import Columns, Record, Shard, expand_inputs, plan_shards
+from mner.batch.sources import Columns, InputsChanged, InputWatch, Record, Shard, expand_inputs, plan_shards
 from mner.data.images import DEFAULT_MAX_PIXELS
 from mner.errors import MNERError
 
@@ -47,6 +47,7 @@ class TagOptions:
     image_policy: str = "error"
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     strict: bool = False
+    max_errors: int | None = None       # stop once more rows than this could not be tagged in this run
     overwrite: bool = False
     workers: int | None = None          # local: worker processes (None: default_workers()); on the CPU each
                                         # holds a model replica, on a GPU they only decode images; 0: none
@@ -82,32 +83,62 @@ def windows(records: Sequence[Record], batch_size: int) -> list[Sequence[Record]
 
 
 def tag_window(pipeline, prepared: Prepared) -> Outcome:
-    """Tag the prepared rows of one window with ``pipeline`` (one model batch)."""
+    """Tag the prepared rows of one window with ``pipeline`` (one model batch).
+
+    When the batch fails in a way nobody foresaw, each row is tagged alone: the rows that fail
+    alone go to ``errors.jsonl`` as ``internal-error`` (with the exception's type and message), the
+    others are tagged (alone, so a confidence may differ in its last digit from a batched run)."""
     from mner.batch.tagging import tag_batch
 
-    rows = tag_batch(pipeline, prepared.rows) if prepared.rows else []
-    return Outcome(rows, prepared.failed, dict(prepared.dropped), dict(prepared.blanked), prepared.read)
+    failed = list(prepared.failed)
+    try:
+        rows = tag_batch(pipeline, prepared.rows) if prepared.rows else []
+    except Exception:  # noqa: BLE001 - find the rows that fail; the others are tagged
+        rows = []
+        lines = prepared.lines or [None] * len(prepared.rows)
+        for row, line in zip(prepared.rows, lines):
+            try:
+                rows += tag_batch(pipeline, [row])
+            except Exception as err:  # noqa: BLE001 - recorded with the exception, the job goes on
+                failed.append(failure(row.get("file"), row.get("row"), line, row.get("id"), "internal-error",
+                                      describe_exception(err)))
+        failed.sort(key=lambda f: f["row"] if isinstance(f.get("row"), int) else 0)
+    return Outcome(rows, failed, dict(prepared.dropped), dict(prepared.blanked), prepared.read)
 
 
 class Collector:
     """Gathers the windows of each shard (in any order) and commits a shard once all are in."""
 
-    def __init__(self, folder: OutputFolder, strict: bool, progress, batch_size: int, engine: str):
+    def __init__(self, folder: OutputFolder, strict: bool, progress, batch_size: int, engine: str,
+                 max_errors: int | None = None, watch: InputWatch | None = None):
         self.folder = folder
         self.strict = strict
+        self.max_errors = max_errors
+        self.watch = watch
         self.progress = progress
         self.batch_size = batch_size
         self.engine = engine
         self.open: dict[int, list[Outcome | None]] = {}
         self.rows_done = 0
         self.shards_done = 0
+        self.failed = 0  # rows of this run that could not be tagged
+
+    @staticmethod
+    def _where(bad: dict[str, Any]) -> str:
+        return f"{bad['file']}:{bad['line']}" if bad.get("line") is not None else f"{bad['file']} row {bad['row']}"
 
     def add(self, shard: Shard, window: int, n_windows: int, outcome: Outcome) -> None:
         if self.strict and outcome.failed:
             bad = outcome.failed[0]
-            where = f"{bad['file']}:{bad['line']}" if bad.get("line") is not None else f"{bad['file']} row {bad['row']}"
-            raise MNERError(f"{where}: {bad['reason']}: {bad['detail']} (--strict stops at the first row that "
-                            "cannot be tagged; without it such rows go to errors.jsonl and the run goes on)")
+            raise MNERError(f"{self._where(bad)}: {bad['reason']}: {bad['detail']} (--strict stops at the first row "
+                            "that cannot be tagged; without it such rows go to errors.jsonl and the run goes on)")
+        self.failed += len(outcome.failed)
+        if self.max_errors is not None and self.failed > self.max_errors:
+            bad = outcome.failed[-1]
+            raise MNERError(f"stopped: {self.failed} rows of this run could not be tagged, more than --max-errors "
+                            f"{self.max_errors}; the last: {self._where(bad)}: {bad['reason']}: {bad['detail']}. "
+                            "The finished shards are kept (errors.jsonl lists their rows that could not be tagged): "
+                            "fix the input or raise --max-errors, and run the same command again")
         parts = self.open.setdefault(shard.index, [None] * n_windows)
         parts[window] = outcome
         self.rows_done += outcome.read
@@ -118,6 +149,8 @@ class Collector:
             self.commit(shard, parts)
 
     def commit(self, shard: Shard, parts: list[Outcome]) -> None:
+        if self.watch is not None:  # a shard read from a file that changed is not committed
+            self.watch.check(shard.path)
         rows = [r for p in parts for r in p.rows]
         failed = [f for p in parts for f in p.failed]
         counts: dict[str, Any] = {"read": sum(p.read for p in parts), "tagged": len(rows), "failed": len(failed)}
@@ -194,6 +227,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     for note in notes:
         log(f"note: {note}")
     inputs, shards = plan_shards(files, opts.shard_size, opts.columns)
+    watch = InputWatch(inputs)
     if opts.threads:
         import torch
 
@@ -214,8 +248,9 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
             log(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
                 "image columns are not read")
         progress = _progress(opts, todo)
-        collector = Collector(folder, opts.strict, progress, opts.batch_size, opts.engine)
+        collector = Collector(folder, opts.strict, progress, opts.batch_size, opts.engine, opts.max_errors, watch)
         status = "failed"
+        changed = False
         t0 = time.time()
         try:
             if pending:
@@ -232,9 +267,13 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
 
                     del pipe
                     run_ray(opts, settings, model_dir, pending, collector, log)
+            watch.check_all()
             status = "complete"
         except KeyboardInterrupt:
             status = "stopped"
+            raise
+        except InputsChanged:
+            changed = True
             raise
         finally:
             if progress is not None:
@@ -246,8 +285,9 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
             manifest = folder.finish(status, run)
             if status != "complete":
                 done_now = manifest["shards"]["done"]
-                log(f"mner tag: {status} with {done_now} of {len(shards)} shards finished; run the same command "
-                    "again to tag the rest")
+                log(f"mner tag: {status} with {done_now} of {len(shards)} shards finished; "
+                    + ("an input changed: tag it again with --overwrite (or a new --out)" if changed else
+                       "run the same command again to tag the rest"))
     finally:
         folder.close()
     counts = manifest["counts"]

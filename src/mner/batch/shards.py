@@ -239,5 +239,6 @@ def read_output(out: str | Path) -> list[dict[str, Any]]:
             pq = require_pyarrow("reading Parquet output")
             rows += pq.read_table(path).to_pylist()
         elif path.suffix == ".jsonl":
-            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+            # split on "\n" only: a JSON string may hold U+2028 or U+0085, which splitlines() cuts at
+            rows += [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return rows

@@ -26,6 +26,7 @@ reading it (bytes that are not UTF-8, a CSV record with the wrong number of fiel
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -33,11 +34,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from mner.errors import MNERError
+from mner.fileio import require_regular_file
 
 __all__ = [
     "FORMAT_BY_SUFFIX",
     "Columns",
     "InputFile",
+    "InputWatch",
+    "InputsChanged",
     "Record",
     "Shard",
     "expand_inputs",
@@ -170,6 +174,7 @@ def expand_inputs(paths: Sequence[str | Path], notes: list[str] | None = None) -
                              "(folders, hidden or _-prefixed names, other formats) left out")
             files = found
         else:
+            require_regular_file(p, "input")  # a device or a FIFO has no end, or cannot be read twice
             if p.suffix.lower() not in FORMAT_BY_SUFFIX:
                 raise MNERError(f"{p}: unknown input format {p.suffix or '(no extension)'!r}; give JSONL (.jsonl), "
                                 "CSV (.csv) or Parquet (.parquet) files, or Twitter/CoNLL (.txt, .conll) ones")
@@ -205,9 +210,9 @@ def read_shard(shard: Shard, columns: Columns | None = None) -> list[Record]:
     """The raw rows of one shard, in file order (see the module docstring)."""
     records = list(_READERS[shard.format](shard, columns or Columns()))
     if len(records) != shard.count:
-        raise MNERError(f"{shard.path}: shard {shard.name} should hold {shard.count} rows from row "
-                        f"{shard.start + 1} but {len(records)} were found: the file changed during the run; "
-                        "start again with --overwrite")
+        raise InputsChanged(f"{shard.path}: shard {shard.name} should hold {shard.count} rows from row "
+                            f"{shard.start + 1} but {len(records)} were found: the input changed while mner tag ran; "
+                            "tag a copy that nothing writes to, or start again with --overwrite once the file is final")
     for rec in records:
         rec.where = where(shard.path, rec.row, rec.line)
     return records
@@ -417,3 +422,69 @@ _READERS = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet, "t
 def file_stat(path: str) -> tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class InputsChanged(MNERError):
+    """An input file changed while ``mner tag`` ran (see :class:`InputWatch`)."""
+
+
+class InputWatch:
+    """What each input file was when the run planned it (size, modification time, inode and a
+    SHA-256 of its bytes), so that the run notices an input changed under it: a cheap look
+    (size, time, inode) before each shard is committed, and the full one (with the hash) at the
+    end. A file edited while its rows are read would give rows of two versions of it, rows never
+    tagged and valid rows blamed: the run stops with :class:`InputsChanged` instead."""
+
+    def __init__(self, inputs: Sequence[InputFile]):
+        self.planned = {f.path: (f.size, f.mtime_ns) for f in inputs}
+        self.start = {f.path: self._look(f.path) for f in inputs}
+        self.digest = {f.path: file_sha256(f.path) for f in inputs}
+        for f in inputs:  # changed while it was being planned (counted, cut into shards)
+            if self.start[f.path] is None or self.start[f.path][:2] != (f.size, f.mtime_ns):
+                self._changed(f.path, "while its rows were counted")
+
+    @staticmethod
+    def _look(path: str) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    def _changed(self, path: str, what: str) -> None:
+        raise InputsChanged(
+            f"{path}: the input changed while mner tag ran ({what}); rows tagged from it could mix two versions "
+            "of the file, miss rows or blame valid ones, so the run stops here. Tag a copy that nothing "
+            "writes to, or start again with --overwrite once the file is final")
+
+    def check(self, path: str) -> None:
+        """Raise :class:`InputsChanged` if ``path`` is no longer the file that was planned."""
+        now, then = self._look(path), self.start.get(path)
+        if then is None or now == then:
+            return
+        if now is None:
+            self._changed(path, "it is gone")
+        parts = []
+        if now[0] != then[0]:
+            parts.append(f"size {then[0]} -> {now[0]} bytes")
+        if now[1] != then[1]:
+            parts.append("modified")
+        if now[2] != then[2]:
+            parts.append("replaced by another file")
+        self._changed(path, ", ".join(parts))
+
+    def check_all(self) -> None:
+        """Every input: the cheap look, then its bytes' hash."""
+        for path in self.start:
+            self.check(path)
+            if file_sha256(path) != self.digest[path]:
+                self._changed(path, "its bytes differ, with the same size and modification time")

@@ -9,11 +9,12 @@ from pathlib import Path
 
 from mner.data.captions import CaptionStore, resolve_caption_file
 from mner.data.corpus import Corpus
-from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, read_file, write_file
+from mner.data.formats import FORMATS, TYPE_MAP_PRESETS, DataFormatError, read_file, write_file
 from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES, ImageStore
 from mner.data.stats import split_stats
 from mner.data.validate import summarize, validate_corpus
 from mner.resources import sample_corpus_dir
+from mner.tagging.schemes import parse_tag
 
 
 def positive_int(text: str) -> int:
@@ -116,6 +117,7 @@ def cmd_stats(args) -> int:
         notes.append("images: no image folder given (--images DIR)")
     per_split = {}
     for split, exs in corpus.items():
+        _check_tags(corpus, split, args.map_types)
         st = split_stats(exs)
         rep = corpus.reports.get(split, {})
         if "captions" in rep:
@@ -157,6 +159,23 @@ def cmd_stats(args) -> int:
     print(_table(header, rows))
     print("* entities as the conlleval scorer counts them: an I- without B- starts an entity")
     return 0
+
+
+def _check_tags(corpus: Corpus, split: str, type_map) -> None:
+    """A malformed tag (``X-PER``, ``I-``) is a :class:`DataFormatError` at its file:line (entities
+    cannot be counted around it); ``data validate`` lists every such tag."""
+    for k, ex in enumerate(corpus[split]):
+        for i, tag in enumerate(ex.tags or ()):
+            try:
+                parse_tag(tag, i)
+            except ValueError:
+                path = corpus.files[split]
+                lines: list = []
+                read_file(path, corpus.formats.get(split, "auto"), type_map, token_lines=lines)
+                line = lines[k][i] if k < len(lines) and i < len(lines[k]) else None
+                raise DataFormatError(path, line, f"malformed tag {tag!r} (token {ex.tokens[i]!r}, tweet {ex.id}); "
+                                      "expected 'O' or '<B|I|E|S>-<TYPE>', e.g. 'B-PER'",
+                                      "fix the tag; mner data validate lists every problem of the file") from None
 
 
 def cmd_validate(args) -> int:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mner.cli.data import positive_int
+from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES
 from mner.errors import MNERError
 
 
@@ -220,7 +221,14 @@ def register_models(fs) -> None:
     p.add_argument("--image", default=None)
     p.add_argument("--caption", default=None)
     p.add_argument("--input", type=Path, default=None, help="JSONL file of inputs")
-    p.add_argument("--images", default=None, metavar="DIR", help="folder the support's and inputs' image ids are in")
+    p.add_argument("--images", default=None, metavar="DIR",
+                   help="folder the support's image ids and the relative image paths of --input are in (default "
+                        "for --input: the input file's folder; absolute paths in it are opened as given)")
+    p.add_argument("--missing-images", default="error", choices=POLICIES,
+                   help="what to do with an input of --input whose image is missing or unreadable: error "
+                        "(default: stop, naming the input line), blank (tag it without image) or drop (leave it out)")
+    p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--output", type=Path, default=None, help="write JSONL here (default: standard output)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     _add_decoding(p)
@@ -301,32 +309,44 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mner.data.formats import read_jsonl
+    from mner.data.example import TextError
     from mner.errors import UsageError
     from mner.fewshot.pipeline import FewShotPipeline
+    from mner.fileio import write_output
+    from mner.pipeline import read_input_file
 
     if (args.text is None) == (args.input is None):
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"--output {args.output}: is a folder; give a file name")
     pipe = FewShotPipeline.from_pretrained(args.checkpoint, args.support, format=args.support_format,
                                            images=args.images, batch_size=args.batch_size)
+    pipe.store.max_pixels = args.max_image_pixels
     _apply_decoding(pipe.model, args)
     print(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}", file=sys.stderr)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
-        results = [pipe(args.text, image=args.image, caption=args.caption)]
+        try:
+            results = [pipe(args.text, image=args.image, caption=args.caption)]
+        except TextError as err:  # e.g. bytes that are not UTF-8 on the command line
+            raise UsageError(f"--text/--caption: {err.detail}") from None
     else:
-        examples = read_jsonl(args.input, require_tokens=False)
-        records = [ex.to_dict() for ex in examples]
-        images = [ex.image for ex in examples]
-        results = pipe.predict(examples, images if "pixels" in pipe.processor.views else None)
+        # as mner predict --input: relative image paths inside --images (default: the input's folder)
+        pixels = "pixels" in pipe.processor.views
+        inputs = read_input_file(args.input, args.images, pixels=pixels, policy=args.missing_images,
+                                 max_pixels=args.max_image_pixels)
+        for note in inputs.notes:
+            print(note, file=sys.stderr)
+        records = inputs.records
+        results = pipe.predict(inputs.examples, inputs.images if pixels else None)
     lines = []
     for rec, ents in zip(records, results):
         rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets", "tags")}
         lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text, encoding="utf-8")
+        write_output(args.output, text, what="the predictions", hint="free some space or choose another --output")
+        print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from mner.cli.data import positive_int
+from mner.cli.data import nonnegative_int, positive_int
 from mner.data.formats import FORMATS
 from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES
 from mner.errors import MNERError, UsageError
+from mner.fileio import write_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the predictions to this file (default: none written)")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--controls", action="store_true",
+                   help="also decode with the visual view (images / captions) shuffled among the tweets and "
+                        "with none, and report F1 for each and the matching module's match probability "
+                        "(mean, std, AUC of real vs shuffled pairs); see mner.controls")
+    p.add_argument("--control-seed", type=nonnegative_int, default=None, metavar="N",
+                   help="with --controls: seed of the shuffled control's permutation (default 0)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="tag new text (+ image) with a trained model",
@@ -64,6 +71,8 @@ def cmd_evaluate(args) -> int:
     from mner.evaluation import evaluate_examples, predict_tags, write_predictions
     from mner.models import load_model
 
+    if args.control_seed is not None and not args.controls:
+        raise UsageError("--control-seed is the seed of --controls: add --controls")
     model = load_model(args.checkpoint)
     views = model.views
     is_dir = args.data.is_dir()
@@ -94,26 +103,37 @@ def cmd_evaluate(args) -> int:
     if unknown:
         raise MNERError(f"{data_file}: tags {sorted(unknown)} are not in the model's label set "
                         f"{list(label_set.labels)}; use --map-types (e.g. OTHER=MISC)")
-    collate = model.processor(image_store=data.image_store).collate(train=False)
-    preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
-    report = evaluate_examples(examples, preds, mode=args.mode)
+    controls = None
+    if args.controls:
+        from mner.controls import visual_controls
+
+        controls = visual_controls(model, examples, image_store=data.image_store, seed=args.control_seed or 0,
+                                   batch_size=args.batch_size, mode=args.mode)
+        preds, report = controls.predictions, controls.report
+    else:
+        collate = model.processor(image_store=data.image_store).collate(train=False)
+        preds = predict_tags(model, DataLoader(examples, batch_size=args.batch_size, collate_fn=collate))
+        report = evaluate_examples(examples, preds, mode=args.mode)
     out = args.out
     if out is not None:
         write_predictions(examples, preds, out)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), "split": split,
                           "predictions": str(out) if out else None, "precision": report.micro.precision,
-                          "recall": report.micro.recall, "f1": report.micro.f1, **report.to_dict()}, indent=2))
+                          "recall": report.micro.recall, "f1": report.micro.f1, **report.to_dict(),
+                          **({"controls": controls.to_dict()} if controls is not None else {})}, indent=2))
     else:
         print(report.format())
+        if controls is not None:
+            print(controls.format())
         print(f"predictions: {out}" if out else "predictions: not written (--out FILE writes them)")
     return 0
 
 
 def cmd_predict(args) -> int:
-    from mner.data.formats import read_jsonl
+    from mner.data.example import TextError
     from mner.data.images import ImageStore, apply_image_policy
-    from mner.pipeline import Pipeline
+    from mner.pipeline import Pipeline, read_input_file
 
     if (args.text is None) == (args.input is None):
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
@@ -123,24 +143,30 @@ def cmd_predict(args) -> int:
     pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
-        examples = [pipe._example(0, args.text, args.caption).replace(image=args.image, source="--text")]
+        try:
+            examples = [pipe._example(0, args.text, args.caption).replace(image=args.image, source="--text")]
+        except TextError as err:  # e.g. bytes that are not UTF-8 on the command line
+            raise UsageError(f"--text/--caption/--image: {err.detail}") from None
         # a path on the command line is the user's own: opened as given (or inside --image-dir)
         store = ImageStore(args.image_dir, max_pixels=args.max_image_pixels)
         if args.image is not None and args.image_dir is None and ".." in Path(args.image).parts:
             print(f"note: --image {args.image} is read as {Path(args.image).resolve()} (a path on the command "
                   "line is opened as given; --image-dir DIR refuses images outside DIR)", file=sys.stderr)
     else:
-        examples = read_jsonl(args.input, require_tokens=False)
-        records = [ex.to_dict() for ex in examples]
         # relative image paths stay inside the image folder; absolute ones are the user's own
-        store = ImageStore(args.image_dir or args.input.parent, max_pixels=args.max_image_pixels,
-                           allow_absolute=True)
+        inputs = read_input_file(args.input, args.image_dir, pixels="pixels" in pipe.views,
+                                 policy=args.missing_images, max_pixels=args.max_image_pixels)
+        records, examples = inputs.records, inputs.examples
     with_image = sum(ex.image is not None for ex in examples)
     images = None
     if "pixels" not in pipe.views:
         if with_image:
             print(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
                   "images are ignored", file=sys.stderr)
+    elif args.input is not None:
+        for note in inputs.notes:
+            print(note, file=sys.stderr)
+        images = inputs.images
     else:
         if with_image < len(examples):
             print(f"note: {len(examples) - with_image} of {len(examples)} inputs have no image; this model "
@@ -148,9 +174,6 @@ def cmd_predict(args) -> int:
         kept, report = apply_image_policy(examples, store, args.missing_images)
         if report.affected:
             print(report.summary(), file=sys.stderr)
-        keep = {id(ex) for ex in kept}
-        if args.missing_images == "drop":
-            records = [r for r, ex in zip(records, examples) if id(ex) in keep]
         examples = kept
         images = [store.resolve(ex.image, ex.id) if ex.image is not None else None for ex in examples]
     if "caption" in pipe.views:
@@ -166,31 +189,8 @@ def cmd_predict(args) -> int:
         lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
     text = "\n".join(lines) + ("\n" if lines else "")
     if args.output:
-        write_text_atomic(args.output, text)
+        write_output(args.output, text, what="the predictions", hint="free some space or choose another --output")
         print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into place:
-    a full disk (or a kill) leaves no half-written file under ``path``, and a file already there
-    untouched. Raises :class:`MNERError` naming the file when the disk is full."""
-    import errno
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise MNERError(f"{path}: could not write the predictions ({os.strerror(err.errno)}); "
-                            "nothing was written there: free some space or choose another --output") from None
-        raise

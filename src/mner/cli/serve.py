@@ -1,7 +1,12 @@
 """``mner serve CHECKPOINT``: the HTTP service and web page (:mod:`mner.serve`) under uvicorn.
 
 Binds to loopback (127.0.0.1) unless ``--host`` says otherwise; the first log line says where
-it listens and whether other machines can reach it. Needs the ``serve`` extra
+it listens and whether other machines can reach it. Every numeric option is range-checked by the
+argument parser (NaN and infinity refused), and the limits together by
+:class:`~mner.serve.limits.ServeConfig`, so a bad setting stops it at start with one line. With
+one worker (the default) the port opens before the model loads: ``/health`` answers during the
+load, ``/ready`` says 503 until the model is warm, and a model that fails to load ends the
+process with status 1. Needs the ``serve`` extra
 (``pip install 'mner[serve]'``)."""
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -18,31 +24,73 @@ MIB = 1024 * 1024
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _integer(low: int, high: int | None = None):
+    """An argparse type: an integer in ``[low, high]`` (a one-line refusal otherwise)."""
+    span = f"from {low:,} to {high:,}" if high is not None else f"{low:,} or more"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {span}, got {value:,}")
+        return value
+
+    return parse
+
+
+def _real(low: float, high: float, *, inclusive: bool):
+    """An argparse type: a finite number above ``low`` (or equal to it when ``inclusive``) and
+    at most ``high``; NaN and infinity are refused (``float()`` accepts both)."""
+    span = f"{'at least' if inclusive else 'more than'} {low:g} and at most {high:,g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number {span}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive) or value > high:
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text!r}")
+        return value
+
+    return parse
+
+
+DAY, TIB_IN_MIB = 86_400.0, 1024.0 * 1024.0
+SECONDS, MEBIBYTES, COUNT = _real(0, DAY, inclusive=False), _real(0, TIB_IN_MIB, inclusive=False), _integer(1)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from mner.serve.limits import ServeConfig
 
     d = ServeConfig()
     p = sub.add_parser("serve", help="serve a trained model over HTTP, with a web page",
                        description="Serve the model in CHECKPOINT: POST /predict (JSON, base64 image, batch "
-                                   "or multipart), GET /health, /ready, /model, the web page at / and the "
-                                   "OpenAPI schema at /docs. Loopback only unless --host says otherwise.")
+                                   "or multipart), GET /health, /ready, /model, /metrics (Prometheus), the web page at / "
+                                   "and the OpenAPI schema at /docs. Loopback only unless --host says otherwise. "
+                                   "The port opens at once; the model loads and warms after it (/ready says when).")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--fewshot", type=Path, default=None, metavar="CHECKPOINT",
                    help="a few-shot model: the web page's second tab defines new types with it")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--workers", type=int, default=1, help="processes, each loading the model once (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    p.add_argument("--port", type=_integer(1, 65535), default=8000, help="TCP port, 1 to 65535 (default 8000)")
+    p.add_argument("--workers", type=_integer(1, 1024), default=1, help="processes, each loading the model once (default 1)")
+    p.add_argument("--threads", type=_integer(1, 1024), default=None, help="torch threads per worker")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size, help="most items per model batch")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="longest wait for a batch to fill")
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help="most waiting items (503 beyond)")
-    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds a request may wait (504 beyond)")
-    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / MIB, help="request body limit (413)")
-    p.add_argument("--max-image-mb", type=float, default=d.max_image_bytes / MIB, help="image file limit (413)")
-    p.add_argument("--max-image-pixels", type=int, default=d.max_image_pixels, help="width x height limit (422)")
-    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="text length limit (422)")
-    p.add_argument("--max-batch-items", type=int, default=d.max_batch_items, help="items per batch request (422)")
+    p.add_argument("--max-batch-size", type=COUNT, default=d.max_batch_size, help="most items per model batch")
+    p.add_argument("--max-wait-ms", type=_real(0, 60_000, inclusive=True), default=d.max_wait_ms,
+                   help="longest wait for a batch to fill, in milliseconds (0 to 60000, shorter than --timeout)")
+    p.add_argument("--max-queue", type=COUNT, default=d.max_queue,
+                   help="most waiting items (503 beyond); at least --max-batch-items")
+    p.add_argument("--timeout", type=SECONDS, default=d.timeout_s, help="seconds a request may wait (504 beyond)")
+    p.add_argument("--body-timeout", type=SECONDS, default=d.body_timeout_s,
+                   help="seconds a request's body may take to arrive (408 and the connection closed beyond)")
+    p.add_argument("--max-body-mb", type=MEBIBYTES, default=d.max_body_bytes / MIB, help="request body limit (413)")
+    p.add_argument("--max-image-mb", type=MEBIBYTES, default=d.max_image_bytes / MIB, help="image file limit (413)")
+    p.add_argument("--max-image-pixels", type=COUNT, default=d.max_image_pixels, help="width x height limit (422)")
+    p.add_argument("--max-text-chars", type=COUNT, default=d.max_text_chars, help="text length limit (422)")
+    p.add_argument("--max-batch-items", type=COUNT, default=d.max_batch_items, help="items per batch request (422)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=cmd_serve)
 
@@ -54,7 +102,8 @@ def config_from_args(args) -> "ServeConfig":  # noqa: F821
         return ServeConfig(max_body_bytes=int(args.max_body_mb * MIB), max_image_bytes=int(args.max_image_mb * MIB),
                            max_image_pixels=args.max_image_pixels, max_text_chars=args.max_text_chars,
                            max_batch_items=args.max_batch_items, max_batch_size=args.max_batch_size,
-                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout)
+                           max_wait_ms=args.max_wait_ms, max_queue=args.max_queue, timeout_s=args.timeout,
+                           body_timeout_s=args.body_timeout)
     except ValueError as err:
         raise UsageError(f"mner serve: {err}") from None
 
@@ -94,12 +143,20 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     kwargs = dict(host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
-    if args.workers == 1:
+    if args.workers == 1:  # listen first: the model loads and warms after the port opens (/ready says when)
         from mner.serve.app import create_app
 
+        server: list = []
+
+        def stop():  # the model failed to load: the log says why; end the process, non-zero
+            server[0].should_exit = True
+
         app = create_app(args.checkpoint, config=cfg, device=args.device, threads=args.threads,
-                         fewshot=args.fewshot)
-        uvicorn.run(app, **kwargs)
+                         fewshot=args.fewshot, load_in_background=True, on_load_failed=stop)
+        server.append(uvicorn.Server(uvicorn.Config(app, **kwargs)))
+        server[0].run()
+        if app.state.mner.load_error is not None:
+            return 1
     else:  # each worker process builds its app from the environment (uvicorn imports the factory)
         os.environ["MNER_SERVE_SPEC"] = json.dumps({"checkpoint": str(args.checkpoint), "config": cfg.public(),
                                                     "device": args.device, "threads": args.threads,

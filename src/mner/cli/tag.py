@@ -30,7 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "with the model in CHECKPOINT. Writes sharded Parquet (or JSONL) into --out, with "
                     "errors.jsonl (every row that could not be tagged, and why) and _manifest.json (inputs, "
                     "model, counts). Stopped runs resume: run the same command again. The last line printed "
-                    "is one JSON object with the counts and the throughput.")
+                    "is one JSON object with the counts and the throughput. Exit code 0: every row tagged "
+                    "(or dropped or blanked by --image-policy); 1: some rows could not be tagged (see "
+                    "errors.jsonl); 2: the run was refused or stopped (an input changed under it, "
+                    "--max-errors, --strict).")
     p.add_argument("checkpoint", type=Path, help="a model folder (or a training run)")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or one mner tag wrote: it resumes)")
@@ -56,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--strict", action="store_true",
                    help="stop at the first row that cannot be tagged (default: list it in errors.jsonl, go on)")
+    g.add_argument("--max-errors", type=nonnegative_int, default=None, metavar="N",
+                   help="stop once more than N rows of this run could not be tagged (default: no limit; every "
+                        "such row is listed in errors.jsonl and the run ends with exit code 1)")
     g.add_argument("--overwrite", action="store_true",
                    help="delete what an earlier run wrote into --out and start again")
     g.add_argument("--workers", type=nonnegative_int, default=None,
@@ -91,6 +97,7 @@ def cmd_tag(args) -> int:
         checkpoint=args.checkpoint, inputs=args.inputs, out=args.out, engine=args.engine, format=args.format,
         batch_size=args.batch_size, shard_size=args.shard_size, columns=columns, image_root=args.image_root,
         image_policy=args.image_policy, max_image_pixels=args.max_image_pixels, strict=args.strict,
+        max_errors=args.max_errors,
         overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device,
         ray_address=args.ray_address, concurrency=args.concurrency, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, progress=False if args.no_progress else None)
@@ -101,5 +108,8 @@ def cmd_tag(args) -> int:
           + f", dropped {summary['dropped']}, tagged without image {summary['blanked']}; "
           f"{summary['rows_this_run']} rows in {summary['seconds']:.1f} s this run"
           + (f"; errors: {args.out / 'errors.jsonl'}" if summary["failed"] else ""), file=sys.stderr)
+    if summary["failed"]:
+        print(f"mner tag: {summary['failed']} rows could not be tagged (listed in {args.out / 'errors.jsonl'} with "
+              "their line and reason); exit code 1", file=sys.stderr)
     print(json.dumps(summary, ensure_ascii=False))
-    return 0
+    return 1 if summary["failed"] else 0

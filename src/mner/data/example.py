@@ -10,16 +10,48 @@ Benchmark files hold tokens, not text. When no text is given, the text is *recon
 by joining the tokens with one space, and ``offsets[i]`` is the ``(start, end)`` character
 range of token ``i`` in that text (``text[start:end] == tokens[i]``). When a text is given
 (e.g. raw input tokenized by :func:`mner.data.tokenize.tokenize_text`), offsets point into it.
+
+Every string of an example is Unicode text: one holding an unpaired surrogate (a JSON ``\\ud800``
+escape without its pair, or bytes that are not UTF-8 read with ``surrogateescape``) cannot be
+tokenized, encoded or written, and is refused where the example is made, with a
+:class:`TextError` (an :class:`~mner.errors.MNERError` and a ``ValueError``) naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["Example", "reconstruct_text"]
+from mner.errors import MNERError
+
+__all__ = ["Example", "TextError", "reconstruct_text", "surrogate_problem"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class TextError(MNERError, ValueError):
+    """A string that is not Unicode text: it holds an unpaired surrogate (``"\\ud800"`` in JSON
+    without its pair, or bytes that were not UTF-8 decoded with ``surrogateescape``). Such a
+    string cannot be encoded, tokenized or written; it is refused where it enters."""
+
+    def __init__(self, where: str, detail: str):
+        self.where, self.detail = where, detail
+        super().__init__(f"{where}: {detail}")
+
+    def __reduce__(self):  # crosses to another process as it is
+        return (type(self), (self.where, self.detail))
+
+
+def surrogate_problem(value: str) -> str | None:
+    """Why ``value`` is not Unicode text (``"an unpaired surrogate U+D800 at character 6"``), or
+    None when it is."""
+    found = _SURROGATE.search(value)
+    if found is None:
+        return None
+    return f"an unpaired surrogate U+{ord(found.group()):04X} at character {found.start()}"
 
 
 def reconstruct_text(tokens: Sequence[str]) -> tuple[str, tuple[tuple[int, int], ...]]:
@@ -67,6 +99,7 @@ class Example:
                     f"{self.where}: {len(self.tokens)} tokens but {len(self.tags)} tags; "
                     "give exactly one tag per token"
                 )
+        self._check_unicode()
         if isinstance(self.image, Path):
             object.__setattr__(self, "image", str(self.image))
         if not self.offsets and not self.tokens:
@@ -94,13 +127,30 @@ class Example:
                         f"the text of length {len(self.text)}"
                     )
 
+    def _check_unicode(self) -> None:
+        """Every string is Unicode text: a :class:`TextError` names the field otherwise."""
+        strings = [v for v in (self.id, self.text, self.image, self.caption) if isinstance(v, str)]
+        strings += [v for v in self.tokens + (self.tags or ()) if isinstance(v, str)]
+        if _SURROGATE.search("".join(strings)) is None:  # one search in the common case
+            return
+        named = [("its id", self.id), ("its text", self.text), ("its image", self.image),
+                 ("its caption", self.caption)]
+        named += [(f"token {i}", t) for i, t in enumerate(self.tokens)]
+        named += [(f"tag {i}", t) for i, t in enumerate(self.tags or ())]
+        name, problem = next((n, p) for n, v in named if isinstance(v, str) and (p := surrogate_problem(v)))
+        where = f"tweet {self.id!r}" + (f" ({self.source})" if self.source else "")
+        raise TextError(where, f"{name} holds {problem} (not Unicode text: a JSON \\ud800-style escape without its "
+                               "pair, or bytes that are not UTF-8); fix it in the input")
+
     def __len__(self) -> int:
         return len(self.tokens)
 
     @property
     def where(self) -> str:
-        """``"tweet <id> (file:line)"``: how error messages name this example."""
-        return f"tweet {self.id}" + (f" ({self.source})" if self.source else "")
+        """``"tweet <id> (file:line)"``: how error messages name this example (an id holding a line
+        break, a TAB or another invisible character is quoted, so that a message stays one line)."""
+        ident = self.id if self.id.isprintable() else repr(self.id)
+        return f"tweet {ident}" + (f" ({self.source})" if self.source else "")
 
     def replace(self, **changes) -> "Example":
         """A copy with some fields changed (offsets are rebuilt when tokens change)."""

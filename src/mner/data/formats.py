@@ -38,14 +38,14 @@ after a skipped one are still named right).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from mner.data.example import Example
+from mner.data.example import Example, TextError
 from mner.errors import MNERError
+from mner.fileio import require_regular_file, write_output
 
 __all__ = [
     "DataFormatError",
@@ -121,7 +121,9 @@ def _map_tag(tag: str, type_map: Mapping[str, str]) -> str:
 
 
 def _read_lines(path: Path) -> list[str]:
-    """The file's lines, split on ``\\n`` only (tokens may hold U+2028, U+0085...)."""
+    """The file's lines, split on ``\\n`` only (tokens may hold U+2028, U+0085...). A device, a
+    FIFO or a folder is refused before reading (:func:`mner.fileio.require_regular_file`)."""
+    require_regular_file(path, "data file")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -276,6 +278,11 @@ def write_twitter(
     column holds the predicted tags (``read_twitter(tag_column=-2)`` reads the gold back)."""
     out: list[str] = []
     for ex, pred in _with_predictions(examples, predictions):
+        _check_field(ex, "id", ex.id, "twitter")
+        if ex.id != ex.id.strip() or not ex.id:
+            raise MNERError(f"{ex.where}: id {ex.id!r} is empty or begins or ends with spaces and cannot be written "
+                            "in the twitter format (IMGID:<id> is read back stripped); fix the id, or write JSONL "
+                            "(.jsonl) instead")
         out.append(f"IMGID:{ex.id}")
         out.extend(_column_lines(ex, pred))
         out.append("")
@@ -385,6 +392,9 @@ def write_conll(
                                 f"{'document marker' if i or tok.startswith('-') else 'metadata line'} "
                                 "in CoNLL and cannot be written; write JSONL (.jsonl) instead")
         if metadata:
+            _check_field(ex, "id", ex.id, "conll")
+            if ex.image is not None:
+                _check_field(ex, "image", ex.image, "conll")
             out.append(f"# id = {ex.id}")
             if ex.image is not None:
                 out.append(f"# image = {ex.image}")
@@ -407,8 +417,10 @@ def read_jsonl(
 ) -> list[Example]:
     """Read JSONL examples. Without an ``"id"``, the 1-based line number is the id.
 
-    With ``require_tokens=False`` a line may give only ``"text"``; it is then tokenized by
-    :func:`mner.data.tokenize.tokenize_text` (inference input).
+    With ``require_tokens=False`` (inference input) a line may give only ``"text"``; it is then
+    tokenized by :func:`mner.data.tokenize.tokenize_text`. A line with a ``"text"`` and ``"tokens"``
+    but no ``"offsets"`` keeps its text too, as ``mner tag`` does: the text is tokenized and the
+    offsets index it (the tokens, which say nothing of where they are in the text, are not used).
     """
     path = Path(path)
     tmap = resolve_type_map(type_map)
@@ -430,6 +442,9 @@ def read_jsonl(
             _fail(errors, path, n, problem[0], problem[1])
             continue
         try:
+            if not require_tokens and "text" in obj and "offsets" not in obj:
+                # the user's text wins, as in mner tag (tags of other tokens would not fit: inputs are not scored)
+                obj = {k: v for k, v in obj.items() if k not in ("tokens", "tags")}
             if "tokens" not in obj:
                 if require_tokens or "text" not in obj:
                     raise KeyError("tokens")
@@ -447,6 +462,8 @@ def read_jsonl(
         except KeyError as err:
             _fail(errors, path, n, f"missing field {err}",
                   'each line needs "tokens" (a list of words)' + ("" if require_tokens else ' or "text"'))
+        except TextError as err:  # the line names the place
+            _fail(errors, path, n, f"tweet {obj.get('id')!r}: {err.detail}")
         except (TypeError, ValueError) as err:
             _fail(errors, path, n, str(err))
     return examples
@@ -540,9 +557,7 @@ def read_file(
     ``tag_column`` picks the tag column of the column formats; JSONL has no columns (its tags
     are the ``"tags"`` field), so any other value than the default -1 is refused for it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    path = require_regular_file(path, "data file")
     fmt = detect_format(path) if format == "auto" else format
     if fmt == "jsonl" and tag_column != -1:
         raise DataFormatError(
@@ -582,6 +597,16 @@ def _one_line(s: str) -> str:
     return s.replace("\r", " ").replace("\n", " ")
 
 
+def _check_field(ex: Example, name: str, value: str, fmt: str) -> None:
+    """An id or image path with a line break or a TAB would read back as other lines (an id
+    ``"a\\nIMGID:b"`` as an empty tweet and an injected one): refused, naming the tweet."""
+    bad = next((c for c in value if c in "\n\r\t"), None)
+    if bad is not None:
+        raise MNERError(f"{ex.where}: {name} {value!r} holds a {'TAB' if bad == chr(9) else 'line break'} and cannot "
+                        f"be written in the {fmt} format (it would read back as other lines); fix the {name}, or "
+                        "write JSONL (.jsonl) instead")
+
+
 def _check_writable(ex: Example, sep: str) -> None:
     for tok in ex.tokens:
         if sep in tok or "\n" in tok:
@@ -590,19 +615,7 @@ def _check_writable(ex: Example, sep: str) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it into place (a kill or a full disk
-    leaves no partial file under ``path``; a full disk is an :class:`MNERError` naming it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise MNERError(f"{path}: could not write ({os.strerror(err.errno)}); nothing was written there: "
-                            "free some space or write elsewhere") from None
-        raise
-    tmp.replace(path)
+    """Write ``text`` to ``path`` with :func:`mner.fileio.write_output`: a temporary file renamed
+    into place (a kill or a full disk leaves no partial file under ``path``; a full disk is an
+    :class:`MNERError` naming it), through a symbolic link to its target, streamed to a device."""
+    write_output(path, text, hint="free some space or write elsewhere")

@@ -51,7 +51,9 @@ __all__ = [
     "ImageError",
     "ImageStore",
     "ImageReport",
+    "MAX_ASPECT",
     "apply_image_policy",
+    "resize_shorter",
     "to_rgb",
 ]
 
@@ -60,6 +62,7 @@ POLICIES = ("error", "blank", "drop")
 Policy = Literal["error", "blank", "drop"]
 #: PIL's own default limit (about 89.5 megapixels), applied before decoding.
 DEFAULT_MAX_PIXELS = 89_478_485
+_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 class ImageError(MNERError):
@@ -86,6 +89,37 @@ class ImageError(MNERError):
         where = f"image {image_id!r}" + (f" ({self.path})" if self.path else "")
         msg = f"{where}: {kind}" + (f": {detail}" if detail else "")
         super().__init__(f"{msg}; {self.HINTS.get(kind, '')}".rstrip("; "))
+
+
+#: The longest side :func:`resize_shorter` makes, in multiples of the shorter side (ours). Photos
+#: are far within it (a 32:9 panorama is 3.6), so their pixels are those of a plain resize; only
+#: the centre of a thinner image is resized, the part the centre crop can reach and some margin.
+MAX_ASPECT = 16
+
+
+def resize_shorter(image: Image.Image, short: int, interpolation: str = "bicubic",
+                   max_aspect: int = MAX_ASPECT) -> Image.Image:
+    """Resize ``image`` so that its shorter side is ``short`` pixels and the other in proportion
+    (at least ``short``), keeping at most ``max_aspect * short`` pixels of the longer side: the
+    centre of it, resampled at the same scale from the matching box of the source (PIL computes
+    only the pixels it outputs). The cost is therefore bounded by ``short`` whatever the aspect
+    ratio; below the cap the result is exactly a plain ``image.resize``."""
+    w, h = image.size
+    scale = short / min(w, h)
+    new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
+    cap = max_aspect * short
+    resample = _RESAMPLE[interpolation]
+    if max(new_w, new_h) <= cap:
+        return image.resize((new_w, new_h), resample=resample)
+    box = [0.0, 0.0, float(w), float(h)]
+    size = [new_w, new_h]
+    long_axis = 0 if new_w > cap else 1
+    length, new_length = (w, new_w) if long_axis == 0 else (h, new_h)
+    extent = cap * length / new_length  # source pixels under the kept centre, at the same scale
+    box[long_axis] = (length - extent) / 2
+    box[long_axis + 2] = box[long_axis] + extent
+    size[long_axis] = cap
+    return image.resize(tuple(size), resample=resample, box=tuple(box))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -1,7 +1,10 @@
 """Image preprocessing with PIL and torch only (torchvision does not import beside the CPU torch here).
 
 * :class:`EvalTransform`: resize the shorter side, center crop to ``image_size``, scale to [0, 1],
-  normalise with the model's mean/std. Deterministic.
+  normalise with the model's mean/std. Deterministic. The long side is resized only as far as
+  :data:`~mner.data.images.MAX_ASPECT` times the short one
+  (:func:`~mner.data.images.resize_shorter`): a 1x8000 image costs what a
+  1x16 one does, not the 256x2,048,000 pixels (1.5 GB) a plain resize of its short side makes.
 * :class:`TrainTransform`: random resized crop + horizontal flip, then the same tensor conversion.
   Its randomness comes only from the ``rng`` passed to each call (a ``random.Random`` or a
   ``torch.Generator``), never from a global generator, so a run is reproducible from its seed.
@@ -21,11 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mner.data.images import MAX_ASPECT, resize_shorter
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "EvalTransform",
     "TrainTransform",
+    "MAX_ASPECT",
+    "resize_shorter",
     "to_tensor",
 ]
 
@@ -91,11 +98,8 @@ class EvalTransform:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         _check_rgb(image)
-        w, h = image.size
-        short = max(self.resize_to, self.image_size)
-        scale = short / min(w, h)
-        new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
-        image = image.resize((new_w, new_h), resample=_RESAMPLE[self.interpolation])
+        image = resize_shorter(image, max(self.resize_to, self.image_size), self.interpolation)
+        new_w, new_h = image.size
         left = (new_w - self.image_size) // 2
         top = (new_h - self.image_size) // 2
         image = image.crop((left, top, left + self.image_size, top + self.image_size))

@@ -27,8 +27,26 @@ from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
 from mner.pipeline import Pipeline, input_examples
 from mner.tagging import convert_tags
+from mner.tagging.schemes import parse_tag
 
-__all__ = ["FewShotPipeline", "support_types"]
+__all__ = ["FewShotPipeline", "support_tags", "support_types"]
+
+
+def support_tags(ex: Example, lines: Sequence[int] | None = None) -> list[str]:
+    """The IOB2 tags of a support tweet, its entities read as every reader of mner reads them (the
+    conlleval reading: IOB2, IOB1 with its leading ``I-``, IO and BIOES with ``S-``/``E-`` alike).
+    A malformed tag (``X-PER``, ``I-``) is an :class:`MNERError` naming the tweet, or the file:line
+    of the tag when ``lines`` (the line of each token) is given."""
+    for i, tag in enumerate(ex.tags or ()):
+        try:
+            parse_tag(tag, i)
+        except ValueError:
+            file = ex.source.rsplit(":", 1)[0] if ex.source and ":" in ex.source else None
+            where = f"{file}:{lines[i]}" if lines is not None and file else ex.where
+            raise MNERError(f"{where}: support tag {tag!r} of token {ex.tokens[i]!r} (tweet {ex.id}) is malformed; "
+                            "expected 'O' or '<B|I|E|S>-<TYPE>', e.g. 'B-DISH' (IOB2, IOB1 and BIOES are read)"
+                            ) from None
+    return convert_tags(ex.tags, "bioes", "iob2")
 
 
 def support_types(support: Sequence[Example]) -> list[str]:
@@ -62,7 +80,7 @@ class FewShotPipeline:
         for ex in support:
             if ex.tags is None:
                 raise MNERError(f"{ex.where}: a support tweet without tags; the support set must be annotated")
-            fixed.append(ex.replace(tags=tuple(convert_tags(ex.tags, "iob1", "iob2"))))
+            fixed.append(ex.replace(tags=tuple(support_tags(ex))))
         self.support = fixed
         self.types = support_types(fixed)
         if not self.types:
@@ -78,7 +96,11 @@ class FewShotPipeline:
         if isinstance(support, (str, Path)):
             from mner.data.formats import read_file
 
-            support = read_file(support, format)
+            lines: list = []
+            support = read_file(support, format, token_lines=lines)
+            for ex, ex_lines in zip(support, lines):  # a malformed tag named by its file:line
+                if ex.tags is not None:
+                    support_tags(ex, ex_lines)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(path, map_location=device), support, batch_size, device,
                    ImageStore(images) if images is not None else None)
@@ -116,10 +138,15 @@ class FewShotPipeline:
         return results
 
     def _image(self, ref):
+        """A PIL image; a :class:`~pathlib.Path` is a file the caller resolved (``mner fewshot predict
+        --input`` resolves them as ``mner predict --input`` does), opened as given; a string is an
+        image id or path resolved by ``self.store`` (inside its folder, when it has one)."""
         if ref is None:
             return None
         if hasattr(ref, "mode"):
             return to_rgb(ref)
+        if isinstance(ref, Path):
+            return ImageStore(None, max_pixels=self.store.max_pixels).open(ref, str(ref))
         return self.store.open(ref, str(ref))
 
     def info(self) -> dict[str, Any]:

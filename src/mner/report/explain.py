@@ -14,17 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+# One palette for the web page and these pictures: mner/serve/static/palette.json.
+from mner.serve.palette import ATTENTION, TYPE_COLOURS, type_colours
+
 __all__ = ["TYPE_COLOURS", "explain_figure"]
-
-#: One colour per entity type (others cycle through the rest), as on the web page.
-TYPE_COLOURS = {"PER": "#f4a3a8", "LOC": "#8ecae6", "ORG": "#b5e48c", "MISC": "#ffd166"}
-_MORE = ["#cdb4db", "#ffb703", "#90dbf4", "#e9c46a"]
-
-
-def _colour(t: str) -> str:
-    if t not in TYPE_COLOURS:
-        TYPE_COLOURS[t] = _MORE[(len(TYPE_COLOURS) - 4) % len(_MORE)]
-    return TYPE_COLOURS[t]
 
 
 def explain_figure(text: str, result: dict[str, Any], image: Image.Image | None, out: str | Path,
@@ -72,6 +65,7 @@ def explain_figure(text: str, result: dict[str, Any], image: Image.Image | None,
 
 def _draw_tweet(ax, text: str, entities: list[dict]) -> None:
     """The tweet on one line (wrapped by width), each entity in its type's colour."""
+    colours = type_colours(e["type"] for e in entities)
     pieces, at = [], 0
     for e in entities:
         pieces.append((text[at:e["start"]], None))
@@ -83,7 +77,7 @@ def _draw_tweet(ax, text: str, entities: list[dict]) -> None:
     for chunk, etype in pieces:
         if not chunk:
             continue
-        box = dict(boxstyle="round,pad=0.2", fc=_colour(etype), ec="none") if etype else None
+        box = dict(boxstyle="round,pad=0.2", fc=colours[etype], ec="none") if etype else None
         t = ax.text(x, y, chunk, transform=ax.transAxes, fontsize=11, va="center", bbox=box)
         width = t.get_window_extent(renderer).transformed(ax.transAxes.inverted()).width
         if x + width > 1.0 and x > 0:  # wrap
@@ -109,7 +103,7 @@ def _draw_heatmap(ax, image: Image.Image, px: dict) -> None:
 def _draw_caption(ax, cap: dict) -> None:
     tokens = cap.get("tokens") or [f"#{i}" for i in range(len(cap["weights"]))]
     ys = np.arange(len(tokens))
-    ax.barh(ys, cap["weights"], color="#ff7800")
+    ax.barh(ys, cap["weights"], color=ATTENTION)
     ax.set_yticks(ys, tokens, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("attention", fontsize=8)

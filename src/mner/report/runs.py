@@ -66,7 +66,7 @@ def read_run(folder: str | Path) -> Run:
     run = Run(folder, folder.name)
     metrics = folder / "metrics.jsonl"
     if metrics.is_file():
-        for n, line in enumerate(metrics.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(metrics.read_text(encoding="utf-8").split("\n"), 1):
             if line.strip():
                 try:
                     run.metrics.append(json.loads(line))
@@ -96,7 +96,9 @@ def _read_predictions(path: Path) -> list[TweetPrediction]:
                                        [r[0] for r in rows], [r[-2] for r in rows], [r[-1] for r in rows]))
         meta, rows = {}, []
 
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    # lines end at "\n" only (a token may hold U+2028 or U+0085, which splitlines() cuts at)
+    for n, line in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             flush()
         elif line.startswith("# ") and "=" in line and not rows:

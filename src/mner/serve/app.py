@@ -3,13 +3,21 @@
 Routes: ``POST /predict`` (JSON ``{"text", "image" (base64), "caption", "explain"}``, a batch
 ``{"items": [...]}``, or a multipart form with ``text`` and an ``image`` file), ``GET /health``
 (alive), ``GET /ready`` (model loaded and warm), ``GET /model`` (labels, encoders, views,
-version, limits), the web page at ``/`` and the OpenAPI schema at ``/openapi.json`` (``/docs``).
+version, limits), ``GET /metrics`` (Prometheus, :mod:`.metrics`), the web page at ``/`` and the
+OpenAPI schema at ``/openapi.json`` with Swagger UI at ``/docs`` (its assets served from the
+installed ``fastapi-offline`` package: no CDN).
 
-The model is loaded once, at start-up (the app's lifespan), and warmed by one prediction before
-``/ready`` says so. Requests are gathered into model batches by :class:`.MicroBatcher`. Every
-refusal is JSON ``{"error", "status", "message"}`` (see :mod:`mner.serve.limits`); an unexpected
-failure answers 500 with a request id that the server's log repeats with the traceback, which
-never reaches the client.
+Offsets (``start``, ``end`` of an entity or a span) count Unicode code points, as Python's ``str``
+indexes; JavaScript's strings count UTF-16 units, so a page converts (an emoji outside the Basic
+Multilingual Plane is one code point and two UTF-16 units).
+
+The model is loaded once, at start-up, and warmed by one prediction before ``/ready`` says so:
+in the app's lifespan (before the port opens), or with ``load_in_background=True`` (``mner
+serve``) after it, so ``/health`` answers during the load and ``/ready`` says 503 until warm.
+Requests are gathered into model batches by :class:`.MicroBatcher`. Every refusal is JSON
+``{"error", "status", "message"}`` (see :mod:`mner.serve.limits`); an unexpected failure
+answers 500 with a request id that the server's log repeats with the traceback, which never
+reaches the client.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,14 +47,21 @@ from mner import __version__
 from mner.errors import is_user_error
 from mner.serve.batching import MicroBatcher, QueueFull
 from mner.serve.fewshot import FewShotRequest, fewshot_info, support_examples
-from mner.serve.predictor import InferenceItem, Predictor
 from mner.serve.limits import ServeConfig, ServeError, check_text, decode_base64, open_image
+from mner.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
+from mner.serve.predictor import InferenceItem, Predictor
 
 __all__ = ["InferenceItem", "Predictor", "create_app"]
 
 log = logging.getLogger("mner.serve")
 
 STATIC = resources.files("mner.serve") / "static"
+#: Swagger UI's files (JavaScript, CSS), shipped by the fastapi-offline package: /docs needs no CDN
+SWAGGER = resources.files("fastapi_offline") / "static"
+
+#: what an offset counts, said in the schema and the docs
+OFFSET_UNIT = ("Unicode code points (Python str indices), not UTF-16 units: in JavaScript convert, "
+               "e.g. Array.from(text.slice(0, i)).length")
 
 
 # ================================================================================ schemas
@@ -53,7 +69,7 @@ class PredictRequest(BaseModel):
     """One tweet: its text, an optional base64 image and caption, and whether to explain."""
 
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(description="the tweet (entity offsets are character offsets into it)")
+    text: str = Field(description="the tweet (entity offsets count its Unicode code points)")
     image: str | None = Field(None, description="the image file's bytes, base64 (a data: URL prefix is allowed)")
     caption: str | None = Field(None, description="an image caption (models with a caption view)")
     explain: bool = Field(False, description="add each entity's attention over the image regions / caption words")
@@ -67,8 +83,8 @@ class BatchRequest(BaseModel):
 class Entity(BaseModel):
     text: str
     type: str
-    start: int = Field(description="character offset of the first character")
-    end: int = Field(description="character offset after the last character")
+    start: int = Field(description="offset of the entity's first character, in " + OFFSET_UNIT)
+    end: int = Field(description="offset after the entity's last character (exclusive), in " + OFFSET_UNIT)
     token_start: int
     token_end: int
     confidence: float = Field(description="smallest CRF marginal of the span's tags")
@@ -100,10 +116,12 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 # ================================================================================ body limit
 class BodyLimit:
     """ASGI middleware: a body larger than ``max_bytes`` is refused with 413 while it is read
-    (from ``Content-Length`` at once, else as the chunks arrive), before anything parses it."""
+    (from ``Content-Length`` at once, else as the chunks arrive), before anything parses it; a
+    body that has not arrived whole within ``timeout_s`` is refused with 408 and the connection
+    is closed (a client that sends half a body and waits holds nothing for long)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 60.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -112,17 +130,28 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._refuse(int(length), scope, receive, send)
         chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                return await self._refuse(size, scope, receive, send, more=True)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        break
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            expected = f" of {int(length):,}" if length is not None and length.isdigit() else ""
+            response = _error(408, "body_timeout",
+                              f"the request body did not arrive within {self.timeout_s:g} s ({size:,}{expected} "
+                              "bytes came); send the request again, with a smaller image on a slow connection",
+                              headers={"Connection": "close"})
+            return await response(scope, receive, send)
+        if size > self.max_bytes:
+            return await self._refuse(size, scope, receive, send, more=True)
         body, sent = b"".join(chunks), [False]
 
         async def replay():
@@ -147,10 +176,16 @@ class BodyLimit:
 # ================================================================================ app
 def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: ServeConfig | None = None,
                device: str | None = None, threads: int | None = None, fewshot: str | Path | None = None,
-               fewshot_model=None):
+               fewshot_model=None, load_in_background: bool = False, on_load_failed=None):
     """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up),
     and, given ``fewshot`` (a few-shot checkpoint, loaded at start-up) or ``fewshot_model``, the
     few-shot side (``POST /fewshot/predict``, :mod:`mner.serve.fewshot`).
+
+    With ``load_in_background`` the start-up returns at once and the model loads and warms in a
+    task of the event loop: the server listens meanwhile (``/health`` answers, ``/ready`` and
+    ``/predict`` say 503 ``not_ready``). A load that fails is logged with its traceback, ``/ready``
+    answers 503 ``load_failed`` with the reason, and ``on_load_failed()`` is called (``mner
+    serve`` stops the server with it).
 
     Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
     a context manager (so the start-up runs)."""
@@ -165,11 +200,13 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         fewshot = fewshot_model
         fewshot_runner: concurrent.futures.ThreadPoolExecutor | None = None
         ready = False
+        load_error: str | None = None
 
     state = State()
+    metrics = Metrics(queue_depth=lambda: state.batcher.waiting if state.batcher is not None else 0,
+                      ready=lambda: 1.0 if state.ready else 0.0)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
+    async def load_and_warm():
         import torch
 
         if threads:
@@ -191,26 +228,57 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         if state.fewshot is not None:
             state.fewshot.eval()
             state.fewshot_runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mner-fewshot")
-        state.predictor = Predictor(pipe)
-        state.batcher = MicroBatcher(state.predictor, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue)
+        predictor = Predictor(pipe)
+        state.batcher = MicroBatcher(predictor, cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue,
+                                     on_batch=metrics.on_batch)
         await state.batcher.start()
         warm = InferenceItem("Warm up", Image.new("RGB", (32, 32), (127, 127, 127)), "a grey square")
         await asyncio.gather(*state.batcher.submit([warm]))
+        state.predictor = predictor
         state.ready = True
         log.info("ready: %s", json.dumps({k: v for k, v in state.predictor.info().items() if k != "labels"}))
+
+    async def load_in_task():
+        try:
+            await load_and_warm()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - said by /ready and the log; the server is stopped
+            state.load_error = f"{type(err).__name__}: {err}"
+            log.error("the model could not be loaded: %s", state.load_error, exc_info=err)
+            if on_load_failed is not None:
+                on_load_failed()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        task = None
+        if load_in_background:
+            task = asyncio.create_task(load_in_task(), name="mner-load")
+        else:
+            await load_and_warm()
         try:
             yield
         finally:
             state.ready = False
-            await state.batcher.stop()
-            state.decoder.shutdown(wait=True)
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if state.batcher is not None:
+                await state.batcher.stop()
+            if state.decoder is not None:
+                state.decoder.shutdown(wait=True)
             if state.fewshot_runner is not None:
                 state.fewshot_runner.shutdown(wait=True)
 
-    app = FastAPI(title="mner", version=__version__, lifespan=lifespan,
-                  description="Multimodal named entity recognition: tag a tweet and its image.")
+    app = FastAPI(title="mner", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Multimodal named entity recognition: tag a tweet and its image. Entity and "
+                              f"span offsets (start, end) count {OFFSET_UNIT}.")
     app.state.mner = state
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, timeout_s=cfg.body_timeout_s)
+    # outermost: counts the body limit's refusals too (matched to their route by the router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, router=app.router)
 
     # ------------------------------------------------------------------------------ errors
     @app.exception_handler(ServeError)
@@ -242,6 +310,9 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
 
     @app.get("/ready", summary="model loaded and warm", responses={503: {"model": ErrorBody}})
     async def ready():
+        if state.load_error is not None:
+            return _error(503, "load_failed", f"the model could not be loaded ({state.load_error}); "
+                          "the server's log has the details")
         if not state.ready:
             return _error(503, "not_ready", "the model is still loading; retry in a few seconds",
                           headers={"Retry-After": str(cfg.retry_after_s)})
@@ -253,7 +324,13 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
         return {**state.predictor.info(), "limits": cfg.public(), "batching": state.batcher.stats(),
-                "fewshot": fewshot_info(state.fewshot) if state.fewshot is not None else None}
+                "fewshot": fewshot_info(state.fewshot) if state.fewshot is not None else None,
+                "offsets": "code points"}
+
+    @app.get("/metrics", summary="Prometheus metrics: requests by route and status, latency and batch-size "
+             "histograms, queue depth", response_class=Response)
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     body_doc = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [PredictRequest.model_json_schema(),
@@ -285,16 +362,25 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         results = [dict(r, time_ms=ms) for r in results]
         return {"results": results, "time_ms": ms} if batch else results[0]
 
+    fewshot_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": FewShotRequest.model_json_schema()}}}}
+
     @app.post("/fewshot/predict", summary="tag a tweet with new types defined by a few annotated tweets",
-              responses={200: {"model": PredictResponse}, **error_doc})
-    async def fewshot_predict(req: FewShotRequest):
+              openapi_extra=fewshot_doc, responses={200: {"model": PredictResponse}, **error_doc})
+    async def fewshot_predict(request: Request):
         t0 = time.perf_counter()
-        if state.fewshot is None:
-            raise ServeError(404, "no_fewshot_model", "this server has no few-shot model; start it with "
-                             "mner serve CHECKPOINT --fewshot FEWSHOT_CHECKPOINT")
         if not state.ready:
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
+        if state.fewshot is None:
+            raise ServeError(404, "no_fewshot_model", "this server has no few-shot model; start it with "
+                             "mner serve CHECKPOINT --fewshot FEWSHOT_CHECKPOINT")
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise ServeError(415, "unsupported_media_type", "send the support set and the tweet as application/json")
+        try:
+            req = FewShotRequest.model_validate(_json(await request.body()))
+        except ValidationError as err:
+            raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
         support = support_examples(req, cfg)
         check_text(req.text, cfg, "text")
 
@@ -313,8 +399,21 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     async def page():
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return FileResponse(str(STATIC / "favicon.svg"), media_type="image/svg+xml")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="mner: API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/static/favicon.svg")
+
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    ROUTES = ["/", "/health", "/ready", "/model", "POST /predict", "POST /fewshot/predict", "/docs", "/openapi.json"]
+    app.mount("/docs-assets", StaticFiles(directory=str(SWAGGER)), name="docs-assets")
+    ROUTES = ["/", "/health", "/ready", "/model", "/metrics", "POST /predict", "POST /fewshot/predict", "/docs",
+              "/openapi.json"]
     return app
 
 
@@ -352,12 +451,7 @@ async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
     """The items of a request (JSON, JSON batch or multipart form) and whether it was a batch."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise ServeError(422, "invalid_json", f"the body is not valid JSON ({err}); send "
-                             '{"text": "...", "image": "<base64>"}') from None
+        data = _json(await request.body())
         try:
             if isinstance(data, dict) and "items" in data:
                 req = BatchRequest.model_validate(data)
@@ -397,6 +491,18 @@ async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
                      "or multipart/form-data")
 
 
+def _json(raw: bytes) -> Any:
+    """The parsed body, or a 422 ``invalid_json`` (malformed, not UTF-8, or nested too deeply)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ServeError(422, "invalid_json", "the JSON body is nested too deeply; send a flat object such as "
+                         '{"text": "...", "image": "<base64>"}') from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ServeError(422, "invalid_json", f"the body is not valid JSON ({err}); send "
+                         '{"text": "...", "image": "<base64>"}') from None
+
+
 def _item(req: PredictRequest, cfg: ServeConfig, where: str) -> InferenceItem:
     check_text(req.text, cfg, where)
     raw = decode_base64(req.image, cfg, where) if req.image else None
@@ -414,6 +520,6 @@ def app_from_env():
     """The app of one ``mner serve --workers N`` process, from ``MNER_SERVE_SPEC`` (JSON)."""
     import os
 
-    spec = json.loads(os.environ["MNER_SERVE_SPEC"])
+    spec = json.loads(os.environ["MNER_SERVE_SPEC"])   # each worker loads in its start-up, before it accepts
     return create_app(spec["checkpoint"], config=ServeConfig(**spec["config"]), device=spec.get("device"),
                       threads=spec.get("threads"), fewshot=spec.get("fewshot"))

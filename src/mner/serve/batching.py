@@ -17,6 +17,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import time
 from typing import Any, Callable, Sequence
 
 __all__ = ["MicroBatcher", "QueueFull"]
@@ -36,12 +37,14 @@ class MicroBatcher:
         max_batch_size: most items per call.
         max_wait_ms: longest wait of a batch's first item for others.
         max_queue: most items waiting (not yet in a running batch).
+        on_batch: called with each batch's size and model seconds after it ran (metrics).
     """
 
     def __init__(self, fn: Callable[[list[Any]], Sequence[Any]], max_batch_size: int = 16,
-                 max_wait_ms: float = 5.0, max_queue: int = 256):
+                 max_wait_ms: float = 5.0, max_queue: int = 256,
+                 on_batch: Callable[[int, float], None] | None = None):
         self.fn, self.max_batch_size, self.max_wait = fn, max_batch_size, max_wait_ms / 1000.0
-        self.max_queue = max_queue
+        self.max_queue, self.on_batch = max_queue, on_batch
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -117,10 +120,13 @@ class MicroBatcher:
                     break
             self.size_counts[len(batch)] += 1
             items = [item for item, _ in batch]
+            t0 = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._run, items)
             except Exception as err:  # noqa: BLE001 - handed to the waiting requests
                 results = [err] * len(items)
+            if self.on_batch is not None:
+                self.on_batch(len(items), time.perf_counter() - t0)
             for (_, fut), res in zip(batch, results):
                 if fut.done():  # its request timed out or went away: nothing to answer
                     continue

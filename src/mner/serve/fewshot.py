@@ -1,7 +1,8 @@
 """The few-shot side of the service: new entity types defined by a few annotated tweets.
 
 ``POST /fewshot/predict`` takes a support set of tweets whose entities are given as character
-spans (what a person selects on the web page) and the tweet to tag:
+spans (what a person selects on the web page; offsets count Unicode code points, which the page
+converts from its UTF-16 selection) and the tweet to tag:
 
     {"support": [{"text": "Pad thai at Nong's tonight", "entities": [{"start": 0, "end": 8, "type": "DISH"}]}],
      "text": "Green curry for lunch", "caption": null}
@@ -30,8 +31,9 @@ TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,29}$")
 
 class SpanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    start: int = Field(description="character offset of the first character")
-    end: int = Field(description="character offset after the last character")
+    start: int = Field(description="offset of the span's first character, in Unicode code points (Python "
+                       "str indices, not JavaScript's UTF-16 units)")
+    end: int = Field(description="offset after the span's last character (exclusive), in Unicode code points")
     type: str = Field(description="the new type's name, e.g. DISH")
 
 

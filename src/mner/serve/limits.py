@@ -13,6 +13,7 @@ image format not supported            415     JPEG, PNG, GIF, WebP, BMP, TIFF
 image corrupt / not valid base64      422
 text too long                         422     2,000 characters (``--max-text-chars``)
 batch too large                       422     64 items (``--max-batch-items``)
+request body not sent in time         408     60 s (``--body-timeout``), then the connection closes
 queue full                            503     256 waiting items (``--max-queue``), ``Retry-After``
 request timed out                     504     30 s (``--timeout``)
 ====================================  ======  ===================================================
@@ -23,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,13 +48,19 @@ class ServeConfig:
         max_image_bytes: largest image file, after base64 decoding (413 beyond).
         max_image_pixels: largest width x height of an image (422 beyond; read from the header,
             before the pixels are decoded).
-        max_text_chars: longest text (422 beyond).
+        max_text_chars: longest text, in Unicode code points (422 beyond).
         max_batch_items: most items of one ``{"items": [...]}`` request (422 beyond).
         max_batch_size: most items the model runs at once (micro-batching).
         max_wait_ms: longest a first waiting item waits for others to join its batch.
-        max_queue: most items waiting for the model (503 with ``Retry-After`` beyond).
+        max_queue: most items waiting for the model (503 with ``Retry-After`` beyond); at least
+            ``max_batch_items``, so that every request the service accepts can be queued.
         timeout_s: longest a request waits for its answer (504 beyond).
+        body_timeout_s: longest the service waits for a request's whole body (408 and the
+            connection closed beyond).
         retry_after_s: the ``Retry-After`` of a 503.
+
+    Every value is checked here (a finite number, an integer where a count is meant, in range),
+    so a bad setting stops ``mner serve`` at start with one line instead of failing requests.
     """
 
     max_body_bytes: int = 16 * MIB
@@ -64,12 +72,29 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     max_queue: int = 256
     timeout_s: float = 30.0
+    body_timeout_s: float = 60.0
     retry_after_s: int = 1
+
+    #: the fields that hold seconds or milliseconds (any finite number); the others count
+    _REAL = ("max_wait_ms", "timeout_s", "body_timeout_s")
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
+            real = name in self._REAL
+            if isinstance(value, bool) or not isinstance(value, (int, float) if real else int):
+                raise ValueError(f"serve config: {name} must be {'a number' if real else 'an integer'}, "
+                                 f"got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"serve config: {name} must be a finite number, got {value}")
             if (value < 0) if name == "max_wait_ms" else (value <= 0):
                 raise ValueError(f"serve config: {name} must be positive, got {value}")
+        if self.max_queue < self.max_batch_items:
+            raise ValueError(f"serve config: max_queue ({self.max_queue}) is smaller than max_batch_items "
+                             f"({self.max_batch_items}): a batch request of more than {self.max_queue} items "
+                             "could never be queued; raise --max-queue or lower --max-batch-items")
+        if self.max_wait_ms >= self.timeout_s * 1000:
+            raise ValueError(f"serve config: max_wait_ms ({self.max_wait_ms:g}) must be shorter than the "
+                             f"timeout ({self.timeout_s:g} s), or every request would time out")
 
     def public(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,38 +2,85 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const COLOURS = ["#ffd166", "#8ecae6", "#b5e48c", "#f4a3a8", "#cdb4db", "#ffb703", "#90dbf4", "#e9c46a"];
-  const colourOf = {};
   let imageData = null;      // data: URL of the chosen image
   let lastResult = null;
 
+  // ------------------------------------------------------------------ colours: one palette
+  // static/palette.json is the one palette of the page and of mner explain / mner report:
+  // the usual types have their own colour, other types take the "more" colours in turn.
+  let palette = { types: {}, more: ["#dddddd"], attention: "#ff7800" };
+  const extraColour = {};
+  fetch("/static/palette.json").then((r) => r.json()).then((p) => { palette = p; }).catch(() => {});
   function colour(type) {
-    if (!(type in colourOf)) colourOf[type] = COLOURS[Object.keys(colourOf).length % COLOURS.length];
-    return colourOf[type];
+    if (type in palette.types) return palette.types[type];
+    if (!(type in extraColour)) extraColour[type] = palette.more[Object.keys(extraColour).length % palette.more.length];
+    return extraColour[type];
   }
 
-  function showError(message) {
-    const el = $("error");
-    el.textContent = message || "";
-    el.hidden = !message;
+  // ------------------------------------------------------------------ offsets
+  // The service counts offsets in Unicode code points (Python's str); JavaScript strings count
+  // UTF-16 units, and an emoji outside the Basic Multilingual Plane is two of them. Convert at
+  // every boundary: code points -> units to draw an answer, units -> code points to send a selection.
+  function unitsOfCodePoints(text) {     // at[k] = the UTF-16 index of code point k (k = 0..n)
+    const at = [0];
+    let u = 0;
+    for (const ch of text) { u += ch.length; at.push(u); }
+    return at;
   }
+  function codePointsOfUnits(text, u) {  // the code point index of UTF-16 index u
+    const c = text.charCodeAt(u);
+    if (u > 0 && c >= 0xDC00 && c <= 0xDFFF && text.charCodeAt(u - 1) >= 0xD800 && text.charCodeAt(u - 1) <= 0xDBFF) u -= 1;
+    return Array.from(text.slice(0, u)).length;
+  }
+
+  // ------------------------------------------------------------------ errors and announcements
+  function activePanel() { return $("panel-fewshot").hidden ? "tag" : "fewshot"; }
+  function reveal(el) { el.scrollIntoView({ block: "nearest" }); }
+  function showError(message) {
+    const el = activePanel() === "fewshot" ? $("fs-error") : $("error");
+    $("error").textContent = ""; $("fs-error").textContent = "";
+    el.textContent = message || "";
+    if (message) reveal(el);
+  }
+  function announce(message) { $("status").textContent = message; }
 
   // ------------------------------------------------------------------ model description
-  fetch("/model").then((r) => r.json()).then((info) => {
-    if (info.error) { $("model-line").textContent = info.message; return; }
-    (info.entity_types || []).forEach(colour);
-    const enc = Object.entries(info.encoders || {}).map(([k, v]) => k + ": " + v).join(", ");
-    $("model-line").textContent = "Model " + info.model_type + " (" + (info.variant || "") + "), types " +
-      (info.entity_types || []).join(", ") + "; views " + (info.views.join(", ") || "text only") + "; " + enc +
-      "; mner " + info.mner_version;
-    $("caption-row").hidden = !(info.views || []).includes("caption");
-    $("tabs").hidden = !info.fewshot;
-  }).catch(() => { $("model-line").textContent = "the server did not describe its model"; });
+  function describe() {
+    fetch("/model").then(async (r) => {
+      const info = await r.json();
+      if (r.status === 503 && info.error === "not_ready") {   // the server listens while the model loads
+        $("model-line").textContent = "The model is still loading…";
+        setTimeout(describe, 1000 * (parseInt(r.headers.get("Retry-After"), 10) || 1));
+        return;
+      }
+      if (info.error) { $("model-line").textContent = info.message; return; }
+      const enc = Object.entries(info.encoders || {}).map(([k, v]) => k + ": " + v).join(", ");
+      $("model-line").textContent = "Model " + info.model_type + " (" + (info.variant || "") + "), types " +
+        (info.entity_types || []).join(", ") + "; views " + (info.views.join(", ") || "text only") + "; " + enc +
+        "; mner " + info.mner_version;
+      $("caption-row").hidden = !(info.views || []).includes("caption");
+      $("tabs").hidden = !info.fewshot;
+    }).catch(() => { $("model-line").textContent = "the server did not describe its model"; });
+  }
+  describe();
 
   // ------------------------------------------------------------------ image choice
-  function useFile(file) {
+  // The file input, the drop zone and the preview always name the same file (or none).
+  function clearImage() {
+    imageData = null; $("image").value = "";
+    $("preview").hidden = true; $("preview").removeAttribute("src"); $("preview").alt = "";
+    $("drop-label").textContent = "Drop an image here"; $("clear-image").hidden = true;
+  }
+  function useFile(file, dropped) {
     if (!file) return;
-    if (!file.type.startsWith("image/")) { showError(file.name + " is not an image; choose a JPEG or PNG file"); return; }
+    if (!file.type.startsWith("image/")) {
+      clearImage();
+      showError(file.name + " is not an image; choose a JPEG or PNG file");
+      return;
+    }
+    if (dropped) {            // the file input names the dropped file too
+      try { const dt = new DataTransfer(); dt.items.add(file); $("image").files = dt.files; } catch (err) { $("image").value = ""; }
+    }
     const reader = new FileReader();
     reader.onload = () => {
       imageData = reader.result;
@@ -46,17 +93,14 @@
     };
     reader.readAsDataURL(file);
   }
-  $("image").addEventListener("change", (e) => useFile(e.target.files[0]));
+  $("image").addEventListener("change", (e) => { if (e.target.files[0]) useFile(e.target.files[0], false); else clearImage(); });
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); useFile(e.dataTransfer.files[0]); });
+  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); useFile(e.dataTransfer.files[0], true); });
   drop.addEventListener("click", () => $("image").click());
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("image").click(); } });
-  $("clear-image").addEventListener("click", () => {
-    imageData = null; $("image").value = ""; $("preview").hidden = true; $("preview").removeAttribute("src");
-    $("drop-label").textContent = "Drop an image here"; $("clear-image").hidden = true;
-  });
+  $("clear-image").addEventListener("click", () => { clearImage(); showError(""); $("drop").focus(); });
 
   // ------------------------------------------------------------------ tagging
   $("text").addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("form").requestSubmit(); } });
@@ -72,28 +116,41 @@
     try {
       const r = await fetch("/predict", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       const data = await r.json();
-      if (!r.ok) { showError(data.message || ("the server answered " + r.status)); return; }
+      if (!r.ok) { clearResult(); showError(data.message || ("the server answered " + r.status)); return; }
       showError("");
       lastResult = { text: text, image: imageData, data: data };
       render(lastResult);
     } catch (err) {
+      clearResult();
       showError("The server could not be reached (" + err + "); is mner serve still running?");
     } finally {
       $("tag").disabled = false; $("tag").textContent = "Tag";
     }
   });
 
+  function clearResult() {   // an answer that failed leaves no earlier answer on the page
+    lastResult = null;
+    $("result").hidden = true; $("explanation").hidden = true;
+    $("tweet").textContent = ""; $("legend").textContent = ""; $("match").textContent = ""; $("timing").textContent = "";
+  }
+
   function render(res) {
     drawEntities($("tweet"), res.text, res.data.entities, explain);
     renderRest(res);
+    reveal($("result"));
+    const ents = res.data.entities;
+    announce(ents.length ? ents.length + (ents.length === 1 ? " entity: " : " entities: ") +
+      ents.map((e) => e.text + " (" + e.type + ")").join(", ") + ". " + $("match").textContent : "No entity found.");
   }
 
+  // entities: offsets in code points (as the service sends them)
   function drawEntities(tweet, text, entities, onChoose) {
-    const res = { text: text, data: { entities: entities } };
+    const units = unitsOfCodePoints(text);
+    const u = (k) => units[Math.min(k, units.length - 1)];
     tweet.textContent = "";
     let at = 0;
-    res.data.entities.forEach((ent, i) => {
-      tweet.appendChild(document.createTextNode(res.text.slice(at, ent.start)));
+    entities.forEach((ent, i) => {
+      tweet.appendChild(document.createTextNode(text.slice(at, u(ent.start))));
       const b = document.createElement("button");
       b.type = "button";
       b.className = "entity";
@@ -103,16 +160,16 @@
       b.title = ent.type + ", confidence " + ent.confidence.toFixed(2);
       b.setAttribute("aria-pressed", "false");
       b.setAttribute("aria-label", ent.text + ": " + ent.type + ", confidence " + ent.confidence.toFixed(2) + ". Press to see what it looked at");
-      b.appendChild(document.createTextNode(res.text.slice(ent.start, ent.end)));
+      b.appendChild(document.createTextNode(text.slice(u(ent.start), u(ent.end))));
       const tag = document.createElement("span");
       tag.className = "tag";
       tag.textContent = ent.type;
       b.appendChild(tag);
       if (onChoose) b.addEventListener("click", () => onChoose(i));
       tweet.appendChild(b);
-      at = ent.end;
+      at = u(ent.end);
     });
-    tweet.appendChild(document.createTextNode(res.text.slice(at)));
+    tweet.appendChild(document.createTextNode(text.slice(at)));
     if (!entities.length) tweet.appendChild(document.createTextNode("  (no entity found)"));
   }
 
@@ -144,6 +201,7 @@
     if (ex.pixels && lastResult.image) drawHeat(ex.pixels);
     if (ex.caption) drawCaption(ex.caption);
     $("explanation").hidden = false;
+    reveal($("explanation"));
   }
 
   function drawHeat(px) {
@@ -185,12 +243,16 @@
     });
   });
 
-  const support = [];           // [{text, entities: [{start, end, type}]}]
-  let current = [];             // entities of the example being annotated
+  const support = [];           // [{text, entities: [{start, end, type}]}], offsets in code points
+  let current = [];             // entities of the example being annotated (code points)
+  function marked(text, spans) {
+    const cps = Array.from(text);
+    return spans.slice().sort((a, b) => a.start - b.start)
+      .map((e) => ({ text: cps.slice(e.start, e.end).join(""), type: e.type, start: e.start, end: e.end, confidence: 1 }));
+  }
   function showCurrent() {
     const text = $("fs-example").value;
-    const ents = current.slice().sort((a, b) => a.start - b.start)
-      .map((e) => ({ text: text.slice(e.start, e.end), type: e.type, start: e.start, end: e.end, confidence: 1 }));
+    const ents = marked(text, current);
     if (!ents.length) { $("fs-current").textContent = text ? "(no span marked yet)" : ""; return; }
     drawEntities($("fs-current"), text, ents, null);
   }
@@ -204,9 +266,10 @@
     const type = $("fs-type").value.trim();
     if (s >= e) { showError("Select the words of a mention in the example tweet first."); box.focus(); return; }
     if (!/^[A-Za-z][A-Za-z0-9_-]{0,29}$/.test(type)) { showError("Give the type a name (letters and digits, e.g. DISH)."); $("fs-type").focus(); return; }
-    if (current.some((c) => c.start < e && c.end > s)) { showError("That selection overlaps a marked span."); return; }
+    const start = codePointsOfUnits(text, s), end = codePointsOfUnits(text, e);   // what the service counts
+    if (current.some((c) => c.start < end && c.end > start)) { showError("That selection overlaps a marked span."); return; }
     showError("");
-    current.push({ start: s, end: e, type: type });
+    current.push({ start: start, end: end, type: type });
     if (![...$("fs-types").options].some((o) => o.value === type)) {
       const o = document.createElement("option"); o.value = type; $("fs-types").appendChild(o);
     }
@@ -218,8 +281,7 @@
     showError("");
     support.push({ text: text, entities: current.slice() });
     const li = document.createElement("li");
-    drawEntities(li, text, current.slice().sort((a, b) => a.start - b.start)
-      .map((e) => ({ text: text.slice(e.start, e.end), type: e.type, start: e.start, end: e.end, confidence: 1 })), null);
+    drawEntities(li, text, marked(text, current), null);
     li.className = "tweet";
     $("fs-support").appendChild(li);
     $("fs-example").value = ""; current = []; showCurrent(); $("fs-example").focus();
@@ -233,11 +295,15 @@
       const r = await fetch("/fewshot/predict", { method: "POST", headers: { "content-type": "application/json" },
         body: JSON.stringify({ support: support, text: text }) });
       const data = await r.json();
-      if (!r.ok) { showError(data.message || ("the server answered " + r.status)); return; }
+      if (!r.ok) { $("fs-result").hidden = true; showError(data.message || ("the server answered " + r.status)); return; }
       showError("");
       drawEntities($("fs-tweet"), text, data.entities, null);
       $("fs-result").hidden = false;
+      reveal($("fs-result"));
+      announce(data.entities.length ? data.entities.length + " entities: " +
+        data.entities.map((e) => e.text + " (" + e.type + ")").join(", ") : "No entity of these types found.");
     } catch (err) {
+      $("fs-result").hidden = true;
       showError("The server could not be reached (" + err + ").");
     } finally { $("fs-tag").disabled = false; }
   });
@@ -250,7 +316,8 @@
       const s = document.createElement("span");
       s.textContent = tok;
       s.title = "attention " + cap.weights[k].toFixed(3);
-      s.style.background = "rgba(255, 120, 0, " + (0.1 + 0.8 * cap.weights[k] / max).toFixed(2) + ")";
+      const [r, g, b] = [1, 3, 5].map((i) => parseInt(palette.attention.slice(i, i + 2), 16));
+      s.style.background = "rgba(" + r + ", " + g + ", " + b + ", " + (0.1 + 0.8 * cap.weights[k] / max).toFixed(2) + ")";
       el.appendChild(s);
     });
   }
