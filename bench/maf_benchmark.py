@@ -18,11 +18,16 @@ table can be filled over several runs and machines. The page tests MAF against t
     .venv/bin/python bench/maf_benchmark.py --rerun-stale --threads 1    # re-run cells of another code version
     .venv/bin/python bench/maf_benchmark.py --report                 # only rebuild the page
     .venv/bin/python bench/maf_benchmark.py --add-dev-curves         # curves of older cells, from runs/bench
+    .venv/bin/python bench/maf_benchmark.py --add-controls           # controls of older cells, from runs/bench
 
 Each cell records its wall time, the machine, the torch thread count, the git commit, a
 fingerprint of the mner code it ran (:func:`code_fingerprint`) and its dev F1 after each epoch
-(:func:`dev_curve`); the page names the code version(s) its cells come from. The output ends with
-one JSON line: the cells run now and the table's F1 per row (mean over seeds).
+(:func:`dev_curve`); the page names the code version(s) its cells come from. Each new cell also
+stores its **controls** (:mod:`mner.controls`, :func:`cell_controls`): test F1 with the real
+captions, with them shuffled among the test tweets and with none, and the match probability of
+MAF's matching module with real and shuffled captions (mean, std, AUC); the page's *Controls*
+section shows them. The output ends with one JSON line: the cells run now and the table's F1 per
+row (mean over seeds).
 """
 
 from __future__ import annotations
@@ -242,11 +247,39 @@ def current_config(cell: dict) -> dict | None:
                       es.get("patience"))
 
 
+#: code versions shown to train exactly as an earlier one: fingerprint -> (the earlier fingerprint it
+#: stands for, the re-run cell that showed it); filled from the stored cells by :func:`register_equivalents`
+EQUIVALENT: dict[str, tuple[str, str]] = {}
+
+
+def register_equivalents(cells: list[dict]) -> dict[str, tuple[str, str]]:
+    """A cell re-run (``--rerun-stale``) on new code that gave exactly its stored dev and test F1 shows
+    the new code trains as the old did: the two fingerprints are then one version of the table (a
+    refactor keeps the numbers, and the re-run is the evidence). Fills :data:`EQUIVALENT`."""
+    EQUIVALENT.clear()
+    for c in sorted(cells, key=lambda c: c.get("finished") or ""):
+        prev = c.get("previous") or {}
+        old, new = prev.get("code_fingerprint"), c.get("code_fingerprint")
+        if (old and new and old != new and prev.get("test_f1") == c["test"]["f1"]
+                and prev.get("dev_f1") == c["dev_f1"] and "configuration" not in (prev.get("stale") or [])):
+            EQUIVALENT[new] = (canonical(old), c["cell"])
+    return dict(EQUIVALENT)
+
+
+def canonical(fingerprint: str | None) -> str | None:
+    """The fingerprint a code version stands for (itself, unless shown equivalent to an earlier one)."""
+    return EQUIVALENT.get(fingerprint, (fingerprint, ""))[0] if fingerprint else fingerprint
+
+
+def same_code(a: str | None, b: str | None) -> bool:
+    return canonical(a) == canonical(b)
+
+
 def stale_reasons(cell: dict, fingerprint: str) -> list[str]:
-    """Why a stored cell is not what the benchmark would produce now: another code version, another
-    configuration (e.g. after a change of the table's loss weights)."""
+    """Why a stored cell is not what the benchmark would produce now: another code version (not shown
+    equivalent), another configuration (e.g. after a change of the table's loss weights)."""
     reasons = []
-    if cell.get("code_fingerprint") != fingerprint:
+    if not same_code(cell.get("code_fingerprint"), fingerprint):
         reasons.append("code")
     if comparable_config(cell.get("config")) != comparable_config(current_config(cell)):
         reasons.append("configuration")
@@ -322,6 +355,50 @@ def add_dev_curves(cells_dir: Path | None = None, runs_dir: Path | None = None) 
     return added, missing
 
 
+# The seed of the controls' permutation of the test captions (every cell the same permutation).
+CONTROL_SEED = 0
+
+
+def cell_controls(raw: dict, checkpoint: Path) -> dict:
+    """The controls of a cell's model (:func:`mner.controls.experiment_controls` on the test split,
+    features computed as its training computed them), as stored in the cell's JSON."""
+    from mner.controls import experiment_controls
+
+    controls = experiment_controls(raw, checkpoint, "test", seed=CONTROL_SEED)
+    return {**controls.to_dict(), "git_commit": git_commit(),
+            "computed": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def add_controls(cells_dir: Path | None = None, runs_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """Give stored cells without controls theirs, from the best checkpoint of their run folder
+    (``runs/bench/<cell>/best``) where it is still here and is the model that made the cell: its
+    real-caption test F1 must be the cell's, exactly. The data folder of a cell recorded on another
+    machine is read from :data:`DATA`. Returns the cells filled and, for the others, why not."""
+    cells_dir = RESULTS if cells_dir is None else cells_dir
+    runs_dir = ROOT / "runs" / "bench" if runs_dir is None else runs_dir
+    added, missing = [], {}
+    for path in sorted(cells_dir.glob("*.json")):
+        cell = json.loads(path.read_text())
+        if cell.get("controls"):
+            continue
+        checkpoint = runs_dir / cell["cell"] / "best"
+        if not (checkpoint / "config.json").is_file():
+            missing[cell["cell"]] = f"no checkpoint {checkpoint}"
+            continue
+        raw = json.loads(json.dumps(cell["config"]))
+        if not Path(raw["data"]["corpus"]).is_dir() and (DATA / cell["dataset"]).is_dir():
+            raw["data"]["corpus"] = str(DATA / cell["dataset"])
+        controls = cell_controls(raw, checkpoint)
+        if controls["f1_real"] != cell["test"]["f1"]:
+            missing[cell["cell"]] = (f"{checkpoint} scores {100 * controls['f1_real']:.2f} on test, the cell says "
+                                     f"{100 * cell['test']['f1']:.2f}: not the model that made it")
+            continue
+        cell["controls"] = controls
+        path.write_text(json.dumps(cell, indent=2) + "\n")
+        added.append(cell["cell"])
+    return added, missing
+
+
 def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
              raw: dict | None = None, results: Path | None = None, deterministic: bool = False,
              fingerprint: str | None = None) -> dict:
@@ -377,6 +454,11 @@ def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, p
         print(f"   {name}: dev F1 per epoch not recorded: {curve}", file=sys.stderr, flush=True)
     else:
         record["dev_f1_per_epoch"] = curve
+    controls = cell_controls(raw, run_dir / "best")
+    if controls["f1_real"] != record["test"]["f1"]:  # kept, and said: the page shows both
+        print(f"   {name}: the controls' real-caption F1 {100 * controls['f1_real']:.2f} is not the test F1 "
+              f"{100 * record['test']['f1']:.2f}", file=sys.stderr, flush=True)
+    record["controls"] = controls
     return record
 
 
@@ -406,8 +488,9 @@ def _ms(values: list[float]) -> str:
 
 
 def _version(cell: dict) -> str:
-    """The code version of a cell: its fingerprint, or its commit for cells stored before there was one."""
-    fp = cell.get("code_fingerprint")
+    """The code version of a cell: its fingerprint (the one it stands for, when shown equivalent), or
+    its commit for cells stored before there was one."""
+    fp = canonical(cell.get("code_fingerprint"))
     return f"code `{fp}`" if fp else f"commit {cell['git_commit']} (no fingerprint)"
 
 
@@ -535,7 +618,7 @@ def target_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | No
             if len(seeds) < 3:
                 verdict += f"; {len(seeds)} seed{'s' if len(seeds) > 1 else ''} of 3, not settled"
             used = [c for v in ("maf", "text-only") for c in groups[(dataset, "minilm", schedule, v)] if c["seed"] in seeds]
-            if current is not None and any(c.get("code_fingerprint") != current for c in used):
+            if current is not None and any(not same_code(c.get("code_fingerprint"), current) for c in used):
                 verdict += "; ran another version of the code"
             lines.append(f"| {dataset} | MAF above the text-only CRF (MiniLM, {schedule}) | "
                          f"{100 * gain:+.2f} ({_seeds(seeds)}) | 0 | {verdict} |")
@@ -551,7 +634,7 @@ def target_rows(groups: dict[tuple, list[dict]], tested: dict, current: str | No
             verdict = f"met (+{diff:.2f})" if diff >= 0 else f"missed by {-diff:.2f}"
             if len(cs) < 3:
                 verdict += f"; {len(cs)} seed{'s' if len(cs) > 1 else ''}"
-            if current is not None and any(c.get("code_fingerprint") != current for c in cs):
+            if current is not None and any(not same_code(c.get("code_fingerprint"), current) for c in cs):
                 verdict += "; ran another version of the code"
             lines.append(f"| {dataset} | offline MPNet MAF at or above {name} | {f1:.2f} ({rows[0][2]}, "
                          f"{_seeds(c['seed'] for c in cs)}) | {ref:.2f} | {verdict} |")
@@ -609,7 +692,7 @@ def loss_weight_rows(groups: dict[tuple, list[dict]], tested: dict, current: str
         used = [by[s] for by in (by_table, by_code) for s in seeds]
         if len(seeds) < 3:
             winner, reason = None, f"not decided: {len(seeds)} common seed{'s' if len(seeds) > 1 else ''} of 3"
-        elif current is not None and any(c.get("code_fingerprint") != current for c in used):
+        elif current is not None and any(not same_code(c.get("code_fingerprint"), current) for c in used):
             winner, reason = None, "not decided: cells of another code version"
         else:
             means = {v: statistics.mean(d) for v, d in dev.items()}
@@ -647,6 +730,7 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
     """The results page and its figures; ``tested`` (when given) receives the significance results
     (see :func:`significance_rows`)."""
     root = ROOT if root is None else root
+    register_equivalents(cells)
     groups: dict[tuple, list[dict]] = {}
     for c in sorted(cells, key=lambda c: c["seed"]):
         groups.setdefault((c["dataset"], c["encoder"], schedule_of(c), c["variant"]), []).append(c)
@@ -688,6 +772,11 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
     for c in sorted(cells, key=lambda c: c["cell"]):
         versions.setdefault(_version(c), []).append(c["cell"])
     lines += ["## Code version", ""]
+    for new, (old, evidence) in sorted(EQUIVALENT.items()):
+        cell = next(c for c in cells if c["cell"] == evidence)
+        lines += [f"Code `{new}` counts as `{old}`: re-running `{evidence}` on it (commit {cell['git_commit']}) gave "
+                  f"exactly its stored dev F1 ({100 * cell['dev_f1']:.4f}) and test F1 ({100 * cell['test']['f1']:.4f}), "
+                  "so the changes between them did not change what MAF trains.", ""]
     if len(versions) == 1:
         (version, names), = versions.items()
         commits = sorted({c["git_commit"] for c in cells})
@@ -707,7 +796,7 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
             commits = sorted({c["git_commit"] for c in cells if _version(c) == version})
             shown = "-" if version.startswith("commit ") else ", ".join(commits)
             lines.append(f"| {version} | {shown} | {', '.join(names)} |")
-    stale = [c["cell"] for c in cells if c.get("code_fingerprint") != current]
+    stale = [c["cell"] for c in cells if not same_code(c.get("code_fingerprint"), current)]
     if stale and len(stale) < len(cells):
         lines += ["", f"Cells of another version than the code here now (`{current}`): {', '.join(stale)}."]
     elif stale:
@@ -801,11 +890,59 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
         lines.append(f"| {c['cell']} | `{c['command']}` | {c['best_epoch']} | {ran_s} | {100 * c['dev_f1']:.2f} | "
                      f"{wall} | {where} | {threads} | {c.get('code_fingerprint') or '-'} | "
                      f"{c['git_commit']} | {c['finished']} | {preds_s} |")
+    lines += controls_rows(groups)
     lines += dev_curve_rows(cells)
     notes = root / "docs" / "results" / "maf-notes.md"
     if notes.is_file():
         lines += ["", notes.read_text().rstrip()]
     return "\n".join(lines) + "\n", figures
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}"
+
+
+def controls_rows(groups: dict[tuple, list[dict]]) -> list[str]:
+    """The page's *Controls* section: per stored cell (in the order of the test table), test F1
+    with the real captions, shuffled and none, and the matching module's probabilities and AUC
+    (:mod:`mner.controls`); ``-`` where a cell has not stored them. A text-only cell has no visual
+    view: its three F1s are its test F1."""
+    lines = ["", "## Controls", "",
+             "What the caption view is worth and whether MAF's matching module (CM) matches, per cell, on "
+             "the test split: F1 decoded with the **real** captions (the test F1), with the captions "
+             f"**shuffled** among the test tweets (one seeded permutation, seed {CONTROL_SEED}; *kept*: tweets "
+             "that got their own caption text back, since Twitter captions repeat) and with **none** (no "
+             "caption for any tweet: an empty visual view). *real - shuffled* is what the caption's content "
+             "is worth. CM: the mean match probability with the real and with the shuffled captions (its "
+             "standard deviation over the tweets), and the rank AUC of real against shuffled pairs (0.5: CM "
+             "does not tell a tweet's caption from another's; pairs that kept their own caption left out). "
+             "The text-only CRF has no visual view: its three F1s are its test F1. `-`: not stored for "
+             "this cell (cells store them since the controls exist; `.venv/bin/python bench/maf_benchmark.py "
+             "--add-controls` computes them for stored cells whose run folder `runs/bench/<cell>` is here). "
+             "For any checkpoint: `.venv/bin/mner evaluate CHECKPOINT DATA --split test --controls` "
+             "(`mner.controls`).", "",
+             "| cell | model | F1 real | F1 shuffled (kept) | F1 none | real - shuffled | CM real | CM shuffled | "
+             "CM AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (_dataset, _encoder, _schedule, variant), cs in groups.items():
+        for c in cs:
+            head = f"| {c['cell']} | {VARIANT_NAMES.get(variant, variant)} | "
+            ctl = c.get("controls")
+            if variant == "text-only" or (ctl and not ctl.get("views")):
+                f1 = _pct(c["test"]["f1"])
+                lines.append(head + f"{f1} | {f1} (no visual view) | {f1} | +0.00 | - | - | - |")
+                continue
+            if not ctl:
+                lines.append(head + f"{_pct(c['test']['f1'])} | - | - | - | - | - | - |")
+                continue
+            m = ctl.get("match")
+            cm_real = f"{m['real_mean']:.3f} ({m['real_std']:.3f})" if m else "- (no CM)"
+            cm_shuffled = f"{m['shuffled_mean']:.3f} ({m['shuffled_std']:.3f})" if m else "-"
+            auc = f"{m['auc']:.3f}" if m and m.get("auc") is not None else "-"
+            lines.append(head + f"{_pct(ctl['f1_real'])} | {_pct(ctl['f1_shuffled'])} ({ctl['kept_own']}) | "
+                         f"{_pct(ctl['f1_none'])} | {100 * (ctl['f1_real'] - ctl['f1_shuffled']):+.2f} | "
+                         f"{cm_real} | {cm_shuffled} | {auc} |")
+    return lines
 
 
 def dev_curve_rows(cells: list[dict]) -> list[str]:
@@ -1022,6 +1159,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--add-dev-curves", action="store_true",
                     help="give stored cells without a dev F1 per epoch the one of their run folder "
                          "(runs/bench/<cell>, where it is the run that made the cell), then rebuild the page")
+    ap.add_argument("--add-controls", action="store_true",
+                    help="give stored cells without controls (F1 with real / shuffled / no captions, the matching "
+                         "module's AUC) those of the best checkpoint in their run folder (runs/bench/<cell>/best, "
+                         "where it is the model that made the cell), then rebuild the page")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     args = ap.parse_args(argv)
     if args.patience is not None and args.epochs is not None:
@@ -1034,7 +1175,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--threads must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ran = []
-    if args.add_dev_curves:
+    if args.add_controls:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        added, missing = add_controls()
+        for name in added:
+            print(f"== {name}: controls added from runs/bench/{name}/best")
+        for name, why in missing.items():
+            print(f"== {name}: no controls ({why})")
+    elif args.add_dev_curves:
         added, missing = add_dev_curves()
         for name in added:
             print(f"== {name}: dev F1 per epoch added from runs/bench/{name}")
@@ -1057,6 +1207,7 @@ def main(argv: list[str] | None = None) -> int:
         # made by someone else while the cells run changes neither the code this process runs
         # nor the fingerprint its cells record
         current = code_fingerprint()
+        register_equivalents(load_cells())
         import importlib
 
         for module in ("mner.experiment", "mner.evaluation", "mner.models", "mner.training.trainer"):

@@ -74,6 +74,45 @@ def test_a_cell_records_threads_epochs_and_code(tiny_cell):
     json.dumps(record)
 
 
+def test_a_cell_stores_its_controls_and_they_replay_its_test_f1(tiny_cell):
+    _, record = tiny_cell
+    ctl = record["controls"]
+    # the features computed as training computed them: the real-caption F1 is the cell's, exactly
+    assert ctl["f1_real"] == record["test"]["f1"]
+    assert ctl["views"] == ["caption"] and ctl["tweets"] == 6 and ctl["shuffle_seed"] == bench.CONTROL_SEED
+    assert 0 <= ctl["kept_own"] <= ctl["shuffled_tweets"] <= 6
+    assert all(0.0 <= ctl[k] <= 1.0 for k in ("f1_shuffled", "f1_none"))
+    m = ctl["match"]
+    assert 0.0 < m["real_mean"] < 1.0 and m["tweets"] == ctl["shuffled_tweets"]
+    assert m["compared"] == ctl["shuffled_tweets"] - ctl["kept_own"]
+
+
+def test_add_controls_fills_stored_cells_from_their_run_folder(tiny_cell, tmp_path):
+    import shutil
+
+    tmp, record = tiny_cell
+    cells, runs = tmp_path / "cells", tmp_path / "runs"
+    cells.mkdir()
+    bare = {k: v for k, v in record.items() if k != "controls"}
+    other = dict(bare, cell="other__maf__tiny__seed8", test=dict(bare["test"], f1=bare["test"]["f1"] + 0.01))
+    gone = dict(bare, cell="gone__maf__tiny__seed9")
+    for cell in (bare, other, gone):
+        (cells / f"{cell['cell']}.json").write_text(json.dumps(cell, indent=2) + "\n")
+    for cell in (bare, other):
+        shutil.copytree(tmp / "run", runs / cell["cell"])
+    added, missing = bench.add_controls(cells, runs)
+    assert added == [record["cell"]]
+    stored = json.loads((cells / f"{record['cell']}.json").read_text())
+    same = ("computed", "git_commit")
+    assert {k: v for k, v in stored["controls"].items() if k not in same} == {
+        k: v for k, v in record["controls"].items() if k not in same}
+    assert {k: v for k, v in stored.items() if k != "controls"} == bare  # nothing else touched
+    assert "not the model that made it" in missing["other__maf__tiny__seed8"]
+    assert missing["gone__maf__tiny__seed9"].startswith("no checkpoint ")
+    assert "controls" not in json.loads((cells / "other__maf__tiny__seed8.json").read_text())
+    assert bench.add_controls(cells, runs)[0] == []  # a second pass leaves the filled cell alone
+
+
 def _eval(epoch: int, f1: float, seconds: float) -> dict:
     return {"event": "eval", "epoch": epoch, "step": 10 * epoch, "epoch_seconds": seconds, "f1": f1}
 
@@ -225,6 +264,33 @@ def test_the_page_flags_mixed_code_and_cells_without_predictions(tmp_path):
     path.write_bytes(gzip.compress(b"# id = t0\nw0\tO\tO\n"))
     page, _ = bench.report(cells, root=tmp_path)
     assert "sha256 differs from the cell's record" in page
+
+
+def test_the_page_shows_the_controls_of_the_cells_that_stored_them(tmp_path):
+    gold, system = _systems(40)
+    text = _cell(tmp_path, "twitter2017", "text-only", 37, gold, system(0.6, 0))
+    maf = _cell(tmp_path, "twitter2017", "maf", 37, gold, system(0.9, 0))
+    bare = _cell(tmp_path, "twitter2017", "maf", 38, gold, system(0.8, 0))
+    no_cm = _cell(tmp_path, "twitter2017", "maf-no-cm", 37, gold, system(0.8, 1))
+    maf["controls"] = {"views": ["caption"], "tweets": 40, "f1_real": maf["test"]["f1"], "f1_shuffled": 0.8512,
+                       "f1_none": 0.8004, "shuffle_seed": 0, "shuffled_tweets": 40, "kept_own": 3,
+                       "match": {"tweets": 40, "real_mean": 0.7771, "real_std": 0.0271, "shuffled_mean": 0.7752,
+                                 "shuffled_std": 0.0269, "auc": 0.518, "real_higher": 20, "compared": 37,
+                                 "none_mean": 0.1}}
+    no_cm["controls"] = dict(maf["controls"], f1_real=no_cm["test"]["f1"], match=None)
+    page, _ = bench.report([text, maf, bare, no_cm], root=tmp_path)
+    section = page.split("## Controls", 1)[1].split("\n## ", 1)[0]
+    f1 = {c["cell"]: f"{100 * c['test']['f1']:.2f}" for c in (text, maf, bare, no_cm)}
+    rows = [line for line in section.splitlines() if line.startswith("| twitter2017__")]
+    assert [r.split(" | ")[0][2:] for r in rows] == [text["cell"], maf["cell"], bare["cell"], no_cm["cell"]]
+    t = f1[text["cell"]]
+    assert rows[0] == f"| {text['cell']} | text-only CRF | {t} | {t} (no visual view) | {t} | +0.00 | - | - | - |"
+    gain = 100 * (maf["test"]["f1"] - 0.8512)
+    assert rows[1] == (f"| {maf['cell']} | MAF | {f1[maf['cell']]} | 85.12 (3) | 80.04 | {gain:+.2f} | 0.777 (0.027) | "
+                       "0.775 (0.027) | 0.518 |")
+    assert rows[2] == f"| {bare['cell']} | MAF | {f1[bare['cell']]} | - | - | - | - | - | - |"
+    assert rows[3].endswith("| - (no CM) | - | - |")
+    assert "--add-controls" in section and "mner evaluate CHECKPOINT DATA --split test --controls" in section
 
 
 def test_the_existing_cells_still_make_a_page():
@@ -487,3 +553,23 @@ def test_a_recipe_quotes_the_training_time_its_cells_measured():
     assert bench.recipe_duration([cell(110.4, 10), cell(122, 7, resumed=212)]) == "61 to 110 min (7 to 10 epochs)" + tail
     assert bench.recipe_duration([cell(24.4, 10, early=False), cell(25.6, 10, early=False)]) == "24 to 26 min" + tail
     assert bench.recipe_duration([cell(24.4, 10, early=False)]) == "24 min" + tail
+
+
+def test_a_rerun_that_reproduces_its_cell_makes_the_new_code_the_same_version(tmp_path):
+    gold, system = _systems(40)
+    old = [_cell(tmp_path, "twitter2017", v, 37, gold, system(r, 0), fingerprint="old111")
+           for v, r in (("text-only", 0.6), ("maf", 0.9))]
+    rerun = dict(old[1], code_fingerprint="new222", git_commit="beef123", finished="2026-02-01T00:00:00+00:00",
+                 previous={"code_fingerprint": "old111", "test_f1": old[1]["test"]["f1"], "dev_f1": old[1]["dev_f1"],
+                           "stale": ["code"], "git_commit": "c0ffee1"})
+    cells = [old[0], rerun]
+    page, _ = bench.report(cells, root=tmp_path)
+    assert "Code `new222` counts as `old111`: re-running `twitter2017__maf__minilm__seed37`" in page
+    assert "Every cell ran the same code: code `old111`" in page and "mixes" not in page
+    assert bench.stale_reasons({"code_fingerprint": "old111", "config": None, "dataset": "twitter2017",
+                                "variant": "maf", "encoder": "minilm", "seed": 37, "epochs": 10}, "new222") == ["configuration"]
+    # a re-run that moved the F1, even by a bit, shows nothing of the kind
+    moved = dict(rerun, previous=dict(rerun["previous"], test_f1=rerun["test"]["f1"] + 1e-9))
+    page, _ = bench.report([old[0], moved], root=tmp_path)
+    assert "counts as" not in page and "**This table mixes 2 versions of the code**" in page
+    bench.EQUIVALENT.clear()
