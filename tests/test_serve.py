@@ -787,3 +787,168 @@ def test_offsets_count_code_points_and_the_schema_says_so(encoders):
     entity = schema["components"]["schemas"]["Entity"]["properties"]
     assert "code points" in entity["start"]["description"] and "UTF-16" in entity["start"]["description"]
     assert "code points" in schema["info"]["description"]
+
+
+# ============================================================================ issue 25.5: model card, examples
+def _write_run(folder, *, demo: bool, test_f1: float | None = None, dev: str | None = None):
+    """A training run folder as ``mner train`` / ``mner quickstart`` leave it (the files the card reads)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "demo-data" / "tweets" if demo else folder.parent / "corpus" / "tweets"
+    corpus.mkdir(parents=True, exist_ok=True)
+    if demo:
+        (corpus.parent / "VERSION").write_text("demo 1 seed 0 sizes (360, 72, 144)")
+    (folder / "experiment.json").write_text(json.dumps({"model_type": "maf", "data": {"corpus": str(corpus)},
+                                                        "training": {"output_dir": str(folder)}}))
+    if test_f1 is not None:
+        (folder / "test_report.json").write_text(json.dumps({
+            "mode": "conlleval", "n_sequences": 144, "micro": {"f1": test_f1},
+            "per_type": {"PER": {"f1": 0.9}, "MISC": {"f1": 0.25}}}))
+    if dev == "train_result":
+        (folder / "train_result.json").write_text(json.dumps({"best_metric": 0.6125, "best_epoch": 3}))
+    if dev == "metrics":
+        (folder / "metrics.jsonl").write_text('{"event": "train", "loss": 2.0}\n'
+                                             '{"event": "eval", "epoch": 1, "f1": 0.31, "f1_PER": 0.4}\n'
+                                             '{"event": "eval", "epoch": 2, "f1": 0.47, "f1_PER": 0.5}\n'
+                                             '{"event": "eval", "epoch": 3, "f1": 0.44}\n')
+    return folder
+
+
+def test_model_card_reads_the_runs_own_files(tmp_path, pipe):
+    from mner.serve.card import DEMO_MISC, TYPE_MEANINGS, model_card, run_folder
+
+    info = {"model_type": "maf", "variant": "MAF", "views": ["pixels"], "entity_types": ["LOC", "MISC", "ORG", "PER"],
+            "encoders": {"text": "minilm", "image": "efficientnet-lite0"}}
+    # the quickstart: a demo corpus, a test report, a text-only tagger beside it
+    quick = _write_run(tmp_path / "quickstart", demo=True, test_f1=0.8125)
+    _write_run(quick / "text-only", demo=False, test_f1=0.3375)
+    pipe.model.save_pretrained(quick / "best")
+    assert run_folder(quick) == quick and run_folder(quick / "best") == quick
+    card = model_card(info, quick / "best")
+    assert card["demo"] is True and card["trained_on"].endswith("demo-data/tweets")
+    assert card["scores"]["f1"] == 0.8125 and card["scores"]["file"] == "test_report.json"
+    assert card["scores"]["split"] == "test" and card["scores"]["per_type"] == {"PER": 0.9, "MISC": 0.25}
+    assert card["baseline"]["f1"] == 0.3375
+    assert card["types"]["MISC"] == DEMO_MISC and card["types"]["PER"] == TYPE_MEANINGS["PER"]
+    assert "image" in card["reads"]
+    # another run: no test report -> the best dev F1 of train_result.json, then of metrics.jsonl
+    other = _write_run(tmp_path / "runs" / "a", demo=False, dev="train_result")
+    card = model_card(info, other)
+    assert card["demo"] is False and card["scores"] == {"split": "dev", "f1": 0.6125, "file": "train_result.json",
+                                                       "epoch": 3, "per_type": {}}
+    assert card["types"]["MISC"] == TYPE_MEANINGS["MISC"] and card["baseline"] is None
+    logged = _write_run(tmp_path / "runs" / "b", demo=False, dev="metrics")
+    assert model_card(info, logged)["scores"] == {"split": "dev", "f1": 0.47, "file": "metrics.jsonl", "epoch": 2,
+                                                  "per_type": {"PER": 0.5}}
+    # a bare model folder or a model from memory: no run, no number
+    pipe.model.save_pretrained(tmp_path / "bare")
+    for where in (tmp_path / "bare", None):
+        card = model_card(info, where)
+        assert card["run"] is None and card["scores"] is None and card["demo"] is False
+    # served: GET /model carries the card of the checkpoint's run
+    with TestClient(create_app(quick, config=ServeConfig(max_wait_ms=1), device="cpu")) as c:
+        served = c.get("/model").json()["card"]
+    assert served["demo"] is True and served["scores"]["f1"] == 0.8125 and served["run"] == str(quick)
+
+
+def test_examples_are_the_packaged_tweets_and_photos(client):
+    from mner.demo import demo_pair
+
+    listed = client.get("/examples").json()["examples"]
+    sentence, person, cat = demo_pair()
+    assert [e["text"] for e in listed[:2]] == [sentence, sentence]      # one sentence, two photos
+    assert len(listed) >= 8 and "Jordan takes the last shot for the Bulls" in [e["text"] for e in listed]
+    sizes = []
+    for e in listed:
+        assert e["image"] is not None and e["source"]
+        r = client.get(e["image"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        sizes.append(Image.open(io.BytesIO(r.content)).size)
+    assert sizes[0] == person.size and sizes[1] == cat.size
+    error(client.get(f"/examples/{len(listed)}/image"), 404, "not_found")
+
+
+# ============================================================================ issue 25.9: the support set as a file
+EMOJI_SUPPORT = [{"text": "\U0001F35C\U0001F35C ramen with Anna \U0001F469\u200d\U0001F469\u200d\U0001F467 tonight",
+                  "entities": [{"start": 3, "end": 8, "type": "DISH"}, {"start": 14, "end": 18, "type": "PER"}],
+                  "caption": "a bowl of noodles"},
+                 {"text": "Cafe\u0301 latte at Zoe\u0308's", "entities": [{"start": 0, "end": 11, "type": "DISH"}],
+                  "image_name": "latte.jpg"}]
+
+
+def test_support_set_export_is_what_fewshot_predict_reads_and_loads_back(fewshot_client, tmp_path):
+    from mner.data.formats import read_file
+    from mner.serve.fewshot import FewShotRequest, support_examples
+
+    c, _ = fewshot_client
+    for support in (SUPPORT, EMOJI_SUPPORT):
+        r = c.post("/fewshot/export", json={"support": support})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/x-ndjson")
+        assert 'filename="support.jsonl"' in r.headers["content-disposition"]
+        path = tmp_path / "support.jsonl"
+        path.write_bytes(r.content)
+        # the file mner fewshot predict --support reads: the same tokens and IOB2 tags as a prediction builds
+        want = support_examples(FewShotRequest(support=support, text="x"), ServeConfig())
+        got = read_file(path, "auto")
+        assert [(ex.tokens, ex.tags, ex.caption, ex.text, ex.image) for ex in got] == \
+               [(ex.tokens, ex.tags, ex.caption, ex.text, ex.image) for ex in want]
+        # and loaded back: the same spans, in code points
+        back = c.post("/fewshot/import?name=support.jsonl", content=r.content,
+                      headers={"content-type": "application/x-ndjson"})
+        assert back.status_code == 200, back.text
+        assert back.json()["support"] == [{"text": s["text"], "entities": s["entities"], "caption": s.get("caption"),
+                                           "image_name": s.get("image_name")} for s in support]
+
+
+def test_support_files_written_by_hand_load_and_bad_ones_say_where(fewshot_client):
+    c, _ = fewshot_client
+    load = lambda text, name="dish.jsonl": c.post(f"/fewshot/import?name={name}", content=text.encode(),
+                                                  headers={"content-type": "application/x-ndjson"})
+    # tokens only, BIOES tags: the text is the tokens joined, the spans cover the words
+    r = load('{"tokens": ["Pad", "thai", "at", "Nong\'s"], "tags": ["B-DISH", "E-DISH", "O", "S-PLACE"]}\n')
+    assert r.status_code == 200, r.text
+    assert r.json()["support"] == [{"text": "Pad thai at Nong's", "caption": None, "image_name": None,
+                                    "entities": [{"start": 0, "end": 8, "type": "DISH"},
+                                                 {"start": 12, "end": 18, "type": "PLACE"}]}]
+    body = error(load('{"tokens": ["a"], "tags": ["O"]}\n{oops\n'), 422, "bad_support_file")
+    assert "dish.jsonl:2" in body["message"] and "mner-support-" not in body["message"]
+    error(load('{"tokens": ["a", "b"], "tags": ["O"]}\n'), 422, "bad_support_file")
+    error(load('{"tokens": ["a"]}\n'), 422, "bad_support_file")
+    error(load("\n\n"), 422, "empty_support")
+    error(c.post("/fewshot/import", content=b"\xff\xfe", headers={"content-type": "application/x-ndjson"}),
+          422, "bad_support_file")
+    error(c.post("/fewshot/export", json={"support": [{"text": "Pad thai", "entities": []}]}), 422, "no_entity")
+
+
+def test_fewshot_images_per_example_and_for_the_tweet(encoders, tmp_path_factory):
+    """Issue 25.9: an image (and caption) per example reaches a few-shot model that reads images;
+    an image's file name is never opened by the server."""
+    from fewshot_fixtures import fewshot_model
+    from tiny_models import make_tiny_bert
+
+    from mner.data.example import Example
+    from mner.fewshot.pipeline import FewShotPipeline
+
+    bert = make_tiny_bert(tmp_path_factory.mktemp("fsi") / "bert", max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = fewshot_model(bert, "proto-maf", visual_view="pixels",
+                          image_encoder={"name": str(encoders["resnet"]), "pretrained": False, "image_size": 32}).eval()
+    imgs = [random_image(k, size=48) for k in (1, 2, 3)]
+    support = [dict(SUPPORT[0], image=b64(png(imgs[0])), image_name="/etc/passwd"),
+               dict(SUPPORT[1], image=b64(png(imgs[1])))]
+    with TestClient(create_app(pipeline=Pipeline(MAFModel(maf_config(encoders)).eval()), fewshot_model=model)) as c:
+        assert c.get("/model").json()["fewshot"]["views"] == ["pixels"]
+        r = c.post("/fewshot/predict", json={"support": support, "text": "Massaman curry with Tom",
+                                             "image": b64(png(imgs[2]))})
+        assert r.status_code == 200, r.text
+        bad = c.post("/fewshot/predict", json={"support": [dict(SUPPORT[0], image=b64(b"not an image"))], "text": "x"})
+    error(bad, 415, "unsupported_image")
+    assert bad.json()["message"].startswith("support[0].image")
+    examples = [Example("s0", ("Pad", "thai", "at", "Nong's", "tonight"), ("B-DISH", "I-DISH", "O", "O", "O"), image=imgs[0]),
+                Example("s1", ("Green", "curry", "with", "Anna"), ("B-DISH", "I-DISH", "O", "B-PER"), image=imgs[1])]
+    bare = FewShotPipeline(model, examples)("Massaman curry with Tom", image=imgs[2])
+    close(r.json()["entities"], bare)
+    without = FewShotPipeline(model, [ex.replace(image=None) for ex in examples])("Massaman curry with Tom")
+    assert [e["confidence"] for e in bare] != [e["confidence"] for e in without] or bare != without

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +102,79 @@ def test_report_refusals(tmp_path):
     (tmp_path / "bad" / "metrics.jsonl").write_text('{"event": "train"}\n{oops\n')
     code, _, err = _run(["report", tmp_path / "bad", "--out", tmp_path / "rep"])
     assert code == 2 and "metrics.jsonl:2" in err
+
+
+# ============================================================================ issue 25.12: images found, gold shown
+def _relocate(run, dest, images_src, images_at: str, output_dir: str, images_dest):
+    """A copy of ``run`` at ``dest`` whose experiment.json records relative paths, as a run made
+    from another working folder does; its images copied to ``images_dest``."""
+    import shutil
+
+    shutil.copytree(run, dest)
+    if images_dest is not None:
+        shutil.copytree(images_src, images_dest)
+    exp = json.loads((dest / "experiment.json").read_text())
+    exp["data"]["images"] = images_at
+    exp["data"]["corpus"] = str(Path(images_at).parent / "tweets")
+    exp["training"]["output_dir"] = output_dir
+    (dest / "experiment.json").write_text(json.dumps(exp))
+    return dest
+
+
+def test_report_finds_the_images_wherever_it_is_made_from(run, tmp_path, monkeypatch):
+    paths = sample_paths()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    # trained from tmp/proj as `mner train ... --output-dir runs/r` with images in data/images
+    proj = _relocate(run, tmp_path / "proj" / "runs" / "r", paths["images"], "data/images", "runs/r",
+                     tmp_path / "proj" / "data" / "images")
+    code, out, err = _run(["report", proj, "--out", tmp_path / "a", "--explain", "1"])
+    assert code == 0, err[-2000:]
+    assert "r-explain-0.png" in json.loads(out.strip().splitlines()[-1])["files"]
+    # the quickstart's layout, the run folder moved: its images inside it
+    quick = _relocate(run, tmp_path / "moved" / "q", paths["images"], "runs/quickstart/demo-data/images",
+                      "runs/quickstart", tmp_path / "moved" / "q" / "demo-data" / "images")
+    code, out, err = _run(["report", quick, "--out", tmp_path / "b", "--explain", "1"])
+    assert code == 0 and "q-explain-0.png" in json.loads(out.strip().splitlines()[-1])["files"]
+    # moved away from its images: the index says where it looked and what to give; --images finds them
+    lost = _relocate(run, tmp_path / "moved" / "lost", paths["images"], "data/images", "runs/r", None)
+    code, out, err = _run(["report", lost, "--out", tmp_path / "c", "--explain", "1"])
+    assert code == 0 and "lost-explain-0.png" not in json.loads(out.strip().splitlines()[-1])["files"]
+    index = (tmp_path / "c" / "index.html").read_text()
+    assert "--images" in index and str(elsewhere / "data" / "images") in index
+    code, out, err = _run(["report", lost, "--out", tmp_path / "d", "--explain", "1", "--images", paths["images"]])
+    assert code == 0 and "lost-explain-0.png" in json.loads(out.strip().splitlines()[-1])["files"]
+    assert "gold above the predictions" in (tmp_path / "d" / "index.html").read_text()
+    assert _run(["report", lost, "--out", tmp_path / "e", "--images", tmp_path / "nowhere"])[0] == 2
+
+
+def test_worst_tweet_pictures_show_gold_beside_the_predictions():
+    import matplotlib.pyplot as plt
+
+    from mner.report.explain import figure_of
+    from mner.report.runs import _gold_entities
+    from model_fixtures import random_image
+
+    tokens = ["Handsome", "Rob", "is", "all", "over", "New", "York"]
+    text = " ".join(tokens)
+    gold = _gold_entities(tokens, ["O", "B-MISC", "O", "O", "O", "B-LOC", "I-LOC"], text)
+    assert [(text[g["start"]:g["end"]], g["type"]) for g in gold] == [("Rob", "MISC"), ("New York", "LOC")]
+    n = 16
+    px = {"grid": [4, 4], "weights": [1 / n] * n}
+    result = {"match_probability": 0.4, "entities": [
+        {"text": "Rob", "type": "PER", "start": 9, "end": 12, "confidence": 0.7, "explanation": {"pixels": px}},
+        {"text": "all", "type": "ORG", "start": 16, "end": 19, "confidence": 0.6, "explanation": {"pixels": px}}]}
+    fig = figure_of(text, result, random_image(2, size=48), gold=gold)
+    try:
+        head = fig.axes[0]
+        rows = {}
+        for t in head.texts:   # each drawn row: its label, then the tweet's pieces
+            rows.setdefault(round(t.get_position()[1], 2), []).append(t.get_text())
+        titles = [ax.get_title() for ax in fig.axes[1:3]]
+    finally:
+        plt.close(fig)
+    gold_row, pred_row = (rows[y] for y in sorted(rows, reverse=True))
+    assert gold_row[0].strip() == "gold:" and "Rob [MISC]" in gold_row and "New York [LOC]" in gold_row
+    assert pred_row[0].strip() == "predicted:" and "Rob [PER]" in pred_row and "all [ORG]" in pred_row
+    assert titles == ["Rob (PER, 0.70)\ngold: MISC", "all (ORG, 0.60)\ngold: not an entity"]

@@ -57,6 +57,9 @@ def register_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for the PNGs and index.html")
     p.add_argument("--worst", type=int, default=10, help="worst test tweets to list (default 10)")
     p.add_argument("--explain", type=int, default=3, help="worst tweets with an image to draw (default 3)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="the folder of the runs' tweet images (default: the run's recorded image folder, a "
+                        "relative one found from the folder the training ran in, or beside its corpus)")
     p.set_defaults(func=cmd_report)
 
 
@@ -67,6 +70,6 @@ def cmd_report(args) -> int:
         raise UsageError("mner report needs matplotlib: pip install 'mner[report]' (scripts/setup.sh installs it)") from None
     from mner.report.runs import write_report
 
-    index = write_report(args.runs, args.out, worst=args.worst, explain=args.explain)
+    index = write_report(args.runs, args.out, worst=args.worst, explain=args.explain, images=args.images)
     print(json.dumps({"index": str(index), "files": sorted(p.name for p in args.out.iterdir())}))
     return 0

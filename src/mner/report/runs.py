@@ -9,7 +9,11 @@ Per run (what ``mner train`` writes: ``metrics.jsonl``, ``test_report.json``,
   predicted span shares counts in (gold type, predicted type); a gold span no prediction shares
   is *missed*; a predicted span no gold span shares is *spurious*;
 * the worst test tweets (most missed + spurious + mistyped spans) with their text, and for the
-  worst ones that have an image, what each entity looked at (:func:`.explain.explain_figure`);
+  worst ones that have an image, what each entity looked at (:func:`.explain.explain_figure`),
+  the gold entities drawn beside the predicted ones. The images are found wherever the report is
+  made from (:func:`image_folder`): ``--images DIR``, else the run's recorded image folder, a
+  relative one resolved against the folder the training ran in (read from the recorded
+  ``output_dir``), the run folder itself, the working directory and the recorded corpus folder;
 
 and, over all runs, the test F1 per type side by side. Plots with matplotlib (Agg: no display).
 """
@@ -27,7 +31,7 @@ import numpy as np
 from mner.errors import MNERError
 from mner.tagging import get_spans
 
-__all__ = ["Run", "TweetPrediction", "confusion", "read_run", "worst_tweets", "write_report"]
+__all__ = ["Run", "TweetPrediction", "confusion", "image_folder", "read_run", "worst_tweets", "write_report"]
 
 MISSED, SPURIOUS = "missed", "spurious"
 
@@ -215,39 +219,108 @@ def plot_confusion(run: Run, out: Path) -> Path:
     return out
 
 
-def _explain_worst(run: Run, worst: list[TweetPrediction], out_dir: Path, k: int) -> tuple[list[tuple[str, Path]], str]:
-    """Explanation pictures of the ``k`` worst tweets with an image (and a note on what was not drawn)."""
-    images = (run.experiment or {}).get("data", {}).get("images")
+def image_folder(run: Run, images: str | Path | None = None) -> tuple[Path | None, list[Path]]:
+    """The run's image folder and the places looked at (see the module docstring).
+
+    ``images`` (``--images``) wins and must exist. Otherwise, for the recorded ``data.images``
+    (``experiment.json``): as recorded when absolute; when relative, against the folder the
+    training ran in (the run folder's path less the recorded ``output_dir``), inside the run folder
+    when the recorded path starts with the recorded ``output_dir`` (a moved run), against the
+    working directory; then an ``images`` folder beside or inside the recorded corpus folder,
+    resolved the same ways."""
+    if images is not None:
+        path = Path(images)
+        if not path.is_dir():
+            raise MNERError(f"--images {images}: no such folder; give the folder of the run's tweet images")
+        return path, [path]
+    data = (run.experiment or {}).get("data") or {}
+    out_dir = ((run.experiment or {}).get("training") or {}).get("output_dir")
+    run_abs = run.folder.resolve()
+
+    def places(recorded: str | None) -> list[Path]:
+        if not recorded:
+            return []
+        rec = Path(recorded)
+        if rec.is_absolute():
+            return [rec]
+        found: list[Path] = []
+        if out_dir and not Path(out_dir).is_absolute():
+            parts = Path(out_dir).parts
+            if len(parts) <= len(run_abs.parts) and run_abs.parts[-len(parts):] == parts:
+                found.append(Path(*run_abs.parts[:-len(parts)]) / rec)     # the training's working folder
+            if rec.parts[:len(parts)] == parts:
+                found.append(run_abs.joinpath(*rec.parts[len(parts):]))     # inside the (moved) run folder
+        found.append(Path.cwd() / rec)
+        return found
+
+    tried: list[Path] = places(data.get("images"))
+    for corpus in places(data.get("corpus")):
+        tried += [corpus.parent / "images", corpus / "images"]
+    seen: list[Path] = []
+    for path in tried:
+        if path not in seen:
+            seen.append(path)
+            if path.is_dir():
+                return path, seen
+    return None, seen
+
+
+def _gold_entities(tokens: list[str], tags: list[str], text: str) -> list[dict]:
+    """The gold spans of a tweet whose text is its tokens joined by spaces, as entity dicts."""
+    starts, at = [], 0
+    for tok in tokens:
+        starts.append(at)
+        at += len(tok) + 1
+    spans = get_spans(tags, mode="conlleval")
+    return [{"start": starts[s.start], "end": starts[s.end - 1] + len(tokens[s.end - 1]), "type": s.label,
+             "text": text[starts[s.start]:starts[s.end - 1] + len(tokens[s.end - 1])]} for s in spans]
+
+
+def _explain_worst(run: Run, worst: list[TweetPrediction], out_dir: Path, k: int,
+                   images: str | Path | None = None) -> tuple[list[tuple[str, Path]], str]:
+    """Explanation pictures of the ``k`` worst tweets with an image, gold beside the predictions
+    (and a note on what was not drawn)."""
     if k <= 0:
         return [], ""
     if not (run.folder / "best").is_dir() and not (run.folder / "config.json").is_file():
         return [], "no model in the run folder: no attention pictures"
-    if not images or not Path(images).is_dir():
-        return [], f"the run's image folder ({images}) is not here: no attention pictures"
+    folder, tried = image_folder(run, images)
+    if folder is None:
+        recorded = ((run.experiment or {}).get("data") or {}).get("images")
+        where = ", ".join(str(p) for p in tried) or "nowhere (experiment.json records no image folder)"
+        return [], (f"the run's image folder (recorded as {recorded}) is not here: looked in {where}; "
+                    "give --images DIR for attention pictures")
     from mner.data.images import ImageStore
     from mner.pipeline import Pipeline
     from mner.report.explain import explain_figure
     from mner.serve.predictor import InferenceItem, Predictor
 
     predictor = Predictor(Pipeline.from_pretrained(run.folder, device="cpu"))
-    store = ImageStore(Path(images))
-    drawn = []
+    store = ImageStore(folder)
+    drawn, missing = [], 0
     for p in worst:
         if len(drawn) >= k or p.image is None:
             continue
         try:
             image = store.open(p.image, p.id)
-        except Exception:  # noqa: BLE001 - a missing picture skips this tweet only
+        except Exception:  # noqa: BLE001 - a missing picture skips this tweet only (counted below)
+            missing += 1
             continue
         text = " ".join(p.tokens)
         result = predictor([InferenceItem(text, image, None, explain=True)])[0]
-        png = explain_figure(text, result, image, out_dir / f"{run.name}-explain-{len(drawn)}.png")
+        png = explain_figure(text, result, image, out_dir / f"{run.name}-explain-{len(drawn)}.png",
+                             gold=_gold_entities(p.tokens, p.gold, text))
         drawn.append((p.id, png))
-    return drawn, "" if drawn else "none of the worst tweets has an image"
+    note = "" if drawn else "none of the worst tweets has an image"
+    if missing:
+        note = (note + "; " if note else "") + f"{missing} of the worst tweets' images are not in {folder}"
+    return drawn, note
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path, worst: int = 10, explain: int = 3) -> Path:
-    """Write the pictures and ``index.html`` into ``out``; returns the index's path."""
+def write_report(run_dirs: list[str | Path], out: str | Path, worst: int = 10, explain: int = 3,
+                 images: str | Path | None = None) -> Path:
+    """Write the pictures and ``index.html`` into ``out``; returns the index's path. ``images``:
+    the folder of the runs' tweet images (default: found from each run's records, :func:`image_folder`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [read_run(d) for d in run_dirs]
@@ -282,10 +355,11 @@ def write_report(run_dirs: list[str | Path], out: str | Path, worst: int = 10, e
             parts.append("</table>")
             if not bad:
                 parts.append("<p>No error on the test split.</p>")
-            drawn, note = _explain_worst(r, bad, out, explain)
+            drawn, note = _explain_worst(r, bad, out, explain, images)
             for tid, png in drawn:
-                parts.append(f"<h4>What the entities of {html.escape(tid)} looked at</h4>"
-                             f"<img src='{png.name}' alt='attention of the entities of {html.escape(tid)}'>")
+                parts.append(f"<h4>What the entities of {html.escape(tid)} looked at (gold above the "
+                             f"predictions)</h4><img src='{png.name}' alt='gold and predicted entities of "
+                             f"{html.escape(tid)} and the attention of each predicted one'>")
             if note:
                 parts.append(f"<p><em>{html.escape(note)}</em></p>")
     index = out / "index.html"

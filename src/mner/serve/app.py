@@ -3,9 +3,11 @@
 Routes: ``POST /predict`` (JSON ``{"text", "image" (base64), "caption", "explain"}``, a batch
 ``{"items": [...]}``, or a multipart form with ``text`` and an ``image`` file), ``GET /health``
 (alive), ``GET /ready`` (model loaded and warm), ``GET /model`` (labels, encoders, views,
-version, limits), ``GET /metrics`` (Prometheus, :mod:`.metrics`), the web page at ``/`` and the
-OpenAPI schema at ``/openapi.json`` with Swagger UI at ``/docs`` (its assets served from the
-installed ``fastapi-offline`` package: no CDN).
+version, limits, the model card of :mod:`.card`), ``GET /metrics`` (Prometheus, :mod:`.metrics`),
+``GET /examples`` (the page's examples, their images at ``/examples/{k}/image``), the few-shot
+side (``POST /fewshot/predict``, ``/fewshot/export``, ``/fewshot/import``: :mod:`.fewshot`), the
+web page at ``/`` and the OpenAPI schema at ``/openapi.json`` with Swagger UI at ``/docs`` (its
+assets served from the installed ``fastapi-offline`` package: no CDN).
 
 Offsets (``start``, ``end`` of an entity or a span) count Unicode code points, as Python's ``str``
 indexes; JavaScript's strings count UTF-16 units, so a page converts (an emoji outside the Basic
@@ -46,7 +48,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mner import __version__
 from mner.errors import is_user_error
 from mner.serve.batching import MicroBatcher, QueueFull
-from mner.serve.fewshot import FewShotRequest, fewshot_info, support_examples
+from mner.serve.card import examples as packaged_examples
+from mner.serve.card import model_card
+from mner.serve.fewshot import (FewShotRequest, SupportSet, fewshot_info, read_support_jsonl, support_examples,
+                                support_jsonl)
 from mner.serve.limits import ServeConfig, ServeError, check_text, decode_base64, open_image
 from mner.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from mner.serve.predictor import InferenceItem, Predictor
@@ -176,7 +181,8 @@ class BodyLimit:
 # ================================================================================ app
 def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: ServeConfig | None = None,
                device: str | None = None, threads: int | None = None, fewshot: str | Path | None = None,
-               fewshot_model=None, load_in_background: bool = False, on_load_failed=None):
+               fewshot_model=None, load_in_background: bool = False, on_load_failed=None,
+               card_from: str | Path | None = None):
     """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up),
     and, given ``fewshot`` (a few-shot checkpoint, loaded at start-up) or ``fewshot_model``, the
     few-shot side (``POST /fewshot/predict``, :mod:`mner.serve.fewshot`).
@@ -186,6 +192,9 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     ``/predict`` say 503 ``not_ready``). A load that fails is logged with its traceback, ``/ready``
     answers 503 ``load_failed`` with the reason, and ``on_load_failed()`` is called (``mner
     serve`` stops the server with it).
+
+    The model card (``GET /model``'s ``card``, :func:`mner.serve.card.model_card`) reads the
+    training run of ``checkpoint``, or of ``card_from`` for a ``pipeline`` served from memory.
 
     Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
     a context manager (so the start-up runs)."""
@@ -201,6 +210,9 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         fewshot_runner: concurrent.futures.ThreadPoolExecutor | None = None
         ready = False
         load_error: str | None = None
+        card: dict | None = None
+        examples: list[dict] | None = None
+        examples_lock = asyncio.Lock()
 
     state = State()
     metrics = Metrics(queue_depth=lambda: state.batcher.waiting if state.batcher is not None else 0,
@@ -234,6 +246,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
         await state.batcher.start()
         warm = InferenceItem("Warm up", Image.new("RGB", (32, 32), (127, 127, 127)), "a grey square")
         await asyncio.gather(*state.batcher.submit([warm]))
+        state.card = await asyncio.to_thread(model_card, predictor.info(),
+                                             checkpoint if checkpoint is not None else card_from)
         state.predictor = predictor
         state.ready = True
         log.info("ready: %s", json.dumps({k: v for k, v in state.predictor.info().items() if k != "labels"}))
@@ -324,8 +338,28 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
         return {**state.predictor.info(), "limits": cfg.public(), "batching": state.batcher.stats(),
-                "fewshot": fewshot_info(state.fewshot) if state.fewshot is not None else None,
-                "offsets": "code points"}
+                "fewshot": fewshot_info(state.fewshot, fewshot) if state.fewshot is not None else None,
+                "offsets": "code points", "card": state.card}
+
+    async def examples_list() -> list[dict]:
+        async with state.examples_lock:      # built once, on first use (the demo photos take a few seconds)
+            if state.examples is None:
+                state.examples = await asyncio.to_thread(packaged_examples)
+        return state.examples
+
+    @app.get("/examples", summary="tweets to try: the quickstart's sentence with two photos, the sample corpus")
+    async def examples():
+        items = await examples_list()
+        return {"examples": [{"text": e["text"], "caption": e["caption"], "source": e["source"],
+                              "image": f"/examples/{k}/image" if e["image"] is not None else None}
+                             for k, e in enumerate(items)]}
+
+    @app.get("/examples/{k}/image", summary="the image of example k (JPEG)", response_class=Response)
+    async def example_image(k: int):
+        items = await examples_list()
+        if not 0 <= k < len(items) or items[k]["image"] is None:
+            raise ServeError(404, "not_found", f"there is no example image {k}; GET /examples lists them")
+        return Response(items[k]["image"], media_type="image/jpeg")
 
     @app.get("/metrics", summary="Prometheus metrics: requests by route and status, latency and batch-size "
              "histograms, queue depth", response_class=Response)
@@ -383,17 +417,56 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
         support = support_examples(req, cfg)
         check_text(req.text, cfg, "text")
+        # images: decoded (off the event loop) for a model that reads them; an image's file name is
+        # never opened here, only the bytes sent
+        pixels = "pixels" in (getattr(state.fewshot, "views", ()) or ())
+        raws = [decode_base64(tw.image, cfg, f"support[{i}].image") if pixels and tw.image else None
+                for i, tw in enumerate(req.support)]
+        raws.append(decode_base64(req.image, cfg, "image") if pixels and req.image else None)
+        wheres = [f"support[{i}].image" for i in range(len(req.support))] + ["image"]
+
+        def decode():
+            return [open_image(raw, cfg, where) if raw is not None else None for raw, where in zip(raws, wheres)]
+
+        images = await asyncio.get_running_loop().run_in_executor(state.decoder, decode)
+        support = [ex.replace(image=img) for ex, img in zip(support, images)]
 
         def run():
             from mner.fewshot.pipeline import FewShotPipeline
 
             pipe = FewShotPipeline(state.fewshot, support)
-            return pipe(req.text, caption=req.caption), pipe.types
+            return pipe(req.text, image=images[-1], caption=req.caption), pipe.types
 
         ents, types = await _answer(asyncio.get_running_loop().run_in_executor(state.fewshot_runner, run),
                                     cfg.timeout_s, "retry with fewer example tweets")
         return {"entities": ents, "types": list(types), "match_probability": None,
                 "time_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    @app.post("/fewshot/export", summary="the page's support set as JSONL (what mner fewshot predict --support reads)",
+              response_class=Response, openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": SupportSet.model_json_schema()}}}},
+              responses={200: {"content": {"application/x-ndjson": {}}}, 422: {"model": ErrorBody}})
+    async def fewshot_export(request: Request):
+        try:
+            req = SupportSet.model_validate(_json(await request.body()))
+        except ValidationError as err:
+            raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
+        body = support_jsonl(support_examples(req, cfg))
+        return Response(body, media_type="application/x-ndjson",
+                        headers={"Content-Disposition": 'attachment; filename="support.jsonl"'})
+
+    @app.post("/fewshot/import", summary="a support set file (JSONL with tokens and tags) as the page's spans",
+              openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
+                  "schema": {"type": "string"}}}}},
+              responses={422: {"model": ErrorBody}})
+    async def fewshot_import(request: Request, name: str = "the file"):
+        try:
+            raw = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServeError(422, "bad_support_file", f"{name} is not UTF-8 text; load a JSONL file (one JSON object "
+                             "a line, with tokens and tags)") from None
+        support = await asyncio.to_thread(read_support_jsonl, raw, cfg, name[:200])
+        return {"support": support}
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -412,8 +485,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
 
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(SWAGGER)), name="docs-assets")
-    ROUTES = ["/", "/health", "/ready", "/model", "/metrics", "POST /predict", "POST /fewshot/predict", "/docs",
-              "/openapi.json"]
+    ROUTES = ["/", "/health", "/ready", "/model", "/metrics", "/examples", "POST /predict", "POST /fewshot/predict",
+              "POST /fewshot/export", "POST /fewshot/import", "/docs", "/openapi.json"]
     return app
 
 

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from mner.serve.palette import attention_summary
+
 __all__ = ["Capture", "Inspector", "entity_explanation"]
 
 
@@ -118,7 +120,9 @@ def entity_explanation(row: dict[str, Any], entity: dict, present: dict[str, boo
                        caption_tokens: list[str] | None) -> dict[str, Any] | None:
     """The attention of an entity's words (mean over its words) per visual view present:
     ``{"pixels": {"grid": [h, w], "weights": [...]}, "caption": {"tokens": [...], "weights": [...]}}``
-    (weights of a view renormalised to sum to 1 over that view's tokens)."""
+    (weights of a view renormalised to sum to 1 over that view's tokens), each view with where it
+    stands against uniform attention (:func:`mner.serve.palette.attention_summary`): ``uniform``
+    (1 / its tokens), ``max_ratio`` (its largest weight over the uniform one) and ``near_uniform``."""
     attn = row.get("attention")
     if attn is None:
         return None
@@ -137,7 +141,7 @@ def entity_explanation(row: dict[str, Any], entity: dict, present: dict[str, boo
         if view == "pixels":
             side = int(math.isqrt(len(weights)))
             grid = [side, side] if side * side == len(weights) else [1, len(weights)]
-            out["pixels"] = {"grid": grid, "weights": weights}
+            out["pixels"] = {"grid": grid, "weights": weights, **attention_summary(weights)}
         else:
-            out[view] = {"tokens": caption_tokens, "weights": weights}
+            out[view] = {"tokens": caption_tokens, "weights": weights, **attention_summary(weights)}
     return out or None
