@@ -82,6 +82,10 @@ def test_health_ready_model_and_schema(client, pipe):
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert set(body) == {"application/json", "multipart/form-data"}
     assert {"413", "415", "422", "503", "504"} <= set(schema["paths"]["/predict"]["post"]["responses"])
+    ok = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert {x["$ref"].rsplit("/", 1)[1] for x in ok["anyOf"]} == {"PredictResponse", "BatchResponse"}
+    assert {"results", "errors"} <= set(schema["components"]["schemas"]["BatchResponse"]["required"])
+    assert {"index", "error", "status", "message"} <= set(schema["components"]["schemas"]["BatchItemError"]["required"])
     error(client.get("/nowhere"), 404, "not_found")
 
 
@@ -212,9 +216,6 @@ def test_image_limits(strict):
     good = png(random_image(1, size=32))
     error(strict.post("/predict", json={"text": "a", "image": b64(good[: len(good) // 2])}), 422, "corrupt_image")
     error(strict.post("/predict", json={"text": "a", "image": "not base64 !!"}), 422, "bad_base64")
-    body = error(strict.post("/predict", json={"items": [{"text": "a"}, {"text": "b", "image": "%%"}]}),
-                 422, "bad_base64")
-    assert body["message"].startswith("items[1]")
 
 
 def test_text_batch_and_request_shape_limits(strict):
@@ -222,6 +223,8 @@ def test_text_batch_and_request_shape_limits(strict):
     assert "51" in body["message"] and "50" in body["message"]
     error(strict.post("/predict", json={"items": [{"text": "a"}] * 4}), 422, "batch_too_large")
     error(strict.post("/predict", json={"items": []}), 422, "empty_batch")
+    for shape in ({"items": "a"}, {"items": {"text": "a"}}, {"items": [{"text": "a"}], "text": "b"}):
+        error(strict.post("/predict", json=shape), 422, "invalid_request")   # the envelope: the request as a whole
     body = error(strict.post("/predict", json={"txt": "a"}), 422, "invalid_request")
     assert "text" in body["message"] and "txt" in body["message"]
     error(strict.post("/predict", content=b"{bad json", headers={"content-type": "application/json"}),
@@ -230,6 +233,101 @@ def test_text_batch_and_request_shape_limits(strict):
           415, "unsupported_media_type")
     error(strict.post("/predict", data={"caption": "no text"}), 422, "invalid_request")
     error(strict.get("/predict"), 405, "method_not_allowed")
+
+
+# ============================================================================ a batch, answered per item
+def _post_json(c, body) -> httpx.Response:
+    """``body`` sent as ASCII JSON (a lone surrogate travels as its ``\\ud800`` escape)."""
+    import json
+
+    return c.post("/predict", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+
+
+def test_a_batch_is_answered_per_item(client, pipe):
+    """Issue 25.10: one bad item rejected a whole batch; each item now gets its own answer, a
+    failing one the error body (and status) it would get alone, named by its index."""
+    img = random_image(4, size=48)
+    good = "Obama meets Merkel in Berlin"
+    bad = [{"text": "Paris at night", "image": "not base64 !!"},         # refused while parsing
+           {"caption": "a tweet without its text"},                      # fails validation
+           {"text": "Rob \ud800 in Paris"},                             # refused by the model (not Unicode text)
+           {"text": "New York", "image": b64(b"plain text, not an image")},   # refused while decoding
+           None]                                                         # not an object
+    items = bad[:2] + [{"text": good, "image": b64(png(img))}] + bad[2:]
+    r = _post_json(client, {"items": items})
+    assert r.status_code == 200, r.text
+    assert "Traceback" not in r.text
+    body = r.json()
+    results = body["results"]
+    assert [res["index"] for res in results] == list(range(len(items)))
+    assert body["errors"] == len(bad) == sum("error" in res for res in results)
+    # the good item is tagged as if it came alone
+    assert "error" not in results[2] and results[2]["time_ms"] > 0
+    close(results[2]["entities"], pipe(good, image=img))
+    assert results[2]["match_probability"] is not None
+    expected = {0: (422, "bad_base64"), 1: (422, "invalid_request"), 3: (422, "unprocessable"),
+                4: (415, "unsupported_image"), 5: (422, "invalid_request")}
+    for k, (status, code) in expected.items():
+        res = results[k]
+        assert (res["status"], res["error"]) == (status, code), res
+        assert res["message"].startswith(f"invalid item: items[{k}]" if code == "invalid_request" else f"items[{k}]")
+        assert "entities" not in res
+    assert "items[1].text: Field required" in results[1]["message"]
+    assert "unpaired surrogate" in results[3]["message"]
+    # alone, each bad item is refused with the same status and code (its message unprefixed)
+    for k, item in zip((0, 1, 3, 4, 5), bad):
+        alone = error(_post_json(client, item), *expected[k])
+        assert not alone["message"].startswith("items[")
+    # a batch whose every item fails is still answered item by item
+    r = client.post("/predict", json={"items": [{"txt": "a"}, {"text": "b", "image": "%%"}]})
+    assert r.status_code == 200 and r.json()["errors"] == 2
+    assert [res["error"] for res in r.json()["results"]] == ["invalid_request", "bad_base64"]
+
+
+class Picky:
+    """A pipeline stand-in that fails on some texts: "boom" is a bug of ours, "user" the user's."""
+
+    def __init__(self, pipe):
+        self.pipe, self.model, self.views = pipe, pipe.model, pipe.views
+
+    def info(self):
+        return self.pipe.info()
+
+    def __call__(self, texts, **kwargs):
+        if any("boom" in t for t in texts):
+            raise RuntimeError("secret internal detail")
+        if any("user" in t for t in texts):
+            raise MNERError("this tweet cannot be tagged: fix it")
+        return self.pipe(texts, **kwargs)
+
+
+def test_a_failure_in_the_model_fails_its_batch_item_alone(pipe, caplog):
+    """A bug while tagging one item of a batch is that item's 500 (with the id the log repeats),
+    a user error its 422; the items batched with it are answered; alone, a bug is still a 500."""
+    app = create_app(pipeline=Picky(pipe), config=ServeConfig(max_wait_ms=20))
+    with TestClient(app, raise_server_exceptions=False) as c, caplog.at_level(logging.ERROR, logger="mner.serve"):
+        items = [{"text": "Obama in Paris"}, {"text": "boom in Berlin"}, {"text": "a user in Rome"},
+                 {"text": "Merkel in Berlin"}]
+        r = c.post("/predict", json={"items": items})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["errors"] == 2 and "secret" not in r.text and "Traceback" not in r.text
+        close(body["results"][0]["entities"], pipe("Obama in Paris"))
+        close(body["results"][3]["entities"], pipe("Merkel in Berlin"))
+        bug, user = body["results"][1], body["results"][2]
+        assert (bug["index"], bug["status"], bug["error"]) == (1, 500, "internal_error")
+        rid = bug["message"].split("(id ")[1].split(")")[0]
+        assert rid in caplog.text and "secret internal detail" in caplog.text and "items[1]" in caplog.text
+        assert (user["index"], user["status"], user["error"]) == (2, 422, "unprocessable")
+        assert user["message"] == "items[2]: this tweet cannot be tagged: fix it"
+        # alone: the bug is the request's 500, the user error its 422
+        body = error(c.post("/predict", json={"text": "boom"}), 500, "internal_error")
+        assert "secret" not in body["message"]
+        body = error(c.post("/predict", json={"text": "user"}), 422, "unprocessable")
+        assert body["message"] == "this tweet cannot be tagged: fix it"
+        m = _samples(c.get("/metrics").text)
+    assert m[("mner_batch_item_errors_total", (("code", "internal_error"), ("status", "500")))] == 1
+    assert m[("mner_batch_item_errors_total", (("code", "unprocessable"), ("status", "422")))] == 1
 
 
 class Gate:

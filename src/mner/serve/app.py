@@ -20,6 +20,14 @@ Requests are gathered into model batches by :class:`.MicroBatcher`. Every refusa
 ``{"error", "status", "message"}`` (see :mod:`mner.serve.limits`); an unexpected failure
 answers 500 with a request id that the server's log repeats with the traceback, which never
 reaches the client.
+
+A batch ``{"items": [...]}`` is answered per item: 200 with one result per item, in order, each
+carrying its ``index``; an item that fails (invalid fields, a text or image refused, the model
+refusing it, or a bug while tagging it) gets an error object ``{"index", "error", "status",
+"message"}`` in its place (the body a single request would get, its ``status`` the one that
+request would answer) and ``"errors"`` counts them; the other items are tagged as usual. Only
+what concerns the request as a whole refuses it all (a body that is not JSON or too large,
+``items`` not a list, empty or too long, the queue full, the model not ready, the timeout).
 """
 
 from __future__ import annotations
@@ -81,8 +89,11 @@ class PredictRequest(BaseModel):
 
 
 class BatchRequest(BaseModel):
+    """The envelope of a batch: each item is validated on its own (:class:`PredictRequest`), so
+    one bad item fails alone."""
+
     model_config = ConfigDict(extra="forbid")
-    items: list[PredictRequest]
+    items: list[Any] = Field(description="the tweets, each a PredictRequest object")
 
 
 class Entity(BaseModel):
@@ -103,15 +114,28 @@ class PredictResponse(BaseModel):
     time_ms: float
 
 
-class BatchResponse(BaseModel):
-    results: list[PredictResponse]
-    time_ms: float
-
-
 class ErrorBody(BaseModel):
-    error: str
-    status: int
-    message: str
+    error: str = Field(description="a short code word (bad_base64, text_too_long, ...)")
+    status: int = Field(description="the HTTP status")
+    message: str = Field(description="what was wrong, where, and what to do")
+
+
+class BatchItemResult(PredictResponse):
+    index: int = Field(description="the item's position in items")
+
+
+class BatchItemError(ErrorBody):
+    """An item of a batch that failed: the body a single request would get, with the item's
+    index; ``status`` is the status that request would answer (the batch itself answers 200)."""
+
+    index: int = Field(description="the item's position in items")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItemResult | BatchItemError] = Field(
+        description="one per item, in order: the item's entities, or an error object (it has \"error\")")
+    errors: int = Field(description="how many items failed (their results are error objects)")
+    time_ms: float
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None):
@@ -375,26 +399,44 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     }}}
     error_doc = {s: {"model": ErrorBody} for s in (413, 415, 422, 503, 504)}
 
-    @app.post("/predict", summary="tag one tweet (or a batch) with its image", openapi_extra=body_doc,
-              responses={200: {"model": PredictResponse}, **error_doc})
+    @app.post("/predict", summary="tag one tweet (or a batch, answered per item) with its image",
+              openapi_extra=body_doc, responses={200: {"model": PredictResponse | BatchResponse}, **error_doc})
     async def predict(request: Request):
         t0 = time.perf_counter()
         if not state.ready:
             raise ServeError(503, "not_ready", "the model is still loading; retry in a few seconds",
                              {"Retry-After": str(cfg.retry_after_s)})
-        items, batch = await _parse(request, cfg)
-        if any(isinstance(it.image, bytes) for it in items):  # decoded off the event loop
-            await asyncio.get_running_loop().run_in_executor(state.decoder, _decode_images, items, cfg)
+        slots, batch = await _parse(request, cfg)
+        if not batch and isinstance(slots[0], ServeError):
+            raise slots[0]
+        if any(isinstance(it, InferenceItem) and isinstance(it.image, bytes) for it in slots):
+            # decoded off the event loop; a bad image becomes its item's error
+            slots = await asyncio.get_running_loop().run_in_executor(state.decoder, _decode_images, slots, cfg)
+            if not batch and isinstance(slots[0], ServeError):
+                raise slots[0]
+        good = [k for k, it in enumerate(slots) if isinstance(it, InferenceItem)]
         try:
-            futures = state.batcher.submit(items)
+            futures = state.batcher.submit([slots[k] for k in good])
         except QueueFull:
             raise ServeError(503, "queue_full", f"the server is busy ({state.batcher.waiting} items wait, "
                              f"the queue holds {cfg.max_queue}); retry after {cfg.retry_after_s} s",
                              {"Retry-After": str(cfg.retry_after_s)}) from None
-        results = await _answer(asyncio.gather(*futures), cfg.timeout_s, "retry, send fewer items")
+        if not batch:
+            result = (await _answer(asyncio.gather(*futures), cfg.timeout_s, "retry, send fewer items"))[0]
+            return dict(result, time_ms=round((time.perf_counter() - t0) * 1000, 2))
+        answers = await _answer(asyncio.gather(*futures, return_exceptions=True), cfg.timeout_s,
+                                "retry, send fewer items") if futures else []
+        for k, answer in zip(good, answers):
+            slots[k] = _item_failure(answer, request, slots[k].where) if isinstance(answer, BaseException) else answer
         ms = round((time.perf_counter() - t0) * 1000, 2)
-        results = [dict(r, time_ms=ms) for r in results]
-        return {"results": results, "time_ms": ms} if batch else results[0]
+        results = []
+        for k, slot in enumerate(slots):
+            if isinstance(slot, ServeError):
+                metrics.item_errors.labels(str(slot.status), slot.code).inc()
+                results.append({"index": k, **slot.body()})
+            else:
+                results.append({"index": k, **slot, "time_ms": ms})
+        return {"results": results, "errors": sum(isinstance(s, ServeError) for s in slots), "time_ms": ms}
 
     fewshot_doc = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": FewShotRequest.model_json_schema()}}}}
@@ -505,36 +547,61 @@ async def _answer(awaitable, timeout_s: float, hint: str):
         raise
 
 
+def _item_failure(err: BaseException, request, where: str) -> ServeError:
+    """A batch item's failure in the model as its error: a user error is 422 ``unprocessable``
+    (as a single request's); anything else is a bug, logged with its traceback under an id and
+    answered as that item's 500 ``internal_error`` (the other items keep their answers)."""
+    if isinstance(err, ServeError):
+        return err
+    if is_user_error(err):
+        return ServeError(422, "unprocessable", f"{where}: {err}")
+    rid = uuid.uuid4().hex[:12]
+    log.error("request %s %s: %s failed (id %s)", request.method, request.url.path, where, rid, exc_info=err)
+    return ServeError(500, "internal_error", f"{where}: the server failed on this item (id {rid}); its log has "
+                      "the details. Retry, and report the id if it keeps failing")
+
+
 def _batch_schema() -> dict:
     return {"type": "object", "required": ["items"], "additionalProperties": False,
             "properties": {"items": {"type": "array", "items": PredictRequest.model_json_schema()}}}
 
 
-def _validation_message(errors) -> str:
+def _validation_message(errors, where: str = "") -> str:
+    """Pydantic's errors in one line; ``where`` (``items[3]``) names a batch item."""
     parts = []
     for e in errors[:5]:
         loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        loc = ".".join(x for x in (where, loc) if x)
         parts.append(f"{loc or 'body'}: {e.get('msg')}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    if where:
+        return ("invalid item: " + "; ".join(parts) + more +
+                '. Send each item as {"text": "...", "image": "<base64>"} (see /docs)')
     return ("invalid request: " + "; ".join(parts) + more +
             '. Send {"text": "...", "image": "<base64>"} or {"items": [...]} (see /docs)')
 
 
-async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem], bool]:
-    """The items of a request (JSON, JSON batch or multipart form) and whether it was a batch."""
+async def _parse(request, cfg: ServeConfig) -> tuple[list[InferenceItem | ServeError], bool]:
+    """The items of a request (JSON, JSON batch or multipart form) and whether it was a batch.
+
+    A problem of the request as a whole raises its :class:`ServeError`; in a batch, an item
+    that fails its checks is that item's ServeError in the list (a single request raises it)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         data = _json(await request.body())
-        try:
-            if isinstance(data, dict) and "items" in data:
+        if isinstance(data, dict) and "items" in data:
+            try:
                 req = BatchRequest.model_validate(data)
-                if len(req.items) > cfg.max_batch_items:
-                    raise ServeError(422, "batch_too_large",
-                                     f"the batch has {len(req.items)} items, more than the limit of "
-                                     f"{cfg.max_batch_items}; split it into smaller requests")
-                if not req.items:
-                    raise ServeError(422, "empty_batch", '"items" is empty; send at least one item')
-                return [_item(r, cfg, f"items[{i}]") for i, r in enumerate(req.items)], True
+            except ValidationError as err:
+                raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
+            if len(req.items) > cfg.max_batch_items:
+                raise ServeError(422, "batch_too_large",
+                                 f"the batch has {len(req.items)} items, more than the limit of "
+                                 f"{cfg.max_batch_items}; split it into smaller requests")
+            if not req.items:
+                raise ServeError(422, "empty_batch", '"items" is empty; send at least one item')
+            return [_batch_item(raw, cfg, f"items[{i}]") for i, raw in enumerate(req.items)], True
+        try:
             return [_item(PredictRequest.model_validate(data), cfg, "")], False
         except ValidationError as err:
             raise ServeError(422, "invalid_request", _validation_message(err.errors())) from None
@@ -582,11 +649,28 @@ def _item(req: PredictRequest, cfg: ServeConfig, where: str) -> InferenceItem:
     return InferenceItem(req.text, raw, req.caption, req.explain, where)
 
 
-def _decode_images(items: list[InferenceItem], cfg: ServeConfig) -> None:
-    """Each item's image bytes -> an RGB image (or the ServeError of the first bad one)."""
-    for it in items:
-        if isinstance(it.image, bytes):
-            it.image = open_image(it.image, cfg, it.where)
+def _batch_item(raw: Any, cfg: ServeConfig, where: str) -> InferenceItem | ServeError:
+    """One batch item, validated and checked on its own: its refusal is returned, not raised."""
+    try:
+        return _item(PredictRequest.model_validate(raw), cfg, where)
+    except ValidationError as err:
+        return ServeError(422, "invalid_request", _validation_message(err.errors(), where))
+    except ServeError as err:
+        return err
+
+
+def _decode_images(slots: list[InferenceItem | ServeError], cfg: ServeConfig) -> list[InferenceItem | ServeError]:
+    """Each item's image bytes -> an RGB image; an image that cannot be used becomes its item's
+    ServeError (the others are decoded all the same)."""
+    out: list[InferenceItem | ServeError] = []
+    for it in slots:
+        if isinstance(it, InferenceItem) and isinstance(it.image, bytes):
+            try:
+                it.image = open_image(it.image, cfg, it.where)
+            except ServeError as err:
+                it = err
+        out.append(it)
+    return out
 
 
 def app_from_env():

@@ -7,6 +7,9 @@ Series (one registry per app, so several apps in one process, as in the tests, d
   paths cannot grow the series without bound), method and HTTP status;
 - ``mner_request_duration_seconds{route}``: a histogram of the time from the request's arrival
   to its answer's last byte;
+- ``mner_batch_item_errors_total{status, code}``: items of ``{"items": [...]}`` requests answered
+  with an error object (the request itself answers 200, so ``mner_requests_total`` does not see
+  them), by the status and code the item would have had alone;
 - ``mner_batch_size``: a histogram of the items per model batch (:class:`.MicroBatcher`);
 - ``mner_batch_duration_seconds``: a histogram of the model's time per batch;
 - ``mner_queue_depth``: items waiting for the model now;
@@ -42,6 +45,8 @@ class Metrics:
                                 ["route", "method", "status"], registry=r)
         self.latency = Histogram("mner_request_duration_seconds", "Time from a request's arrival to its "
                                  "answer, by route", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.item_errors = Counter("mner_batch_item_errors", "Items of batch requests answered with an error, "
+                                   "by status and code", ["status", "code"], registry=r)
         self.batch_size = Histogram("mner_batch_size", "Items per model batch", buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("mner_batch_duration_seconds", "Model time per batch",
                                        buckets=LATENCY_BUCKETS, registry=r)
