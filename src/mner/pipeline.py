@@ -16,6 +16,12 @@ Output per input: a list of entities ``{"text", "type", "start", "end", "token_s
 "token_end", "confidence"}`` with character offsets (``end`` exclusive) and the confidence of
 the span: the smallest CRF marginal probability of its tags (the model's belief that each of
 its words carries that tag; an upper bound of the probability of the whole span).
+
+Backends (:mod:`mner.backends`): ``backend="torch"`` runs the checkpoint's PyTorch modules;
+``backend="onnxruntime"`` runs a folder written by ``mner export`` (ONNX graphs, fp32 or int8) on
+the CPU. An export folder is detected, so ``Pipeline.from_pretrained("q-onnx")`` needs no
+argument. Both give the same entities, offsets and schema (confidences may differ in the last
+digits; int8 may change some tags: measure it).
 """
 
 from __future__ import annotations
@@ -124,8 +130,14 @@ class Pipeline:
         if batch_size < 1:
             raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
+        #: ``torch``, or ``onnxruntime`` for an exported model (:class:`~mner.backends.onnx_runtime.OnnxTagger`)
+        self.backend: str = getattr(model, "backend", "torch")
         # opens image paths given to the pipeline (as given: no folder; its max_pixels applies)
         self.image_store = image_store or ImageStore(None)
+        if self.backend != "torch":
+            if device is not None and torch.device(device).type != "cpu":
+                raise MNERError(f"the {self.backend} backend runs on the CPU; leave the device out (got {device})")
+            device = "cpu"
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
@@ -140,7 +152,18 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16,
-                        fuse_images: bool = True) -> "Pipeline":
+                        fuse_images: bool = True, backend: str | None = None) -> "Pipeline":
+        """The pipeline of a checkpoint (a model folder or a training run) or of an export folder.
+
+        ``backend``: ``torch`` or ``onnxruntime``; None picks it by what ``path`` is (an export
+        folder runs on ONNX Runtime). A pairing that cannot run is refused with one line."""
+        from mner.backends import resolve_backend
+
+        if resolve_backend(path, backend) == "onnxruntime":
+            from mner.backends.onnx_runtime import OnnxTagger
+
+            return cls(OnnxTagger.from_pretrained(path), batch_size=batch_size, device=device,
+                       fuse_images=fuse_images)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(path, map_location=device), batch_size=batch_size, device=device,
                    fuse_images=fuse_images)
@@ -222,4 +245,4 @@ class Pipeline:
         cfg = self.model.config
         label_set = getattr(self.model, "label_set", None)
         return {"model_type": self.model.model_type, "labels": list(label_set.labels) if label_set else None,
-                "views": list(self.views), "variant": getattr(cfg, "variant", None)}
+                "views": list(self.views), "variant": getattr(cfg, "variant", None), "backend": self.backend}

@@ -17,6 +17,7 @@ __all__ = ["UsageError", "build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     from mner.cli import data as data_cmd
     from mner.cli import explain as explain_cmd
+    from mner.cli import export as export_cmd
     from mner.cli import fewshot as fewshot_cmd
     from mner.cli import score as score_cmd
     from mner.cli import infer as infer_cmd
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_cmd.register(sub)
     train_cmd.register(sub)
     infer_cmd.register(sub)
+    export_cmd.register(sub)
     tag_cmd.register(sub)
     quickstart_cmd.register(sub)
     fewshot_cmd.register(sub)

@@ -24,7 +24,7 @@ from mner.encoders.frozen import FrozenBackboneMixin
 from mner.encoders.offline import resolve_text_model
 from mner.encoders.text import model_max_length
 
-__all__ = ["CaptionEncoderConfig", "CaptionEncoder", "caption_key"]
+__all__ = ["CaptionEncoderConfig", "CaptionEncoder", "caption_key", "tokenize_captions"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,26 @@ logger = logging.getLogger(__name__)
 def caption_key(caption: str | None) -> str:
     """A cache key for a caption's text (SHA-256 of its UTF-8 bytes, 32 hex characters)."""
     return "caption-sha256:" + hashlib.sha256((caption or "").encode("utf-8")).hexdigest()[:32]
+
+
+def tokenize_captions(tokenizer, captions: Sequence[str | None], max_length: int) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` (B, S) of captions (None: an empty caption), padded to the
+    longest; captions over ``max_length`` sub-tokens are truncated with a warning. Shared by
+    :class:`CaptionEncoder` and the exported caption encoders of :mod:`mner.backends`."""
+    texts = [c or "" for c in captions]
+    if not texts:
+        raise ValueError("CaptionEncoder: empty batch")
+    encoded = tokenizer(texts, add_special_tokens=True, verbose=False, return_token_type_ids=False)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    too_long = sum(n > max_length for n in lengths)
+    if too_long:  # rare: tokenize again, with truncation
+        logger.warning("%d of %d captions exceed %d sub-tokens and are truncated (longest: %d)",
+                       too_long, len(texts), max_length, max(lengths))
+        encoded = tokenizer(texts, add_special_tokens=True, padding=True, truncation=True,
+                            max_length=max_length, return_tensors="pt", return_token_type_ids=False)
+    else:
+        encoded = tokenizer.pad(encoded, padding=True, return_tensors="pt")
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
 @dataclass
@@ -98,20 +118,7 @@ class CaptionEncoder(FrozenBackboneMixin, nn.Module):
 
     def tokenize(self, captions: Sequence[str | None]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` (B, S), padded to the longest caption."""
-        texts = [c or "" for c in captions]
-        if not texts:
-            raise ValueError("CaptionEncoder: empty batch")
-        encoded = self.tokenizer(texts, add_special_tokens=True, verbose=False, return_token_type_ids=False)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-        too_long = sum(n > self.max_length for n in lengths)
-        if too_long:  # rare: tokenize again, with truncation
-            logger.warning("%d of %d captions exceed %d sub-tokens and are truncated (longest: %d)",
-                           too_long, len(texts), self.max_length, max(lengths))
-            encoded = self.tokenizer(texts, add_special_tokens=True, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt", return_token_type_ids=False)
-        else:
-            encoded = self.tokenizer.pad(encoded, padding=True, return_tensors="pt")
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+        return tokenize_captions(self.tokenizer, captions, self.max_length)
 
     def forward(self, captions: Sequence[str | None] | Mapping[str, torch.Tensor]) -> VisualFeatures:
         """Encode a batch of captions (strings, or the output of :meth:`tokenize`)."""

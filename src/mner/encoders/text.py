@@ -19,7 +19,7 @@ A batch within the limit is one plain forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ from mner.encoders.frozen import FrozenBackboneMixin
 from mner.encoders.offline import resolve_text_model
 from mner.encoders.tokenization import NUM_CASING_CLASSES, Casing, WordBatch, WordTokenizer
 
-__all__ = ["TextEncoderConfig", "TextEncoder", "plan_windows", "model_max_length"]
+__all__ = ["TextEncoderConfig", "TextEncoder", "plan_windows", "model_max_length", "run_in_windows"]
 
 # Models whose position ids start after the padding index (RoBERTa-style): the usable length is
 # max_position_embeddings - (pad_token_id + 1).
@@ -122,6 +122,49 @@ def plan_windows(length: int, size: int, overlap: int) -> tuple[list[tuple[int, 
     return spans, owner
 
 
+def run_in_windows(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor, *, num_prefix: int, num_suffix: int, window_size: int,
+                   overlap: int, pad_token_id: int) -> torch.Tensor:
+    """The sub-token states ``(B, S, H)`` of a batch whose sequences exceed one forward pass:
+    ``run(ids, mask) -> states`` is called once on all the batch's windows (:func:`plan_windows`:
+    ``window_size`` content sub-tokens, ``overlap`` shared, each wrapped in the ``num_prefix`` /
+    ``num_suffix`` special tokens), and each sub-token takes its state from its window. Shared by
+    :class:`TextEncoder` and the exported text encoders of :mod:`mner.backends`."""
+    p, s = num_prefix, num_suffix
+    batch_size, seq_len = input_ids.shape
+    lengths = attention_mask.sum(1).tolist()
+    windows: list[torch.Tensor] = []
+    # gather[b, t] = (window index, position in that window) giving sub-token t of item b.
+    source_window = torch.zeros((batch_size, seq_len), dtype=torch.long)
+    source_pos = torch.zeros((batch_size, seq_len), dtype=torch.long)
+    for b in range(batch_size):
+        n = int(lengths[b]) - p - s
+        ids = input_ids[b]
+        prefix, suffix = ids[:p], ids[p + n: p + n + s]
+        spans, owner = plan_windows(n, window_size, overlap)
+        first = len(windows)
+        for a, e in spans:
+            windows.append(torch.cat([prefix, ids[p + a: p + e], suffix]))
+        source_window[b, :p] = first
+        source_pos[b, :p] = torch.arange(p)
+        owner_t = torch.tensor(owner, dtype=torch.long)
+        window_starts = torch.tensor([a for a, _ in spans], dtype=torch.long)
+        source_window[b, p: p + n] = first + owner_t
+        source_pos[b, p: p + n] = p + torch.arange(n) - window_starts[owner_t]
+        last_len = spans[-1][1] - spans[-1][0]
+        source_window[b, p + n: p + n + s] = first + len(spans) - 1
+        source_pos[b, p + n: p + n + s] = p + last_len + torch.arange(s)
+    width = max(len(w) for w in windows)
+    window_ids = input_ids.new_full((len(windows), width), pad_token_id)
+    window_mask = attention_mask.new_zeros((len(windows), width))
+    for i, w in enumerate(windows):
+        window_ids[i, : len(w)] = w
+        window_mask[i, : len(w)] = 1
+    states = run(window_ids, window_mask)  # (num_windows, width, H)
+    flat = (source_window * width + source_pos).to(states.device)
+    return states.reshape(-1, states.shape[-1])[flat.reshape(-1)].reshape(batch_size, seq_len, -1)
+
+
 class TextEncoder(FrozenBackboneMixin, nn.Module):
     """Word features from a pretrained transformer (see the module docstring).
 
@@ -189,11 +232,14 @@ class TextEncoder(FrozenBackboneMixin, nn.Module):
     def forward(self, batch: WordBatch) -> WordFeatures:
         batch = batch.to(self.device)
         input_ids, attention_mask = batch.input_ids, batch.attention_mask
-        with torch.set_grad_enabled(self.config.trainable and torch.is_grad_enabled()):
-            if input_ids.shape[1] <= self.max_length:
-                tokens = self._run(input_ids, attention_mask)
-            else:
-                tokens = self._run_windows(input_ids, attention_mask)
+        if batch.token_states is not None:  # the transformer ran elsewhere (an exported backbone)
+            tokens = batch.token_states
+        else:
+            with torch.set_grad_enabled(self.config.trainable and torch.is_grad_enabled()):
+                if input_ids.shape[1] <= self.max_length:
+                    tokens = self._run(input_ids, attention_mask)
+                else:
+                    tokens = self._run_windows(input_ids, attention_mask)
         token_mask = attention_mask.bool()
         tokens = tokens * token_mask[..., None].to(tokens.dtype)
         states = self._pool_words(tokens, batch)
@@ -207,39 +253,9 @@ class TextEncoder(FrozenBackboneMixin, nn.Module):
 
     def _run_windows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Run a batch with sequences over the limit as overlapping windows and stitch the states."""
-        p, s = self.tokenizer.num_prefix, self.tokenizer.num_suffix
-        batch_size, seq_len = input_ids.shape
-        lengths = attention_mask.sum(1).tolist()
-        windows: list[torch.Tensor] = []
-        # gather[b, t] = (window index, position in that window) giving sub-token t of item b.
-        source_window = torch.zeros((batch_size, seq_len), dtype=torch.long)
-        source_pos = torch.zeros((batch_size, seq_len), dtype=torch.long)
-        for b in range(batch_size):
-            n = int(lengths[b]) - p - s
-            ids = input_ids[b]
-            prefix, suffix = ids[:p], ids[p + n: p + n + s]
-            spans, owner = plan_windows(n, self.window_size, self.window_overlap)
-            first = len(windows)
-            for a, e in spans:
-                windows.append(torch.cat([prefix, ids[p + a: p + e], suffix]))
-            source_window[b, :p] = first
-            source_pos[b, :p] = torch.arange(p)
-            owner_t = torch.tensor(owner, dtype=torch.long)
-            window_starts = torch.tensor([a for a, _ in spans], dtype=torch.long)
-            source_window[b, p: p + n] = first + owner_t
-            source_pos[b, p: p + n] = p + torch.arange(n) - window_starts[owner_t]
-            last_len = spans[-1][1] - spans[-1][0]
-            source_window[b, p + n: p + n + s] = first + len(spans) - 1
-            source_pos[b, p + n: p + n + s] = p + last_len + torch.arange(s)
-        width = max(len(w) for w in windows)
-        window_ids = input_ids.new_full((len(windows), width), self.tokenizer.pad_token_id)
-        window_mask = attention_mask.new_zeros((len(windows), width))
-        for i, w in enumerate(windows):
-            window_ids[i, : len(w)] = w
-            window_mask[i, : len(w)] = 1
-        states = self._run(window_ids, window_mask)  # (num_windows, width, H)
-        flat = (source_window * width + source_pos).to(states.device)
-        return states.reshape(-1, states.shape[-1])[flat.reshape(-1)].reshape(batch_size, seq_len, -1)
+        return run_in_windows(self._run, input_ids, attention_mask, num_prefix=self.tokenizer.num_prefix,
+                              num_suffix=self.tokenizer.num_suffix, window_size=self.window_size,
+                              overlap=self.window_overlap, pad_token_id=self.tokenizer.pad_token_id)
 
     def _pool_words(self, tokens: torch.Tensor, batch: WordBatch) -> torch.Tensor:
         if self.config.pooling == "first":

@@ -70,6 +70,10 @@ class WordBatch:
         replaced: ``(B, W)`` bool, True for a word that produced no sub-token and was encoded as
             the unknown token.
         num_replaced: how many words of the batch were so replaced.
+        token_states: ``(B, S, H)`` the transformer's states of ``input_ids`` when they were computed
+            outside the encoder (an exported backbone run by ONNX Runtime, :mod:`mner.backends`); the
+            text encoder then only pools them into words. None (the tokenizer's output): the encoder
+            runs its transformer.
     """
 
     input_ids: torch.Tensor
@@ -80,6 +84,7 @@ class WordBatch:
     casing: torch.Tensor
     replaced: torch.Tensor
     num_replaced: int = 0
+    token_states: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

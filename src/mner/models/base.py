@@ -41,7 +41,7 @@ from mner.models.checkpoint import (
 )
 from mner.tagging import convert_tags
 
-__all__ = ["TaggerOutput", "Decoded", "MNERModel"]
+__all__ = ["TaggerOutput", "Decoded", "MNERModel", "decode_output"]
 
 
 @dataclass
@@ -88,6 +88,25 @@ class Decoded:
 
     tags: list[list[str]]
     confidences: list[list[float]] | None = None
+
+
+@torch.no_grad()
+def decode_output(out: TaggerOutput, confidences: bool = False, who: str = "the model") -> Decoded:
+    """Viterbi tags of each row of a :class:`TaggerOutput` (its emissions, mask, transitions and
+    labels) and, with ``confidences``, each word's marginal probability of its tag. Shared by every
+    model (:meth:`MNERModel.decode_output`) and the ONNX Runtime backend (:mod:`mner.backends`)."""
+    em = out.emissions.float()
+    trans = out.transitions if out.transitions is not None else em.new_zeros(em.shape[-1], em.shape[-1])
+    paths = viterbi_decode(em, out.mask, trans, out.start, out.end)[0]
+    if len(out.labels) != len(paths):
+        raise RuntimeError(f"{who}.forward gave {len(out.labels)} label tuples for "
+                           f"{len(paths)} emission rows; TaggerOutput.labels needs one per row")
+    tags = [out.path_tags(i, p) for i, p in enumerate(paths)]
+    conf = None
+    if confidences:
+        marg = crf_marginals(em, out.mask, trans, out.start, out.end)
+        conf = [[float(marg[i, j, t]) for j, t in enumerate(p)] for i, p in enumerate(paths)]
+    return Decoded(tags, conf)
 
 
 class MNERModel(nn.Module):
@@ -139,18 +158,7 @@ class MNERModel(nn.Module):
     @torch.no_grad()
     def decode_output(self, out: TaggerOutput, confidences: bool = False) -> Decoded:
         """Viterbi over a :class:`TaggerOutput` (its emissions, mask, transitions and labels)."""
-        em = out.emissions.float()
-        trans = out.transitions if out.transitions is not None else em.new_zeros(em.shape[-1], em.shape[-1])
-        paths = viterbi_decode(em, out.mask, trans, out.start, out.end)[0]
-        if len(out.labels) != len(paths):
-            raise RuntimeError(f"{type(self).__name__}.forward gave {len(out.labels)} label tuples for "
-                               f"{len(paths)} emission rows; TaggerOutput.labels needs one per row")
-        tags = [out.path_tags(i, p) for i, p in enumerate(paths)]
-        conf = None
-        if confidences:
-            marg = crf_marginals(em, out.mask, trans, out.start, out.end)
-            conf = [[float(marg[i, j, t]) for j, t in enumerate(p)] for i, p in enumerate(paths)]
-        return Decoded(tags, conf)
+        return decode_output(out, confidences, who=type(self).__name__)
 
     # ---------------------------------------------------------------------------- saving
     def save_pretrained(self, folder: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -67,6 +67,10 @@ def resolve_model_dir(path: str | Path) -> Path:
         return path / "best"
     if not path.exists():
         raise CheckpointError(f"{path}: no such model folder")
+    if (path / "mner_export.json").is_file():  # mner.backends.EXPORT_CONFIG
+        raise CheckpointError(f"{path}: an ONNX export (mner export), not a PyTorch checkpoint: mner predict and "
+                              "Pipeline.from_pretrained run it (backend onnxruntime); this command needs the "
+                              "checkpoint it was exported from")
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
     if pickles and not (path / WEIGHTS_NAME).is_file():
         raise CheckpointError(

@@ -47,10 +47,13 @@ class CRFTagger(MNERModel):
         """The :class:`TaggerOutput` of a forward: the CRF's constrained transitions and, for each
         of the ``B`` rows of ``emissions`` (B, W, C), this tagger's labels."""
         transitions, start, end = self.crf.scores()
+        # one label tuple per row; not while torch.export traces the forward (mner export reads only
+        # the emissions): counting the rows there would fix the exported graph's batch size
+        rows = 1 if torch.compiler.is_exporting() else emissions.shape[0]
         return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) if torch.is_tensor(v) else float(v)
                                                      for k, v in losses.items()},
                             transitions=transitions, start=start, end=end,
-                            labels=[self.label_set.labels] * emissions.shape[0])
+                            labels=[self.label_set.labels] * rows)
 
 
 #: The name this class had before few-shot models (``mner.models.base.TaggingModel``).

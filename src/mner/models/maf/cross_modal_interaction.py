@@ -47,11 +47,13 @@ class CrossModalInteraction(nn.Module):
 
     def forward(self, text: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:
         """``text`` (B, W, d), ``visual`` (B, R, d), ``visual_mask`` (B, R) bool -> ``C`` (B, W, d)."""
+        # a tweet with no visual token attends to one zero token (no NaN from an all-masked softmax);
+        # written without a branch on the data, so that the graph exports (mner export) as it runs
         empty = ~visual_mask.any(dim=1)
-        if empty.any():
-            visual = visual.masked_fill(empty[:, None, None], 0.0)
-            visual_mask = visual_mask.clone()
-            visual_mask[empty, 0] = True
+        visual = visual.masked_fill(empty[:, None, None], 0.0)
+        first = torch.zeros_like(visual_mask)
+        first[:, 0] = True
+        visual_mask = visual_mask | (first & empty[:, None])
         out = text
         for block in self.blocks:
             out = block(out, visual, ~visual_mask)

@@ -1,0 +1,245 @@
+"""The ``onnxruntime`` backend: an export folder (``mner export``, :mod:`mner.backends.onnx_export`)
+run by ONNX Runtime on the CPU, behind the interface the pipeline uses of a model.
+
+:class:`OnnxTagger` has what :class:`~mner.pipeline.Pipeline` reads of a fixed-label tagger
+(``model_type``, ``config``, ``label_set``, ``views``, ``processor()``, ``decode()``) and nothing
+else. Its processor is the torch backend's own :class:`~mner.processing.tagging.TaggingProcessor`
+and :class:`~mner.processing.visual.VisualProcessor`, given encoders whose forward is an ONNX
+Runtime session (:class:`OnnxCaptionEncoder`, :class:`OnnxImageEncoder`), so batching, the feature
+cache (and its float16 storage) and the image transforms are the same code; so are the long-input
+windows (:func:`~mner.encoders.text.run_in_windows`) and the CRF decoding
+(:func:`~mner.models.base.decode_output`).
+
+Threads: each session runs ``threads`` intra-op threads (default: torch's current setting, so the
+one-thread settings of ``mner tag`` and the tests apply to both backends alike).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mner.backends import EXPORT_CONFIG, EXPORT_FORMAT
+from mner.config import from_dict
+from mner.encoders.caption import tokenize_captions
+from mner.encoders.features import VisualFeatures
+from mner.encoders.text import run_in_windows
+from mner.encoders.tokenization import WordTokenizer
+from mner.encoders.transforms import EvalTransform, TrainTransform
+from mner.errors import MNERError
+from mner.models.base import Decoded, TaggerOutput, decode_output
+from mner.models.checkpoint import CONFIG_NAME, CheckpointError, load_state_dict, read_config
+
+__all__ = ["OnnxCaptionEncoder", "OnnxImageEncoder", "OnnxTagger", "read_export_config"]
+
+
+def read_export_config(folder: str | Path) -> dict[str, Any]:
+    """``mner_export.json`` of an export folder, checked for its format."""
+    path = Path(folder) / EXPORT_CONFIG
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder}: not an ONNX export (no {EXPORT_CONFIG}); write one with mner export") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path}: format {data.get('format') if isinstance(data, dict) else None!r}, this mner "
+                              f"reads {EXPORT_FORMAT!r}; export the checkpoint again with this mner")
+    return data
+
+
+class _Session:
+    """One ONNX Runtime session: torch tensors in (by input name, only those the graph has), torch
+    tensors out."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise CheckpointError(f"{path}: graph missing; the export is incomplete, export it again")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.path = path
+
+    def __call__(self, **inputs: torch.Tensor) -> list[torch.Tensor]:
+        feed = {name: inputs[name].detach().cpu().contiguous().numpy() for name in self.inputs}
+        return [torch.from_numpy(np.ascontiguousarray(x)) for x in self.session.run(self.outputs, feed)]
+
+
+class _Frozen:
+    """What :func:`~mner.encoders.cache.check_cacheable` asks of a frozen encoder's config."""
+
+    trainable = False
+
+    def __init__(self, **fields: Any):
+        self.__dict__.update(fields)
+
+
+class OnnxCaptionEncoder(nn.Module):
+    """The exported caption encoder, with :class:`~mner.encoders.caption.CaptionEncoder`'s interface
+    as the visual processor uses it (``tokenize``, ``forward`` -> :class:`VisualFeatures`,
+    ``fingerprint``, ``output_dim``)."""
+
+    def __init__(self, session: _Session, tokenizer, settings: Mapping[str, Any], digest: str):
+        super().__init__()
+        self.session = session
+        self.tokenizer = tokenizer
+        self.max_length = int(settings["max_length"])
+        self.output_dim = int(settings["output_dim"])
+        self.config = _Frozen(pooling=settings["pooling"], max_length=self.max_length)
+        self.fingerprint = f"caption-onnx:pooling={settings['pooling']}:max_length={self.max_length}:sha256={digest}"
+
+    def tokenize(self, captions: Sequence[str | None]) -> dict[str, torch.Tensor]:
+        return tokenize_captions(self.tokenizer, captions, self.max_length)
+
+    def forward(self, captions: Sequence[str | None] | Mapping[str, torch.Tensor]) -> VisualFeatures:
+        inputs = dict(captions) if isinstance(captions, Mapping) else self.tokenize(captions)
+        tokens, pooled = self.session(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        return VisualFeatures(tokens=tokens, mask=inputs["attention_mask"].bool(), pooled=pooled)
+
+
+class OnnxImageEncoder(nn.Module):
+    """The exported image encoder, with :class:`~mner.encoders.image.ImageEncoder`'s interface as the
+    visual processor uses it (``eval_transform``, ``forward`` -> :class:`VisualFeatures`,
+    ``fingerprint``, ``output_dim``). Frozen: a backbone fine-tuned in training runs as it was saved."""
+
+    def __init__(self, session: _Session, settings: Mapping[str, Any], digest: str):
+        super().__init__()
+        self.session = session
+        self.settings = dict(settings)
+        self.output_dim = int(settings["output_dim"])
+        self.image_size = int(settings["image_size"])
+        self.kind = settings["kind"]
+        self.config = _Frozen(name=settings["name"], image_size=self.image_size)
+        self.fingerprint = f"image-onnx:{settings['name']}:size={self.image_size}:sha256={digest}"
+
+    def eval_transform(self) -> EvalTransform:
+        s = self.settings
+        return EvalTransform(image_size=self.image_size, resize=s["resize"], mean=tuple(s["mean"]),
+                             std=tuple(s["std"]), interpolation=s["interpolation"])
+
+    def train_transform(self, **options: Any) -> TrainTransform:
+        s = self.settings
+        base = dict(image_size=self.image_size, mean=tuple(s["mean"]), std=tuple(s["std"]),
+                    interpolation=s["interpolation"])
+        base.update(options)
+        return TrainTransform(**base)
+
+    def forward(self, pixel_values: torch.Tensor) -> VisualFeatures:
+        tokens, pooled = self.session(pixel_values=pixel_values.float())
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
+        return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)
+
+
+class OnnxTagger(nn.Module):
+    """A fixed-label tagger from an export folder (see the module docstring).
+
+    ``OnnxTagger.from_pretrained(folder)``; ``tagger(batch)`` -> :class:`TaggerOutput` (emissions,
+    word mask, the CRF's constrained scores, the labels); ``tagger.decode(batch)`` -> tags."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        from mner.models import MODELS
+        from mner.tagging.labels import LabelSet
+
+        super().__init__()
+        folder = Path(folder)
+        self.folder = folder
+        self.export_config = exp = read_export_config(folder)
+        raw = read_config(folder)
+        cls = MODELS.get(raw["model_type"])
+        if cls is None:
+            raise CheckpointError(f"{folder / CONFIG_NAME}: unknown model type {raw['model_type']!r}")
+        self.model_type = raw["model_type"]
+        self.config = from_dict(cls.config_class, cls.upgrade_config(dict(raw["config"])), "config")
+        self.label_set = LabelSet(tuple(self.config.labels))
+        self.views = tuple(exp["views"])
+        self.quantization = exp.get("quantization")
+        threads = threads or torch.get_num_threads()
+        graphs = exp["graphs"]
+        self.threads = threads
+        self.sessions = {name: _Session(folder / info["file"], threads) for name, info in graphs.items()}
+        crf = load_state_dict(folder / exp["crf"])
+        self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
+        self.tokenizer = WordTokenizer.from_pretrained(str(folder / "assets" / "text_encoder"))
+        text = exp["text_encoder"]
+        self.max_length, self.window_size = int(text["max_length"]), int(text["window_size"])
+        self.window_overlap = int(text["window_overlap"])
+        self.caption_encoder = self.image_encoder = None
+        if "caption" in self.views:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(folder / "assets" / "caption_encoder"))
+            self.caption_encoder = OnnxCaptionEncoder(self.sessions["caption_encoder"], tok, exp["caption_encoder"],
+                                                      graphs["caption_encoder"]["sha256"][:16])
+        if "pixels" in self.views:
+            self.image_encoder = OnnxImageEncoder(self.sessions["image_encoder"], exp["image_encoder"],
+                                                  graphs["image_encoder"]["sha256"][:16])
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, threads: int | None = None) -> "OnnxTagger":
+        from mner.backends.onnx_export import require_onnx
+
+        require_onnx()
+        return cls(folder, threads=threads)
+
+    # ------------------------------------------------------------------------------ data
+    def processor(self, image_store=None, cache=None, seed: int = 0):
+        """The torch backend's processor, with the exported encoders (see the module docstring)."""
+        from mner.processing.tagging import TaggingProcessor
+        from mner.processing.visual import VisualProcessor
+
+        visual = None
+        if self.views:
+            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
+                                     image_store, cache, seed)
+        return TaggingProcessor(self.tokenizer, self.label_set, visual)
+
+    # ------------------------------------------------------------------------------ model
+    def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text transformer's sub-token states; inputs over its limit run in overlapping windows."""
+        def run(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.sessions["text_encoder"](input_ids=ids, attention_mask=mask)[0]
+
+        if input_ids.shape[1] <= self.max_length:
+            return run(input_ids, attention_mask)
+        return run_in_windows(run, input_ids, attention_mask, num_prefix=self.tokenizer.num_prefix,
+                              num_suffix=self.tokenizer.num_suffix, window_size=self.window_size,
+                              overlap=self.window_overlap, pad_token_id=self.tokenizer.pad_token_id)
+
+    def forward(self, batch) -> TaggerOutput:
+        words = batch.words
+        feed = {"token_states": self.token_states(words.input_ids, words.attention_mask),
+                "attention_mask": words.attention_mask, "word_starts": words.word_starts,
+                "word_ends": words.word_ends, "word_mask": words.word_mask, "casing": words.casing}
+        for view in self.views:
+            feats = batch.visual.features[view]
+            feed.update({f"{view}_tokens": feats.tokens.float(), f"{view}_mask": feats.mask,
+                         f"{view}_pooled": feats.pooled.float()})
+        emissions = self.sessions["head"](**feed)[0]
+        return TaggerOutput(None, emissions, words.word_mask.bool(), transitions=self.transitions, start=self.start,
+                            end=self.end, labels=[self.label_set.labels] * emissions.shape[0])
+
+    @torch.no_grad()
+    def decode(self, batch, confidences: bool = False) -> Decoded:
+        """Viterbi tags per tweet (and each word's marginal probability of its tag), as
+        :meth:`mner.models.base.MNERModel.decode`."""
+        if batch.visual is not None and batch.visual.pixel_values is not None:
+            raise MNERError("the onnxruntime backend takes image features from its processor, not pixels")
+        return decode_output(self(batch.without_tags()), confidences, who=type(self).__name__)
+
+    def extra_repr(self) -> str:
+        q = self.quantization
+        return f"{self.folder}, {self.model_type}, views={list(self.views)}, " + (
+            f"int8 ({', '.join(q['graphs'])})" if q else "fp32")

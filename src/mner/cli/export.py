@@ -1,0 +1,48 @@
+"""``mner export CHECKPOINT --out DIR [--quantize int8]``: the model's forward pass up to the emissions
+as ONNX graphs for the onnxruntime backend (:mod:`mner.backends.onnx_export`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from mner.backends.onnx_export import DEFAULT_OPSET, QUANTIZATIONS
+
+    p = sub.add_parser(
+        "export", help="export a trained tagger to ONNX (optionally int8) for the onnxruntime backend",
+        description="Write the model in CHECKPOINT (a model folder or a training run) to DIR as ONNX graphs: "
+                    "the text encoder, the caption or image encoder of its visual view, and the emission head "
+                    "(CRF decoding and span building stay in mner). DIR also holds the tokenizer files, the "
+                    "CRF scores and mner_export.json (backend, quantization, opset, sha256 of the checkpoint's "
+                    "weights). mner predict DIR (and Pipeline.from_pretrained(DIR)) run it with ONNX Runtime. "
+                    "Few-shot models are not exported yet.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="the export folder (new, or an earlier export: replaced)")
+    p.add_argument("--quantize", default=None, choices=QUANTIZATIONS,
+                   help="int8: dynamic int8 weights of the transformer graphs (ONNX Runtime quantize_dynamic); "
+                        "default: fp32")
+    p.add_argument("--per-tensor", action="store_true",
+                   help="with --quantize int8: one scale per weight matrix instead of one per output channel")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from mner.backends import EXPORT_CONFIG
+    from mner.backends.onnx_export import export_checkpoint
+    from mner.errors import UsageError
+
+    if args.per_tensor and args.quantize is None:
+        raise UsageError("--per-tensor is a setting of --quantize int8: add --quantize int8")
+    out = export_checkpoint(args.checkpoint, args.out, quantize=args.quantize, per_channel=not args.per_tensor,
+                            opset=args.opset, log=lambda m: print(m, file=sys.stderr, flush=True))
+    config = json.loads((out / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    print(json.dumps({"export": str(out), "model_type": config["model_type"], "views": config["views"],
+                      "quantization": (config["quantization"] or {}).get("weights", "fp32"),
+                      "graphs": sorted(config["graphs"]), "opset": config["opset"],
+                      "source_weights_sha256": config["source"]["weights_sha256"]}))
+    return 0

@@ -1,0 +1,231 @@
+"""The ONNX Runtime backend (issue 26, first part): ``mner export`` of tiny random MAF checkpoints
+(text-only, caption view, pixels view), the exported graphs against PyTorch (emissions within
+1e-4, the same entities), int8 export, the backend switch and its detection, and the refusals.
+
+onnxruntime, onnx and onnxscript come with the ``onnx`` extra, which scripts/setup.sh installs: these
+tests are part of the normal suite (a missing package fails them, it does not skip them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from mner.backends import EXPORT_CONFIG, resolve_backend
+from mner.backends.onnx_export import export_checkpoint
+from mner.cli.main import main
+from mner.errors import MNERError
+from mner.models import MAFModel, load_model
+from mner.models.checkpoint import CheckpointError
+from mner.pipeline import Pipeline
+from model_fixtures import encoders, maf_config, one_thread, random_image  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: Three tweets of different lengths: the graphs were traced on a batch of two, so a batch of three
+#: (and of one) checks the dynamic batch axis; the third has no caption and no image.
+TEXTS = ["Obama meets Merkel in Berlin today !", "RT @user : Paris at night", "Kai"]
+CAPTIONS = ["two people shaking hands", "a city at night", None]
+#: Longer than the 16 positions of the ``bert16`` text encoder: it runs in overlapping windows.
+LONG = " ".join(["New York and Paris and London"] * 4)
+
+KINDS = {
+    # text-only on the 16-position BERT, so that LONG needs windows
+    "text": dict(no_image=True, text="bert16"),
+    "caption": dict(view="caption"),
+    "pixels": dict(view="pixels"),
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(encoders, tmp_path_factory) -> dict[str, Path]:
+    """A saved tiny random MAF checkpoint of each kind (seed 0)."""
+    root = tmp_path_factory.mktemp("onnx-ckpt")
+    out = {}
+    for kind, options in KINDS.items():
+        torch.manual_seed(0)
+        out[kind] = MAFModel(maf_config(encoders, **options)).save_pretrained(root / kind)
+    return out
+
+
+@pytest.fixture(scope="module")
+def exports(checkpoints, tmp_path_factory) -> dict[str, Path]:
+    """The fp32 export of each checkpoint."""
+    root = tmp_path_factory.mktemp("onnx-export")
+    return {kind: export_checkpoint(path, root / kind) for kind, path in checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def int8_caption(checkpoints, tmp_path_factory) -> Path:
+    return export_checkpoint(checkpoints["caption"], tmp_path_factory.mktemp("onnx-int8") / "caption",
+                             quantize="int8")
+
+
+def _inputs(kind: str, n: int = 3):
+    texts = TEXTS[:n] + ([LONG] if kind == "text" else [])
+    captions = (CAPTIONS[:n] + [None])[:len(texts)]
+    images = [random_image(1), random_image(2), None, None][:len(texts)]
+    return texts, captions, images
+
+
+def _emissions(pipe: Pipeline, texts, captions, images) -> tuple[torch.Tensor, torch.Tensor]:
+    examples = [pipe._example(i, t, c) for i, (t, c) in enumerate(zip(texts, captions))]
+    batch = pipe.processor(examples, images=[im for im in images] if "pixels" in pipe.views else None)
+    with torch.no_grad():
+        out = pipe.model(batch.without_tags())
+    return out.emissions.float(), out.mask
+
+
+def _spans(results) -> list[list[tuple]]:
+    return [[(e["text"], e["type"], e["start"], e["end"], e["token_start"], e["token_end"]) for e in ents]
+            for ents in results]
+
+
+# ============================================================================== the folder
+def test_export_folder_records_backend_quantization_opset_and_fingerprint(checkpoints, exports):
+    for kind, folder in exports.items():
+        config = json.loads((folder / EXPORT_CONFIG).read_text())
+        weights = (checkpoints[kind] / "model.safetensors").read_bytes()
+        assert config["backend"] == "onnxruntime" and config["quantization"] is None
+        assert config["opset"] == 18 and config["model_type"] == "maf"
+        assert config["source"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
+        expected = {"text_encoder", "head"} | ({"caption_encoder"} if kind == "caption" else set()) | (
+            {"image_encoder"} if kind == "pixels" else set())
+        assert set(config["graphs"]) == expected
+        for info in config["graphs"].values():
+            graph = onnx.load(str(folder / info["file"]))
+            onnx.checker.check_model(graph)
+            # the batch axis of every input is symbolic: any batch size runs
+            for value in graph.graph.input:
+                assert value.type.tensor_type.shape.dim[0].dim_param, (info["file"], value.name)
+            assert info["sha256"] == hashlib.sha256((folder / info["file"]).read_bytes()).hexdigest()
+        assert (folder / "assets" / "text_encoder" / "tokenizer.json").is_file()
+        assert not (folder / "model.safetensors").exists()  # the weights live in the graphs only
+
+
+# ============================================================================== same as torch
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_onnx_fp32_emissions_and_entities_equal_torch(kind, checkpoints, exports):
+    torch_pipe = Pipeline.from_pretrained(checkpoints[kind], device="cpu")
+    onnx_pipe = Pipeline.from_pretrained(exports[kind])
+    assert onnx_pipe.backend == "onnxruntime" and torch_pipe.backend == "torch"
+    for n in (3, 1):  # traced on two tweets: three and one must run as well
+        texts, captions, images = _inputs(kind, n)
+        em_torch, mask = _emissions(torch_pipe, texts, captions, images)
+        em_onnx, mask_onnx = _emissions(onnx_pipe, texts, captions, images)
+        assert torch.equal(mask, mask_onnx) and em_torch.shape == em_onnx.shape
+        assert (em_torch - em_onnx)[mask].abs().max() < 1e-4
+        expected = torch_pipe(texts, image=images, caption=captions)
+        got = onnx_pipe(texts, image=images, caption=captions)
+        assert sum(map(len, expected)) > 0  # the comparison is not between two empty lists
+        assert _spans(got) == _spans(expected)
+        assert [[e.keys() for e in ents] for ents in got] == [[e.keys() for e in ents] for ents in expected]
+        for ents_t, ents_o in zip(expected, got):
+            for a, b in zip(ents_t, ents_o):
+                assert abs(a["confidence"] - b["confidence"]) <= 2e-4
+
+
+def test_a_long_input_runs_in_windows_as_in_torch(checkpoints, exports):
+    pipe_t = Pipeline.from_pretrained(checkpoints["text"], device="cpu")
+    pipe_o = Pipeline.from_pretrained(exports["text"])
+    words = pipe_o.processor([pipe_o._example(0, LONG, None)]).words
+    assert words.input_ids.shape[1] > pipe_o.model.max_length  # the windows path, not one call
+    em_t, mask = _emissions(pipe_t, [LONG], [None], [None])
+    em_o, _ = _emissions(pipe_o, [LONG], [None], [None])
+    assert (em_t - em_o)[mask].abs().max() < 1e-4
+    expected = pipe_t(LONG)
+    assert expected and _spans([pipe_o(LONG)]) == _spans([expected])
+
+
+def test_the_caption_features_go_through_the_same_cache(exports):
+    pipe = Pipeline.from_pretrained(exports["caption"])
+    cache = pipe.processor.visual.cache
+    pipe(TEXTS, caption=CAPTIONS)
+    misses = cache.misses
+    pipe(TEXTS, caption=CAPTIONS)
+    assert cache.misses == misses and cache.hits >= 2  # the second call encodes no caption again
+
+
+# ============================================================================== int8
+def test_int8_export_quantizes_the_encoders_and_keeps_the_schema(checkpoints, int8_caption):
+    config = json.loads((int8_caption / EXPORT_CONFIG).read_text())
+    q = config["quantization"]
+    assert q["weights"] == "int8" and q["per_channel"] is True
+    assert q["graphs"] == ["text_encoder", "caption_encoder"] and "head" in q["fp32_graphs"]
+    for name in ("text_encoder", "caption_encoder"):
+        ops = {node.op_type for node in onnx.load(str(int8_caption / config["graphs"][name]["file"])).graph.node}
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, (name, sorted(ops))
+    head_ops = {node.op_type for node in onnx.load(str(int8_caption / "head.onnx")).graph.node}
+    assert "MatMulInteger" not in head_ops
+    pipe_t = Pipeline.from_pretrained(checkpoints["caption"], device="cpu")
+    pipe_q = Pipeline.from_pretrained(int8_caption)
+    expected, got = pipe_t(TEXTS, caption=CAPTIONS), pipe_q(TEXTS, caption=CAPTIONS)
+    assert len(got) == len(expected)
+    for ents in got:
+        for e in ents:
+            assert set(e) == {"text", "type", "start", "end", "token_start", "token_end", "confidence"}
+            assert e["type"] in {"PER", "LOC", "ORG", "MISC"} and 0.0 <= e["confidence"] <= 1.0
+    em_t, mask = _emissions(pipe_t, TEXTS, CAPTIONS, [None] * 3)
+    em_q, _ = _emissions(pipe_q, TEXTS, CAPTIONS, [None] * 3)
+    diff = (em_t - em_q)[mask].abs().max()
+    assert 0 < diff < 0.5 * em_t[mask].abs().max()  # quantized (not the fp32 graph), and still close
+
+
+# ============================================================================== switch
+def test_the_backend_is_detected_and_a_wrong_pairing_is_refused(checkpoints, exports):
+    assert resolve_backend(exports["text"]) == "onnxruntime" and resolve_backend(checkpoints["text"]) == "torch"
+    assert Pipeline.from_pretrained(exports["text"], backend="onnxruntime").info()["backend"] == "onnxruntime"
+    with pytest.raises(MNERError, match="an ONNX export"):
+        Pipeline.from_pretrained(exports["text"], backend="torch")
+    with pytest.raises(MNERError, match="mner export"):
+        Pipeline.from_pretrained(checkpoints["text"], backend="onnxruntime")
+    with pytest.raises(MNERError, match="unknown backend"):
+        Pipeline.from_pretrained(checkpoints["text"], backend="tensorrt")
+    with pytest.raises(MNERError, match="runs on the CPU"):
+        Pipeline.from_pretrained(exports["text"], device="cuda")
+    with pytest.raises(CheckpointError, match="an ONNX export"):
+        load_model(exports["text"])  # e.g. mner evaluate on an export: says what it is
+
+
+def test_mner_predict_runs_an_export_like_its_checkpoint(checkpoints, exports, capsys):
+    args = ["--text", TEXTS[0], "--caption", CAPTIONS[0]]
+    assert main(["predict", str(checkpoints["caption"]), *args]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(exports["caption"]), *args]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(exports["caption"]), "--backend", "onnxruntime", *args]) == 0
+    assert json.loads(capsys.readouterr().out) == got
+    assert expected["entities"] and _spans([got["entities"]]) == _spans([expected["entities"]])
+    assert {k: v for k, v in got.items() if k != "entities"} == {k: v for k, v in expected.items() if k != "entities"}
+    assert main(["predict", str(exports["caption"]), "--backend", "torch", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mner: error:") and "\n" not in err and "Traceback" not in err
+
+
+# ============================================================================== refusals
+def test_export_refuses_a_fewshot_checkpoint_in_one_line(tmp_path, capsys):
+    from fewshot_fixtures import fewshot_model
+    from tiny_models import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path / "bert", max_position_embeddings=64)
+    folder = fewshot_model(bert, "protobert").save_pretrained(tmp_path / "protobert")
+    code = main(["export", str(folder), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("mner: error:") and "few-shot" in err and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_refuses_a_folder_that_is_not_an_export(checkpoints, tmp_path, capsys):
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(["export", str(checkpoints["text"]), "--out", str(other)]) == 2
+    assert "not an mner export" in capsys.readouterr().err
+    assert (other / "keep.txt").read_text() == "mine"
+    assert main(["export", str(checkpoints["text"]), "--out", str(tmp_path / "x"), "--per-tensor"]) == 2
+    assert "--quantize int8" in capsys.readouterr().err
