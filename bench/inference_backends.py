@@ -1,0 +1,218 @@
+"""Inference backends side by side (issue 26): torch fp32, torch dynamic int8, ONNX Runtime fp32 and
+ONNX Runtime int8, on the same tweets in one run.
+
+For a trained MAF checkpoint (default: the caption view, the only visual view with data on this
+machine) it measures, per backend:
+
+The backends take turns (round by round for throughput, tweet by tweet for latency), so that a
+load that changes during the run touches them alike.
+
+* ``tweets_per_s``: ``Pipeline.predict`` over the first ``--n`` test tweets in batches of
+  ``--batch-size`` (tokenizing, the caption encoder, the text encoder, the head, CRF decoding and
+  span building: everything a user waits for; the caption feature cache is emptied before each
+  run, so every caption is encoded);
+* ``p50_ms`` / ``p90_ms``: single-tweet latency (``Pipeline.predict`` on one tweet) over
+  ``--latency-n`` tweets, after ``--warmup`` untimed calls;
+* ``f1`` (and precision, recall) on the whole test split, conlleval counting, and ``delta_f1``
+  against torch fp32.
+
+Backends: ``torch-fp32`` the checkpoint as trained; ``torch-int8`` the same model after
+``torch.ao.quantization.quantize_dynamic`` of its text and caption encoders (their ``nn.Linear``
+layers: int8 weights, dynamic activations; the head stays fp32, as in ``onnx-int8``);
+``onnx-fp32`` / ``onnx-int8`` folders written by ``mner export`` (``--quantize int8``: dynamic int8
+weights, per channel, in the text and caption encoders; the head stays fp32). The exports are made
+by this script into ``--exports`` unless they are there already (their ``mner_export.json`` must
+name the checkpoint's weights: a stale export is refused).
+
+Every figure is measured on the machine it runs on, with ``--threads`` torch / ONNX Runtime threads
+(default 1). The output ends with one JSON line of all figures.
+
+    .venv/bin/python bench/inference_backends.py --checkpoint runs/bench/twitter2017__maf__minilm__seed37 \\
+        --exports /tmp/inference-exports
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
+BACKENDS = ("torch-fp32", "torch-int8", "onnx-fp32", "onnx-int8")
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def load_test(dataset: str, split: str):
+    from mner.data.prepare import DataConfig, prepare_data
+
+    folder = DATA / dataset
+    cfg = DataConfig(test=str(folder / f"{split}.txt"), type_map="OTHER=MISC", captions="auto",
+                     feature_cache=None)
+    data = prepare_data(cfg, needs_images=False, needs_captions=True, log=lambda *_: None)
+    return data.splits["test"]
+
+
+def ensure_export(checkpoint: Path, folder: Path, quantize: str | None) -> Path:
+    from mner.backends import EXPORT_CONFIG
+    from mner.backends.onnx_export import export_checkpoint, file_sha256
+    from mner.models.checkpoint import WEIGHTS_NAME, resolve_model_dir
+
+    source = resolve_model_dir(checkpoint)
+    want = file_sha256(source / WEIGHTS_NAME)
+    if (folder / EXPORT_CONFIG).is_file():
+        config = json.loads((folder / EXPORT_CONFIG).read_text())
+        if config["source"]["weights_sha256"] != want or (config["quantization"] or {}).get("weights") != quantize:
+            sys.exit(f"{folder}: an export of other weights or another quantization; remove it or choose --exports")
+        return folder
+    print(f"exporting {source} -> {folder} ({quantize or 'fp32'})", file=sys.stderr, flush=True)
+    return export_checkpoint(source, folder, quantize=quantize)
+
+
+def build(backend: str, checkpoint: Path, exports: Path, batch_size: int):
+    import torch
+
+    from mner.models import load_model
+    from mner.pipeline import Pipeline
+
+    if backend == "torch-fp32":
+        return Pipeline(load_model(checkpoint), batch_size=batch_size, device="cpu")
+    if backend == "torch-int8":
+        model = load_model(checkpoint)
+        for encoder in (model.text_encoder, getattr(model, "caption_encoder", None)):  # as onnx-int8: the head stays fp32
+            if encoder is not None:
+                torch.ao.quantization.quantize_dynamic(encoder.model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                       inplace=True)
+        return Pipeline(model, batch_size=batch_size, device="cpu")
+    return Pipeline.from_pretrained(exports / backend, batch_size=batch_size)
+
+
+def reset_cache(pipe) -> None:
+    from mner.encoders.cache import FeatureCache
+
+    visual = getattr(pipe.processor, "visual", None)
+    if visual is not None:
+        visual.cache = FeatureCache()
+
+
+def throughput(pipes: dict, examples, repeats: int) -> dict[str, float]:
+    """Tweets per second of each pipeline over ``examples``: the best of ``repeats`` runs, the
+    backends taking turns within each round (a load that changes during the run touches all alike)."""
+    best = {name: float("inf") for name in pipes}
+    for _ in range(repeats):
+        for name, pipe in pipes.items():
+            reset_cache(pipe)
+            start = time.perf_counter()
+            pipe.predict(examples)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: len(examples) / seconds for name, seconds in best.items()}
+
+
+def latency(pipes: dict, examples, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of ``Pipeline.predict`` on one tweet, per pipeline, the backends taking turns on
+    each tweet (after ``warmup`` untimed tweets)."""
+    times: dict[str, list[float]] = {name: [] for name in pipes}
+    for pipe in pipes.values():
+        reset_cache(pipe)
+    for k, ex in enumerate(examples):
+        for name, pipe in pipes.items():
+            start = time.perf_counter()
+            pipe.predict([ex])
+            if k >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def score(pipe, examples, batch_size: int) -> dict:
+    from mner.evaluation import evaluate_examples, predict_tags
+
+    reset_cache(pipe)
+    loader = [pipe.processor(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+    report = evaluate_examples(examples, predict_tags(pipe.model, loader), mode="conlleval")
+    return {"precision": report.micro.precision, "recall": report.micro.recall, "f1": report.micro.f1}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a trained MAF (caption view) checkpoint or run")
+    parser.add_argument("--exports", type=Path, required=True, help="folder of the onnx-fp32 / onnx-int8 exports")
+    parser.add_argument("--dataset", default="twitter2017")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--n", type=int, default=640, help="tweets of the throughput run")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2, help="throughput runs per backend (the best is kept)")
+    parser.add_argument("--latency-n", type=int, default=100, help="single-tweet calls timed per backend")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    parser.add_argument("--no-f1", action="store_true", help="skip F1 on the whole split")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from mner.backends.onnx_export import file_sha256
+    from mner.models.checkpoint import WEIGHTS_NAME, resolve_model_dir
+
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    checkpoint = resolve_model_dir(args.checkpoint)
+    args.exports.mkdir(parents=True, exist_ok=True)
+    for backend, quantize in (("onnx-fp32", None), ("onnx-int8", "int8")):
+        if backend in args.backends:
+            ensure_export(checkpoint, args.exports / backend, quantize)
+    examples = load_test(args.dataset, args.split)
+    speed_set = examples[:args.n]
+    latency_set = examples[:args.warmup + args.latency_n]
+    pipes = {backend: build(backend, checkpoint, args.exports, args.batch_size) for backend in args.backends}
+    speed = throughput(pipes, speed_set, args.repeats)
+    times = latency(pipes, latency_set, args.warmup)
+    results: dict[str, dict] = {}
+    for backend, pipe in pipes.items():
+        row = {"tweets_per_s": round(speed[backend], 2), "p50_ms": round(statistics.median(times[backend]), 2),
+               "p90_ms": round(statistics.quantiles(times[backend], n=10)[-1], 2)}
+        if not args.no_f1:
+            row.update({k: round(v, 5) for k, v in score(pipe, examples, args.batch_size).items()})
+        results[backend] = row
+        print(f"{backend}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    base = results.get("torch-fp32")
+    if base is not None:
+        for row in results.values():
+            row["speedup_vs_torch_fp32"] = round(row["tweets_per_s"] / base["tweets_per_s"], 3)
+            row["p50_ratio_vs_torch_fp32"] = round(row["p50_ms"] / base["p50_ms"], 3)
+            if "f1" in row and "f1" in base:
+                row["delta_f1_points"] = round(100 * (row["f1"] - base["f1"]), 2)
+    summary = {"checkpoint": str(checkpoint), "weights_sha256": file_sha256(checkpoint / WEIGHTS_NAME),
+               "dataset": args.dataset, "split": args.split, "tweets": len(examples), "n_speed": len(speed_set),
+               "batch_size": args.batch_size, "latency_n": args.latency_n, "threads": args.threads,
+               "cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__, "results": results}
+    try:
+        import onnxruntime
+
+        summary["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
