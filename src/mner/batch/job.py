@@ -180,11 +180,27 @@ def load_pipeline(opts: TagOptions, device: str | None = None):
     """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows."""
     from mner.pipeline import Pipeline
 
+    _refuse_fewshot(opts.checkpoint)
     pipe = Pipeline.from_pretrained(opts.checkpoint, device=device or opts.device, batch_size=opts.batch_size)
     if getattr(pipe.model, "label_set", None) is None:
-        raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model tags with the entity types of a "
-                        "support set; mner tag runs models with their own types (use mner fewshot predict)")
+        raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model has no entity types of its own; "
+                        "mner tag runs models that have")
     return pipe
+
+
+def _refuse_fewshot(checkpoint: str | Path) -> None:
+    """One line for a few-shot checkpoint, before anything is read or loaded: mner tag has no support
+    set yet (issue 23)."""
+    from mner.models import CheckpointError, EpisodicTagger, checkpoint_class
+
+    try:
+        cls = checkpoint_class(checkpoint)
+    except CheckpointError:  # no PyTorch checkpoint: loading it says why, in one line
+        return
+    if issubclass(cls, EpisodicTagger):
+        raise MNERError(f"{checkpoint}: a few-shot {cls.model_type!r} model tags the entity types of a support set, "
+                        "and batch tagging of few-shot checkpoints is not available yet; use mner predict "
+                        f"{checkpoint} --support S.jsonl --input FILE.jsonl instead")
 
 
 def prepare_settings(opts: TagOptions, pipe) -> PrepareSettings:
@@ -222,6 +238,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     _check(opts)
     started = time.time()
     model_dir = resolve_model_dir(opts.checkpoint)
+    _refuse_fewshot(opts.checkpoint)
     notes: list[str] = []
     files = expand_inputs(opts.inputs, notes)
     for note in notes:

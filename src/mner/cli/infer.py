@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mner.cli.data import nonnegative_int, positive_int
+from mner.cli.fewshot import _add_decoding
 from mner.data.formats import FORMATS
 from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES
 from mner.errors import MNERError, UsageError
@@ -46,8 +47,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Tag one text (--text, with --image/--caption) or a JSONL file of "
                                    '{"text": ..., "image": ..., "caption": ...} lines (or "tokens" '
                                    "instead of text). Writes JSONL: each input with its entities "
-                                   "(text, type, char start/end, confidence).")
+                                   "(text, type, char start/end, confidence). A few-shot checkpoint "
+                                   "(mousing, protobert, nnshot, proto-maf) tags the entity types of "
+                                   "--support FILE, as mner fewshot predict does.")
     p.add_argument("checkpoint", type=Path)
+    p.add_argument("--support", type=Path, default=None, metavar="FILE",
+                   help="few-shot checkpoints: the annotated tweets that define the entity types (JSONL with "
+                        "tokens and tags, CoNLL or Twitter format); relative image references in it are "
+                        "read inside --image-dir")
+    p.add_argument("--support-format", default="auto", help="format of --support (default: detected)")
     p.add_argument("--text", default=None)
     p.add_argument("--image", default=None, help="image file for --text")
     p.add_argument("--caption", default=None, help="caption for --text (models with a caption view)")
@@ -60,7 +68,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--batch-size", type=positive_int, default=16)
+    # the decoding options of mner fewshot predict, for few-shot checkpoints
+    _add_decoding(p.add_argument_group("few-shot checkpoints (with --support)"))
     p.set_defaults(func=cmd_predict)
+
+
+def _decoding_options() -> list[str]:
+    """The ``args`` names of the few-shot decoding options (:func:`mner.cli.fewshot._add_decoding`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    _add_decoding(parser)
+    return list(vars(parser.parse_args([])))
 
 
 def cmd_evaluate(args) -> int:
@@ -130,6 +147,31 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _needs_support(args) -> bool:
+    """Whether CHECKPOINT is a few-shot model (it tags the types of ``--support``); refuses, in one
+    line, a few-shot model without ``--support`` and ``--support`` with a model of fixed types."""
+    from mner.models import CheckpointError, EpisodicTagger, checkpoint_class
+
+    try:
+        cls = checkpoint_class(args.checkpoint)
+    except CheckpointError:  # an ONNX export (fixed types), or no model: loading it says which, in one line
+        cls = None
+    fewshot = cls is not None and issubclass(cls, EpisodicTagger)
+    if fewshot and args.support is None:
+        raise UsageError(f"{args.checkpoint}: a few-shot {cls.model_type!r} model tags the entity types of a support "
+                         "set; pass --support FILE (a few annotated tweets of each type: JSONL with tokens and tags, "
+                         "CoNLL or Twitter format)")
+    kind = f"a {cls.model_type!r} model" if cls is not None else "this model"
+    if not fewshot and args.support is not None:
+        raise UsageError(f"--support {args.support}: {args.checkpoint} is {kind} with a fixed set of entity types; "
+                         "--support is for few-shot checkpoints (mousing, protobert, nnshot, proto-maf): leave it out")
+    given = [name for name in _decoding_options() if getattr(args, name, None) is not None]
+    if not fewshot and given:
+        raise UsageError(f"--{given[0].replace('_', '-')}: a decoding option of few-shot checkpoints; {args.checkpoint} "
+                         f"is {kind} with a fixed set of entity types: leave it out")
+    return fewshot
+
+
 def cmd_predict(args) -> int:
     from mner.data.example import TextError
     from mner.data.images import ImageStore, apply_image_policy
@@ -139,6 +181,10 @@ def cmd_predict(args) -> int:
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"--output {args.output}: is a folder; give a file name")
+    if _needs_support(args):  # a few-shot checkpoint: tagged as mner fewshot predict tags (same output)
+        from mner.cli.fewshot import cmd_predict as fewshot_predict
+
+        return fewshot_predict(argparse.Namespace(**vars(args), images=args.image_dir))
     pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size)
     pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
     if args.text is not None:

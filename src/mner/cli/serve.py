@@ -123,8 +123,10 @@ def cmd_serve(args) -> int:
     model_type = read_config(args.checkpoint).get("model_type")
     cls = MODELS.get(model_type)
     if cls is not None and not issubclass(cls, CRFTagger):
-        raise UsageError(f"{args.checkpoint}: a {model_type!r} model tags the types of a support set; "
-                         "mner serve serves models with a label set of their own (e.g. maf) for now")
+        raise UsageError(f"{args.checkpoint}: a few-shot {model_type!r} model tags the types of a support set, "
+                         "and mner serve CHECKPOINT serves a model with types of its own (e.g. maf) for now; serve "
+                         f"one with --fewshot {args.checkpoint} (the page's New types tab and POST /fewshot/predict), "
+                         f"or tag with mner predict {args.checkpoint} --support S.jsonl")
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     if args.fewshot is not None:

@@ -25,7 +25,7 @@ from mner.models.tagger import CRFTagger, TaggingModel
 __all__ = ["MODELS", "CRFTagger", "CheckpointError", "Decoded", "EpisodicConfig", "EpisodicTagger", "MAFConfig",
            "MAFModel", "MNERModel", "MOUSINGConfig", "MOUSINGModel", "NNShotConfig", "NNShotModel",
            "ProtoBERTConfig", "ProtoBERTModel", "ProtoMAFConfig", "ProtoMAFModel", "TaggerOutput",
-           "TaggingModel", "load_model"]
+           "TaggingModel", "checkpoint_class", "load_model"]
 
 #: model_type -> class, one line per model.
 MODELS: dict[str, type[MNERModel]] = {
@@ -37,9 +37,16 @@ MODELS: dict[str, type[MNERModel]] = {
 }
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> MNERModel:
+def checkpoint_class(path: str | Path) -> type[MNERModel]:
+    """The class of the model in ``path`` (a model folder or a training run), read from its
+    ``config.json`` without loading any weight: what a command asks before it loads a model, e.g.
+    ``issubclass(checkpoint_class(path), EpisodicTagger)`` (a few-shot model, which needs a support set)."""
     folder = resolve_model_dir(path)
     model_type = read_config(folder)["model_type"]
     if model_type not in MODELS:
         raise CheckpointError(f"{folder}: unknown model type {model_type!r}; this mner knows {sorted(MODELS)}")
-    return MODELS[model_type].from_pretrained(folder, map_location)
+    return MODELS[model_type]
+
+
+def load_model(path: str | Path, map_location: str = "cpu") -> MNERModel:
+    return checkpoint_class(path).from_pretrained(resolve_model_dir(path), map_location)
