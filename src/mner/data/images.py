@@ -1,7 +1,14 @@
-"""Image store: tweet image id -> RGB :class:`PIL.Image.Image`, or a clear error.
+"""Images: a file or its bytes -> the RGB :class:`PIL.Image.Image` a model sees, or a clear error.
+
+:func:`load_image` is the one image loader of mner: the library (:class:`~mner.pipeline.Pipeline`,
+the processors), ``mner predict``, ``mner explain`` and ``mner report``, the batch tagger's prepare
+step, the few-shot pipeline and the service (``mner serve``, which maps its :class:`ImageError` to
+HTTP statuses in :func:`mner.serve.limits.open_image`) all turn a file or its bytes into pixels
+through it, so the same file gives the same pixels on every path. An image already in memory (a
+PIL image given to a pipeline) is converted by :func:`to_rgb` only: its pixels are the caller's.
 
 :class:`ImageStore` resolves ``<image_dir>/<id>.jpg`` (and the other extensions in
-``EXTENSIONS``, and a path given directly), opens the file with PIL and returns an RGB image:
+``EXTENSIONS``, and a path given directly) and opens the file with :func:`load_image`:
 
 * modes are converted, never guessed at by the model: ``L``/``1``/``I;16``/``I``/``F`` (grey,
   16-bit and float grey are rescaled to 8 bits), ``P`` (palette; with transparency it is
@@ -10,7 +17,11 @@
 * refused, with an :class:`ImageError` naming the image id and the path: zero-byte files,
   files PIL cannot identify (corrupt), truncated files, and decompression bombs (more than
   ``max_pixels`` pixels, checked *before* decoding); a directory, a broken link or a symlink
-  loop where an image should be (``not-a-file``, never called "missing");
+  loop where an image should be (``not-a-file``, never called "missing"); where the caller sets
+  them (the service does), more bytes than ``max_bytes`` (``too-many-bytes``) and a format outside
+  ``formats`` (``unsupported-format``);
+* very thin images (a 1 x 8000 banner) are not refused: the models' resize keeps at most
+  :data:`MAX_ASPECT` times the shorter side (:func:`resize_shorter`), so their cost is bounded;
 * an image reference names a file *inside* the image folder: a reference that leaves it
   (``../x``, or an absolute path elsewhere unless the store was made with ``allow_absolute=True``) is
   refused (``outside``) whatever the policy, so that no file outside the folder is ever read.
@@ -32,8 +43,10 @@ images per dataset with one fixed picture, without a word).
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +66,7 @@ __all__ = [
     "ImageReport",
     "MAX_ASPECT",
     "apply_image_policy",
+    "load_image",
     "resize_shorter",
     "to_rgb",
 ]
@@ -67,7 +81,14 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 
 class ImageError(MNERError):
     """An image that cannot be used. ``kind`` is one of ``missing``, ``empty``,
-    ``corrupt``, ``truncated``, ``too-large``, ``not-a-file``, ``outside``."""
+    ``corrupt``, ``truncated``, ``too-large`` (pixels), ``not-a-file``, ``outside``, and, only where
+    the caller sets those limits (:func:`load_image`'s ``max_bytes`` and ``formats``: the service),
+    ``too-many-bytes`` and ``unsupported-format``.
+
+    What :func:`load_image` learnt before it stopped travels with the error, for callers that word
+    their own refusals (the service): ``format`` (PIL's name, once identified), ``size`` (width,
+    height, once the header is read), ``nbytes`` and ``unrecognised`` (PIL knows no format that
+    reads the file)."""
 
     HINTS = {
         "missing": "put the file in the image folder, or choose --missing-images blank|drop",
@@ -79,13 +100,18 @@ class ImageError(MNERError):
         "not-a-file": "put an image file there (a folder, a broken link or a link loop is no image)",
         "outside": "an image reference names a file inside the image folder; move the image "
                    "into the folder and give its path relative to it",
+        "too-many-bytes": "send a smaller (re-encoded or resized) image",
+        "unsupported-format": "convert it, e.g. to JPEG or PNG",
     }
 
-    def __init__(self, kind: str, image_id: str, path: str | Path | None, detail: str = ""):
+    def __init__(self, kind: str, image_id: str, path: str | Path | None, detail: str = "", *,
+                 format: str | None = None, size: tuple[int, int] | None = None, nbytes: int | None = None,
+                 unrecognised: bool = False):
         self.kind = kind
         self.image_id = image_id
         self.path = str(path) if path is not None else None
         self.detail = detail
+        self.format, self.size, self.nbytes, self.unrecognised = format, size, nbytes, unrecognised
         where = f"image {image_id!r}" + (f" ({self.path})" if self.path else "")
         msg = f"{where}: {kind}" + (f": {detail}" if detail else "")
         super().__init__(f"{msg}; {self.HINTS.get(kind, '')}".rstrip("; "))
@@ -151,6 +177,74 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def load_image(source: bytes | str | os.PathLike, image_id: str | None = None, *,
+               max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None,
+               formats: Sequence[str] | None = None) -> Image.Image:
+    """The RGB image a model sees, from a file (a path) or the file's bytes: the one image loader of
+    mner (see the module docstring). Raises :class:`ImageError` naming ``image_id`` (and the path).
+
+    In order: a zero-byte source is ``empty``; more than ``max_bytes`` bytes (None: no limit) is
+    ``too-many-bytes``; what PIL cannot identify is ``corrupt`` (``unrecognised``); a format not in
+    ``formats`` (PIL's names; None: any) is ``unsupported-format``; more than ``max_pixels`` pixels is
+    ``too-large``, read from the header before any pixel is decoded (PIL's own hard limit, twice
+    ``PIL.Image.MAX_IMAGE_PIXELS``, too); then the pixels are decoded (``truncated`` or ``corrupt``
+    when they cannot be), the EXIF orientation is applied (:func:`PIL.ImageOps.exif_transpose`) and
+    the mode converted by :func:`to_rgb` (16-bit and float grey rescaled to 8 bits, alpha and
+    transparent palettes composited on white, CMYK and the others converted)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        raw = bytes(source)
+        path, nbytes, opened = None, len(raw), io.BytesIO(raw)
+        image_id = str(image_id) if image_id is not None else "(bytes)"
+    else:
+        path = Path(source)
+        image_id = str(image_id) if image_id is not None else str(path)
+        if not path.is_file():
+            problem = _not_a_file(path)
+            raise ImageError("not-a-file" if problem else "missing", image_id, path, problem)
+        nbytes, opened = path.stat().st_size, path
+    if nbytes == 0:
+        raise ImageError("empty", image_id, path, nbytes=0)
+    if max_bytes is not None and nbytes > max_bytes:
+        raise ImageError("too-many-bytes", image_id, path, f"{nbytes} bytes > max_bytes {max_bytes}", nbytes=nbytes)
+    known: dict = {"nbytes": nbytes}
+    try:
+        with warnings.catch_warnings():
+            # PIL's own warning limit is not mner's: max_pixels is checked just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(opened)
+        with img:  # closes the file (or buffer) on the way out; the converted copy is returned
+            w, h = img.size
+            known.update(format=img.format, size=(w, h))
+            if formats is not None and img.format not in formats:
+                raise ImageError("unsupported-format", image_id, path,
+                                 f"{img.format} is not one of {', '.join(formats)}", **known)
+            if w * h > max_pixels:
+                raise ImageError("too-large", image_id, path,
+                                 f"{w}x{h} = {w * h} pixels > max_pixels {max_pixels}", **known)
+            if ImageFile.LOAD_TRUNCATED_IMAGES:
+                raise ImageError("truncated", image_id, path, "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set by "
+                                 "another library; truncated files cannot be detected", **known)
+            img.load()
+            return to_rgb(ImageOps.exif_transpose(img))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as err:  # over PIL's hard limit (twice its own)
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise ImageError("too-large", image_id, path,
+                         f"{size} > max_pixels {max_pixels}" if found and int(found.group(1)) > max_pixels
+                         else f"{size}, over PIL's hard limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
+                              "(twice PIL.Image.MAX_IMAGE_PIXELS)", **known) from None
+    except UnidentifiedImageError:
+        raise ImageError("corrupt", image_id, path, "not a recognised image format", unrecognised=True,
+                         **known) from None
+    except OSError as err:
+        kind = "truncated" if "truncated" in str(err).lower() else "corrupt"
+        raise ImageError(kind, image_id, path, str(err), **known) from None
+    except (SyntaxError, ValueError, EOFError, struct.error, IndexError) as err:  # broken headers or data
+        raise ImageError("corrupt", image_id, path, str(err) or type(err).__name__, **known) from None
+
+
 @dataclass
 class ImageStore:
     """Finds and opens tweet images.
@@ -212,44 +306,8 @@ class ImageStore:
         return self.open_path(path, image_id)
 
     def open_path(self, path: Path, image_id: str) -> Image.Image:
-        if path.stat().st_size == 0:
-            raise ImageError("empty", image_id, path)
-        try:
-            with warnings.catch_warnings():
-                # PIL's own warning limit is not mner's: max_pixels is checked just below
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(path)
-                w, h = img.size
-                if w * h > self.max_pixels:
-                    raise ImageError(
-                        "too-large", image_id, path,
-                        f"{w}x{h} = {w * h} pixels > max_pixels {self.max_pixels}",
-                    )
-                if ImageFile.LOAD_TRUNCATED_IMAGES:
-                    raise ImageError(
-                        "truncated", image_id, path,
-                        "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set by another library; "
-                        "truncated files cannot be detected",
-                    )
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                return to_rgb(img)
-        except ImageError:
-            raise
-        except Image.DecompressionBombError as err:  # over PIL's hard limit (twice its own)
-            found = re.search(r"\((\d+) pixels\)", str(err))
-            size = f"{found.group(1)} pixels" if found else "too many pixels"
-            raise ImageError("too-large", image_id, path,
-                             f"{size} > max_pixels {self.max_pixels}" if found and int(found.group(1)) > self.max_pixels
-                             else f"{size}, over PIL's hard limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels "
-                                  "(twice PIL.Image.MAX_IMAGE_PIXELS)") from None
-        except UnidentifiedImageError:
-            raise ImageError("corrupt", image_id, path, "not a recognised image format") from None
-        except OSError as err:
-            kind = "truncated" if "truncated" in str(err).lower() else "corrupt"
-            raise ImageError(kind, image_id, path, str(err)) from None
-        except (SyntaxError, ValueError, EOFError) as err:  # PIL raises these for broken headers
-            raise ImageError("corrupt", image_id, path, str(err)) from None
+        """Open a resolved file with :func:`load_image` (this store's ``max_pixels``)."""
+        return load_image(path, image_id, max_pixels=self.max_pixels)
 
     def _expected_path(self, ref: str | Path) -> Path:
         if self.root is None:

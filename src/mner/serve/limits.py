@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from mner.data.images import ImageError, load_image
 
 __all__ = ["SUPPORTED_FORMATS", "ServeConfig", "ServeError", "check_text", "decode_base64", "open_image"]
 
@@ -149,42 +149,49 @@ def _too_big(n: int, cfg: ServeConfig, where: str) -> ServeError:
 
 
 def open_image(raw: bytes, cfg: ServeConfig, where: str = "") -> Image.Image:
-    """A decoded RGB image from a file's bytes, or a :class:`ServeError` naming the problem:
-    too many bytes (413), an unknown or unsupported format (415), too many pixels or a corrupt
-    file (422). The pixel count is read from the header, before any pixel is decoded."""
+    """The RGB image the model sees, from a file's bytes, by the library's one loader
+    (:func:`mner.data.images.load_image`: EXIF rotation, 16-bit rescaled, alpha on white, the same
+    pixels as ``Pipeline`` and ``mner predict`` give the model), or a :class:`ServeError` naming the
+    problem: too many bytes (413), an unknown or unsupported format (415), too many pixels or a
+    corrupt file (422). The pixel count is read from the header, before any pixel is decoded."""
     if len(raw) > cfg.max_image_bytes:
         raise _too_big(len(raw), cfg, where)
-    if not raw:
-        raise ServeError(422, "empty_image", f"{_where(where)}image is empty (0 bytes); send the file's "
-                         "bytes, or leave the image out")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
-    except UnidentifiedImageError:
-        raise ServeError(415, "unsupported_image",
-                         f"{_where(where)}image is not in a format this service reads (it accepts "
-                         f"{', '.join(SUPPORTED_FORMATS[:-1])}); convert it, e.g. to JPEG or PNG") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ServeError(422, "image_too_many_pixels", f"{_where(where)}image has more pixels than the "
-                         f"limit of {cfg.max_image_pixels:,}; resize it") from None
-    except Exception as err:  # noqa: BLE001 - a header PIL cannot parse is the sender's file
+        return load_image(raw, where or "image", max_pixels=cfg.max_image_pixels, max_bytes=cfg.max_image_bytes,
+                          formats=SUPPORTED_FORMATS)
+    except ImageError as err:
+        raise _image_refusal(err, cfg, where) from None
+    except Exception as err:  # noqa: BLE001 - a file PIL cannot parse in a way nobody foresaw is the sender's file
         raise ServeError(422, "corrupt_image", f"{_where(where)}image cannot be read ({err}); "
                          "send the original file again") from None
-    if img.format not in SUPPORTED_FORMATS:
-        raise ServeError(415, "unsupported_image",
-                         f"{_where(where)}image is {img.format}, not a format this service reads "
-                         f"({', '.join(SUPPORTED_FORMATS[:-1])}); convert it, e.g. to JPEG or PNG")
-    w, h = img.size
-    if w * h > cfg.max_image_pixels:
-        raise ServeError(422, "image_too_many_pixels",
-                         f"{_where(where)}image is {w} x {h} = {w * h:,} pixels, more than the limit "
-                         f"of {cfg.max_image_pixels:,}; resize it (the model sees a few hundred pixels "
-                         "a side) or start the server with a larger --max-image-pixels")
-    try:
-        img.load()
-        return img.convert("RGB")
-    except Exception as err:  # noqa: BLE001 - truncated or damaged pixel data
-        raise ServeError(422, "corrupt_image",
-                         f"{_where(where)}image ({img.format}, {w} x {h}) is corrupt: {err}; "
-                         "send the original file again") from None
+
+
+def _image_refusal(err: ImageError, cfg: ServeConfig, where: str) -> ServeError:
+    """The HTTP refusal of what :func:`~mner.data.images.load_image` found wrong."""
+    at, formats = _where(where), ", ".join(SUPPORTED_FORMATS[:-1])
+    if err.kind == "too-many-bytes":
+        return _too_big(err.nbytes or 0, cfg, where)
+    if err.kind == "empty":
+        return ServeError(422, "empty_image", f"{at}image is empty (0 bytes); send the file's bytes, or leave "
+                          "the image out")
+    if err.unrecognised:
+        return ServeError(415, "unsupported_image", f"{at}image is not in a format this service reads (it accepts "
+                          f"{formats}); convert it, e.g. to JPEG or PNG")
+    if err.kind == "unsupported-format":
+        return ServeError(415, "unsupported_image", f"{at}image is {err.format}, not a format this service reads "
+                          f"({formats}); convert it, e.g. to JPEG or PNG")
+    if err.kind == "too-large":
+        if err.size is None:  # over PIL's own hard limit, found before the header's size was known
+            return ServeError(422, "image_too_many_pixels", f"{at}image has more pixels than the limit of "
+                              f"{cfg.max_image_pixels:,}; resize it")
+        w, h = err.size
+        return ServeError(422, "image_too_many_pixels",
+                          f"{at}image is {w} x {h} = {w * h:,} pixels, more than the limit of "
+                          f"{cfg.max_image_pixels:,}; resize it (the model sees a few hundred pixels a side) or "
+                          "start the server with a larger --max-image-pixels")
+    if err.size is None:
+        return ServeError(422, "corrupt_image", f"{at}image cannot be read ({err.detail}); send the original "
+                          "file again")
+    w, h = err.size
+    return ServeError(422, "corrupt_image", f"{at}image ({err.format}, {w} x {h}) is {err.kind}: {err.detail}; "
+                      "send the original file again")
