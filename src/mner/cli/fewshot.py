@@ -243,10 +243,23 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--o-bias", type=float, default=None, metavar="B",
                    help="add B to the O emission before decoding (trades recall for precision; "
                         "default: the checkpoint's o_bias, 0 unless set)")
+    p.add_argument("--min-confidence", type=float, default=None, metavar="T",
+                   help="drop predicted entities whose confidence (smallest CRF marginal of their words) is "
+                        "below T, in [0, 1) (default: the checkpoint's min_confidence, 0 unless set)")
+    p.add_argument("--transition-scale", type=float, default=None, metavar="TAU",
+                   help="MOUSING checkpoints: multiply the learned CRF transition scores by TAU >= 0 "
+                        "(default: the checkpoint's transition_scale, 1 unless set)")
+    p.add_argument("--o-distance", default=None, choices=("prototype", "nearest"),
+                   help="MOUSING checkpoints: score O against the O prototype (the poster's) or the nearest O "
+                        "support words (default: the checkpoint's o_distance)")
+    p.add_argument("--o-neighbours", type=positive_int, default=None, metavar="K",
+                   help="MOUSING checkpoints with --o-distance nearest: average the K nearest O support words "
+                        "(default: the checkpoint's o_neighbours, 1 unless set)")
 
 
 def _apply_decoding(model, args) -> None:
-    """``--decoder``, ``--temperature`` and ``--o-bias`` set on the loaded model's config."""
+    """``--decoder``, ``--temperature``, ``--o-bias``, ``--min-confidence``, ``--transition-scale``,
+    ``--o-distance`` and ``--o-neighbours`` set on the loaded model's config."""
     from mner.errors import UsageError
 
     if args.decoder is not None or args.temperature is not None:
@@ -262,6 +275,20 @@ def _apply_decoding(model, args) -> None:
         if not math.isfinite(args.o_bias):
             raise UsageError(f"--o-bias must be a finite number, got {args.o_bias}")
         model.config.o_bias = args.o_bias
+    if args.min_confidence is not None:
+        if not 0.0 <= args.min_confidence < 1.0:
+            raise UsageError(f"--min-confidence must be in [0, 1), got {args.min_confidence}")
+        model.config.min_confidence = args.min_confidence
+    mousing = {"transition_scale": args.transition_scale, "o_distance": args.o_distance,
+               "o_neighbours": args.o_neighbours}
+    for name, value in mousing.items():
+        if value is None:
+            continue
+        if not hasattr(model.config, name):
+            raise UsageError(f"--{name.replace('_', '-')} applies to mousing checkpoints, not {model.model_type!r}")
+        if name == "transition_scale" and not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--transition-scale must be a finite number >= 0, got {value}")
+        setattr(model.config, name, value)
 
 
 def cmd_train(args) -> int:

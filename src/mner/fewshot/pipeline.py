@@ -9,7 +9,8 @@ Twitter-format file, or a list of :class:`~mner.data.example.Example`); its enti
 episode's types, whatever they are called (``DISH``, ``DRUG``, ...). Each call builds one episode
 (the support set + the inputs as its query set) and decodes it with the checkpoint's few-shot model.
 Outputs are entity dicts as :class:`mner.pipeline.Pipeline` returns them (char offsets, confidence
-= the smallest CRF marginal of the span's tags).
+= the smallest CRF marginal of the span's tags), decoded by the model's own ``decode_output`` (so its
+decoding options, e.g. ``min_confidence``, act here as in evaluation).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, Sequence
 
 import torch
 
-from mner.crf import crf_marginals, viterbi_decode
 from mner.data.episodes import Episode
 from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
@@ -127,14 +127,11 @@ class FewShotPipeline:
             episode = Episode(tuple(self.types), tuple(self.support), tuple(query), source="pipeline")
             batch = self.processor([episode], train=False, query_images=q_imgs, support_images=support_imgs)
             batch = batch.to(self.device)
-            out = self.model(batch.without_tags())
-            em = out.emissions.float()
-            paths, _ = viterbi_decode(em, out.mask, out.transitions, out.start, out.end)
-            marg = crf_marginals(em, out.mask, out.transitions, out.start, out.end)
-            for row, (i, path) in enumerate(zip(idx, paths)):
-                tags = out.path_tags(row, path)  # IOB2, whatever the model's classes
-                conf = [float(marg[row, j, c]) for j, c in enumerate(path)]
-                results[i] = Pipeline._entities(examples[i], tags, conf)
+            # the model's own decoding (Viterbi, marginals, its decoding options such as min_confidence):
+            # IOB2 tags whatever the model's classes, and each word's marginal of its tag
+            decoded = self.model.decode_output(self.model(batch.without_tags()), confidences=True)
+            for row, i in enumerate(idx):
+                results[i] = Pipeline._entities(examples[i], decoded.tags[row], decoded.confidences[row])
         return results
 
     def _image(self, ref):

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mner.crf import crf_marginals, viterbi_decode
 from mner.data.images import ImageStore
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder, CaptionEncoderConfig
@@ -39,11 +40,11 @@ from mner.encoders.image import ImageEncoder, ImageEncoderConfig
 from mner.encoders.text import TextEncoder, TextEncoderConfig
 from mner.errors import MNERError
 from mner.models.assets import load_encoders, save_encoder_assets
-from mner.models.base import MNERModel, TaggerOutput
+from mner.models.base import Decoded, MNERModel, TaggerOutput
 from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
 from mner.processing.visual import VIEWS, VisualInputs, VisualProcessor, view_names
-from mner.tagging import normalize_scheme
+from mner.tagging import get_spans, normalize_scheme
 
 __all__ = ["EpisodicConfig", "EpisodicTagger"]
 
@@ -64,6 +65,13 @@ class EpisodicConfig:
             nearest-neighbour decoder trained on source types over-predicts entities of unseen
             types; a positive bias trades recall for precision. Chosen on the dev episodes like
             StructShot's tau (``bench/fewshot_benchmark.py``); 0 (default) = off.
+        min_confidence: decoding only **(ours)**: a span-level confidence threshold ``t``. After
+            Viterbi, a predicted entity whose confidence is below ``t`` is dropped (its words
+            become ``O``); the confidence of an entity is what ``mner fewshot predict`` reports, the
+            smallest CRF marginal ``min_{w in span} p(y_w = path_w | x)`` of its words' tags
+            (:func:`mner.crf.crf_marginals`, over the same emissions and transitions Viterbi
+            used, after ``o_bias``). Higher ``t`` never adds an entity. In [0, 1); 0 (default) =
+            off. Studied on dev episodes in ``docs/results/mousing-precision.md``.
     """
 
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -73,6 +81,7 @@ class EpisodicConfig:
     no_image: bool = True
     dropout: float = 0.1
     o_bias: float = 0.0
+    min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if self.visual_view not in VIEWS:
@@ -81,6 +90,8 @@ class EpisodicConfig:
             raise MNERError(f"dropout must be in [0, 1), got {self.dropout}")
         if not math.isfinite(self.o_bias):
             raise MNERError(f"o_bias must be a finite number, got {self.o_bias}")
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise MNERError(f"min_confidence must be in [0, 1) (a CRF marginal; 0 = off), got {self.min_confidence}")
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -190,6 +201,32 @@ class EpisodicTagger(MNERModel):
         return TaggerOutput(loss, emissions, mask, {k: float(v.detach()) for k, v in losses.items()},
                             transitions=trans, start=start, end=end, labels=batch.query_labels,
                             scheme=normalize_scheme(batch.scheme))
+
+    @torch.no_grad()
+    def decode_output(self, out: TaggerOutput, confidences: bool = False) -> Decoded:
+        """Viterbi (:meth:`MNERModel.decode_output`), then the span-level threshold
+        ``min_confidence`` (see :class:`EpisodicConfig`): each entity of the Viterbi path whose
+        smallest CRF marginal is below it becomes ``O`` (a dropped word's confidence is then the
+        marginal of ``O`` there, class 0 of every episode). Without a threshold, exactly the shared
+        decoding."""
+        t = self.config.min_confidence
+        if not t:
+            return super().decode_output(out, confidences)
+        em = out.emissions.float()
+        trans = out.transitions if out.transitions is not None else em.new_zeros(em.shape[-1], em.shape[-1])
+        paths = viterbi_decode(em, out.mask, trans, out.start, out.end)[0]
+        marg = crf_marginals(em, out.mask, trans, out.start, out.end)
+        tags, conf = [], []
+        for i, path in enumerate(paths):
+            row = list(out.path_tags(i, path))
+            c = [float(marg[i, j, k]) for j, k in enumerate(path)]
+            for span in get_spans(row, mode="conlleval"):
+                if min(c[span.start:span.end]) < t:
+                    for j in range(span.start, span.end):
+                        row[j], c[j] = "O", float(marg[i, j, 0])
+            tags.append(row)
+            conf.append(c)
+        return Decoded(tags, conf if confidences else None)
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "InterventionConfig",
     "MOUSINGConfig",
     "NORMALIZATIONS",
+    "O_DISTANCES",
     "SPACES",
     "THRESHOLDS",
     "UpdateConfig",
@@ -32,6 +33,7 @@ SPACES = ("encoder", "frozen", "nodes")
 THRESHOLDS = ("hard", "soft")
 INTERVENTION_MODES = ("learned", "random", "gaussian", "none")
 ACTIVATIONS = ("gelu", "relu", "tanh", "none")
+O_DISTANCES = ("prototype", "nearest")
 
 
 def _choose(field: str, value: str, choices: tuple[str, ...]) -> None:
@@ -218,6 +220,17 @@ class MOUSINGConfig(EpisodicConfig):
         no_multiview: "w/o Multi-view": only the intervened view G2 is updated, trained and decoded.
         no_mcis: "w/o MCIS": the multimodal graph G1 is kept and updated (the image still reaches the
             words); no intervention and no second view.
+        transition_scale: decoding only **(ours)**: tau, multiplying the learned abstract transition
+            scores at decoding (StructShot's tau as a power of the transition potentials, without its
+            row renormalisation; :mod:`~mner.models.mousing.prototype_crf`); 1 (default) = as trained,
+            0 = only the IOB2 constraints; >= 0. Never applied to the training loss.
+        o_distance: decoding only **(ours)**: how the O column of the query emissions is scored:
+            ``prototype`` (the poster's: the distance to the mean of the O support words, as trained)
+            or ``nearest`` (the mean distance to the ``o_neighbours`` nearest O support words; the
+            entity classes keep their prototypes; :meth:`PrototypeCRF.o_neighbour_emissions
+            <mner.models.mousing.prototype_crf.PrototypeCRF.o_neighbour_emissions>`). Never applied to
+            the training loss.
+        o_neighbours: k of ``o_distance: nearest`` (default 1: the nearest O support word); >= 1.
 
     Every variant keeps the scale of the tagging loss: a variant with one view counts its
     ``CE(D(P|G), y)`` twice, as the full model counts its two views, so that no ablation changes the
@@ -236,9 +249,18 @@ class MOUSINGConfig(EpisodicConfig):
     no_intervention: bool = False
     no_multiview: bool = False
     no_mcis: bool = False
+    transition_scale: float = 1.0
+    o_distance: str = "prototype"
+    o_neighbours: int = 1
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not (math.isfinite(self.transition_scale) and self.transition_scale >= 0):
+            raise ConfigError(f"transition_scale = {self.transition_scale}: tau must be a finite number >= 0 "
+                              f"(1 = the transitions as trained, 0 = only the IOB2 constraints)")
+        _choose("o_distance", self.o_distance, O_DISTANCES)
+        if self.o_neighbours < 1:
+            raise ConfigError(f"o_neighbours = {self.o_neighbours}: k must be >= 1 (1 = the nearest O support word)")
         if self.hidden_dim < 1:
             raise ConfigError(f"hidden_dim must be >= 1, got {self.hidden_dim}")
         if self.invariance_weight < 0:

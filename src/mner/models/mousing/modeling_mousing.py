@@ -303,4 +303,20 @@ class MOUSINGModel(EpisodicTagger):
                 losses["keep_prior"] = prior
                 loss = loss + cfg.intervention.prior_weight * prior                    # keep-rate prior (ours)
         em = e1 if e2 is e1 else (e1 + e2) / 2
-        return self.output(batch, loss, em, losses, transitions=self.decoder.transitions(labels))
+        if cfg.o_distance == "nearest":                                                # decoding only (ours)
+            em = torch.cat([self.o_neighbour_column(batch, support, query)[..., None], em[..., 1:]], -1)
+        return self.output(batch, loss, em, losses,
+                           transitions=self.decoder.transitions(labels, cfg.transition_scale))
+
+    def o_neighbour_column(self, batch: EpisodeBatch, support: tuple, query: tuple) -> torch.Tensor:
+        """``(Q, W')`` the O column of ``o_distance: nearest``, averaged over the decoded views as the
+        emissions are (:meth:`PrototypeCRF.o_neighbour_emissions`)."""
+        (s1, s2, _), (q1, q2, _) = support, query
+
+        def column(s, q):
+            return self.decoder.o_neighbour_emissions(s, batch.support.tags, batch.support_episode, q,
+                                                      batch.query_episode, self.config.o_neighbours)
+
+        if self.one_view:
+            return column(s2, q2)
+        return (column(s1, q1) + column(s2, q2)) / 2
