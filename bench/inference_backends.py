@@ -29,6 +29,7 @@ Every figure is measured on the machine it runs on, with ``--threads`` torch / O
 
     .venv/bin/python bench/inference_backends.py --checkpoint runs/bench/twitter2017__maf__minilm__seed37 \\
         --exports /tmp/inference-exports
+    .venv/bin/python bench/inference_backends.py --checkpoint ... --exports ... --int8-variants   # which int8
 """
 
 from __future__ import annotations
@@ -148,6 +149,44 @@ def score(pipe, examples, batch_size: int) -> dict:
     return {"precision": report.micro.precision, "recall": report.micro.recall, "f1": report.micro.f1}
 
 
+#: int8 variants made from the fp32 export (``--int8-variants``): which graphs, per channel or not.
+INT8_VARIANTS = {
+    "int8-per-channel": {"per_channel": True, "graphs": ("text_encoder", "caption_encoder")},
+    "int8-per-tensor": {"per_channel": False, "graphs": ("text_encoder", "caption_encoder")},
+    "int8-text-encoder-only": {"per_channel": True, "graphs": ("text_encoder",)},
+    "int8-caption-encoder-only": {"per_channel": True, "graphs": ("caption_encoder",)},
+}
+
+
+def int8_variants(args, checkpoint: Path) -> dict:
+    """Dev and test F1 and throughput of each :data:`INT8_VARIANTS` entry against the fp32 export, the
+    variants made from it by :func:`mner.backends.onnx_export.quantize_export`."""
+    from mner.backends.onnx_export import quantize_export
+    from mner.pipeline import Pipeline
+
+    fp32 = ensure_export(checkpoint, args.exports / "onnx-fp32", None)
+    for name, options in INT8_VARIANTS.items():
+        if not (args.exports / name).is_dir():
+            quantize_export(fp32, args.exports / name, **options)
+    names = ["onnx-fp32", *INT8_VARIANTS]
+    pipes = {name: Pipeline.from_pretrained(args.exports / name, batch_size=args.batch_size) for name in names}
+    dev, test = load_test(args.dataset, "valid"), load_test(args.dataset, "test")
+    speed = throughput(pipes, test[:args.n], args.repeats)
+    rows = {}
+    for name, pipe in pipes.items():
+        d, t = score(pipe, dev, args.batch_size), score(pipe, test, args.batch_size)
+        rows[name] = {"tweets_per_s": round(speed[name], 2), "dev_f1": round(d["f1"], 5), "test_f1": round(t["f1"], 5),
+                      **({"per_channel": INT8_VARIANTS[name]["per_channel"],
+                          "graphs": list(INT8_VARIANTS[name]["graphs"])} if name in INT8_VARIANTS else {})}
+        print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr, flush=True)
+    for row in rows.values():
+        row["speedup_vs_onnx_fp32"] = round(row["tweets_per_s"] / rows["onnx-fp32"]["tweets_per_s"], 3)
+        row["delta_dev_f1_points"] = round(100 * (row["dev_f1"] - rows["onnx-fp32"]["dev_f1"]), 2)
+        row["delta_test_f1_points"] = round(100 * (row["test_f1"] - rows["onnx-fp32"]["test_f1"]), 2)
+    best = max(INT8_VARIANTS, key=lambda name: rows[name]["dev_f1"])
+    return {"variants": rows, "chosen_on_dev_f1": best}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained MAF (caption view) checkpoint or run")
@@ -162,6 +201,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-f1", action="store_true", help="skip F1 on the whole split")
+    parser.add_argument("--int8-variants", action="store_true",
+                        help="instead: the int8 variants (per channel or per tensor, which graphs) against the fp32 "
+                             "export: dev and test F1 and throughput, the variant with the best dev F1 named")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -176,6 +218,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     checkpoint = resolve_model_dir(args.checkpoint)
     args.exports.mkdir(parents=True, exist_ok=True)
+    if args.int8_variants:
+        summary = {"checkpoint": str(checkpoint), "weights_sha256": file_sha256(checkpoint / WEIGHTS_NAME),
+                   "dataset": args.dataset, "n_speed": args.n, "batch_size": args.batch_size, "threads": args.threads,
+                   "cpu": cpu_model(), "cores": os.cpu_count(), **int8_variants(args, checkpoint)}
+        print(json.dumps(summary))
+        return 0
     for backend, quantize in (("onnx-fp32", None), ("onnx-int8", "int8")):
         if backend in args.backends:
             ensure_export(checkpoint, args.exports / backend, quantize)

@@ -229,3 +229,32 @@ def test_export_refuses_a_folder_that_is_not_an_export(checkpoints, tmp_path, ca
     assert (other / "keep.txt").read_text() == "mine"
     assert main(["export", str(checkpoints["text"]), "--out", str(tmp_path / "x"), "--per-tensor"]) == 2
     assert "--quantize int8" in capsys.readouterr().err
+    code = main(["export", str(checkpoints["text"]), "--out", str(tmp_path / "y"), "--quantize", "int8",
+                 "--int8-graphs", "caption_encoder"])
+    assert code == 2 and "no caption_encoder graph" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
+
+
+def test_int8_variants_are_made_from_the_fp32_export(checkpoints, exports, tmp_path):
+    from mner.backends.onnx_export import quantize_export
+
+    source = exports["caption"]
+    out = quantize_export(source, tmp_path / "text-int8", per_channel=False, graphs=("text_encoder",))
+    config = json.loads((out / EXPORT_CONFIG).read_text())
+    q = config["quantization"]
+    assert q["graphs"] == ["text_encoder"] and q["per_channel"] is False
+    assert set(q["fp32_graphs"]) == {"caption_encoder", "head"}
+    assert (out / "caption_encoder.onnx").read_bytes() == (source / "caption_encoder.onnx").read_bytes()
+    text = out / "text_encoder.onnx"
+    assert config["graphs"]["text_encoder"]["sha256"] == hashlib.sha256(text.read_bytes()).hexdigest()
+    assert "MatMulInteger" in {node.op_type for node in onnx.load(str(text)).graph.node}
+    assert json.loads((source / EXPORT_CONFIG).read_text())["quantization"] is None  # the source is untouched
+    pipe_t = Pipeline.from_pretrained(checkpoints["caption"], device="cpu")
+    pipe_q = Pipeline.from_pretrained(out)
+    em_t, mask = _emissions(pipe_t, TEXTS, CAPTIONS, [None] * 3)
+    em_q, _ = _emissions(pipe_q, TEXTS, CAPTIONS, [None] * 3)
+    assert 0 < (em_t - em_q)[mask].abs().max() < 0.5 * em_t[mask].abs().max()
+    with pytest.raises(MNERError, match="already quantized"):
+        quantize_export(out, tmp_path / "again")
+    with pytest.raises(MNERError, match="has no graph image_encoder"):
+        quantize_export(source, tmp_path / "again", graphs=("image_encoder",))

@@ -60,8 +60,8 @@ from mner.errors import MNERError, UsageError
 from mner.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_folder, read_config,
                                     resolve_model_dir, save_state_dict)
 
-__all__ = ["DEFAULT_OPSET", "INT8_OP_TYPES", "QUANTIZATIONS", "export_checkpoint", "file_sha256", "head_inputs",
-           "require_onnx"]
+__all__ = ["DEFAULT_OPSET", "INT8_GRAPHS", "INT8_GRAPH_CHOICES", "INT8_OP_TYPES", "QUANTIZATIONS", "export_checkpoint", "file_sha256",
+           "head_inputs", "quantize_export", "require_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ QUANTIZATIONS = ("int8",)
 INT8_OP_TYPES = ("MatMul", "Attention")
 #: The graphs ``--quantize int8`` quantizes: the transformers (see the module docstring).
 INT8_GRAPHS = ("text_encoder", "caption_encoder")
+#: The graphs ``--int8-graphs`` may name.
+INT8_GRAPH_CHOICES = ("text_encoder", "caption_encoder", "image_encoder", "head")
 CRF_NAME = "crf.safetensors"
 
 
@@ -229,19 +231,60 @@ def _example_batch(model):
     return processor(examples, images=images if "pixels" in model.views else None)
 
 
-def _quantize(source: Path, target: Path, per_channel: bool) -> None:
+def _quantize_graphs(folder: Path, graphs: dict[str, dict], names, per_channel: bool,
+                     log: Callable[[str], None]) -> dict:
+    """Dynamic int8 quantization, in place, of the graphs ``names`` of ``folder`` (those it has);
+    returns the ``quantization`` entry of :data:`EXPORT_CONFIG`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_exporter():
-        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=per_channel,
-                         op_types_to_quantize=list(INT8_OP_TYPES))
+    done = []
+    for name in names:
+        if name not in graphs:
+            continue
+        log(f"quantize: {name} (dynamic int8, {'per channel' if per_channel else 'per tensor'})")
+        path = folder / graphs[name]["file"]
+        fp32 = path.with_suffix(".fp32.onnx")
+        path.rename(fp32)
+        with _quiet_exporter():
+            quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             op_types_to_quantize=list(INT8_OP_TYPES))
+        fp32.unlink()
+        done.append(name)
+    return {"method": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)", "per_channel": per_channel,
+            "op_types": list(INT8_OP_TYPES), "graphs": done, "fp32_graphs": [g for g in graphs if g not in done]}
+
+
+def quantize_export(source: str | Path, out: str | Path, *, per_channel: bool = True,
+                    graphs: tuple[str, ...] = INT8_GRAPHS, log: Callable[[str], None] | None = None) -> Path:
+    """An int8 copy of the fp32 export ``source`` in ``out``: the graphs ``graphs`` (those the export
+    has) dynamically quantized, the others as they are; ``mner_export.json`` says which. Quantizing is
+    ONNX to ONNX, so variants (per channel or per tensor, which graphs) need no new export from torch."""
+    log = log or (lambda message: None)
+    source, out = Path(source), Path(out)
+    config = json.loads((source / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    if config.get("quantization"):
+        raise UsageError(f"{source}: already quantized; quantize the fp32 export")
+    unknown = sorted(set(graphs) - set(config["graphs"]))
+    if unknown:
+        raise UsageError(f"{source}: has no graph {', '.join(unknown)} (it has {', '.join(config['graphs'])})")
+    if out.exists() and not (out.is_dir() and (is_export_folder(out) or not any(out.iterdir()))):
+        raise UsageError(f"{out}: exists and is not an mner export; choose a new folder")
+    with atomic_folder(out) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        config["quantization"] = _quantize_graphs(tmp, config["graphs"], graphs, per_channel, log)
+        for name in config["quantization"]["graphs"]:
+            config["graphs"][name]["sha256"] = file_sha256(tmp / config["graphs"][name]["file"])
+        (tmp / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str | None = None,
-                      per_channel: bool = True, opset: int = DEFAULT_OPSET,
-                      log: Callable[[str], None] | None = None) -> Path:
+                      per_channel: bool = True, int8_graphs: tuple[str, ...] = INT8_GRAPHS,
+                      opset: int = DEFAULT_OPSET, log: Callable[[str], None] | None = None) -> Path:
     """Export the model in ``checkpoint`` (a model folder or a training run) to the folder ``out``
-    (see the module docstring); returns ``out``. ``quantize``: None (fp32) or ``"int8"``.
+    (see the module docstring); returns ``out``. ``quantize``: None (fp32) or ``"int8"``, applied to
+    the graphs ``int8_graphs`` (default: both transformer encoders; those the model lacks are skipped,
+    but one of them must be there).
 
     Refused with a one-line :class:`MNERError`: a few-shot model, an ``out`` that is the checkpoint
     itself or an existing folder that is not an export, a missing onnx extra."""
@@ -265,6 +308,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
     if out.exists() and not (out.is_dir() and (is_export_folder(out) or not any(out.iterdir()))):
         raise UsageError(f"--out {out}: exists and is not an mner export; choose a new folder (an earlier "
                          "export is replaced)")
+    unknown = sorted(set(int8_graphs) - set(INT8_GRAPH_CHOICES))
+    if unknown:
+        raise UsageError(f"--int8-graphs {', '.join(unknown)}: choose among {', '.join(INT8_GRAPH_CHOICES)}")
     require_onnx()
     import onnx
     import onnxruntime
@@ -273,6 +319,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
 
     model = load_model(folder, map_location="cpu").eval()
     views = tuple(model.views)
+    present = ["text_encoder", *(f"{'image' if v == 'pixels' else v}_encoder" for v in views), "head"]
+    if quantize == "int8" and not set(int8_graphs) & set(present):
+        raise UsageError(f"{folder}: this model has no {' or '.join(int8_graphs)} graph to quantize "
+                         f"(it has {', '.join(present)})")
     batch = _example_batch(model)
     words = batch.words
     text = model.text_encoder
@@ -323,20 +373,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
 
         quantization = None
         if quantize == "int8":
-            done = []
-            for name in INT8_GRAPHS:
-                if name not in graphs:
-                    continue
-                log(f"quantize: {name} (dynamic int8)")
-                path = tmp / graphs[name]["file"]
-                fp32 = path.with_suffix(".fp32.onnx")
-                path.rename(fp32)
-                _quantize(fp32, path, per_channel)
-                fp32.unlink()
-                done.append(name)
-            quantization = {"method": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)",
-                            "per_channel": per_channel, "op_types": list(INT8_OP_TYPES), "graphs": done,
-                            "fp32_graphs": [g for g in graphs if g not in done]}
+            quantization = _quantize_graphs(tmp, graphs, int8_graphs, per_channel, log)
         for name, info in graphs.items():
             graph = onnx.load(str(tmp / info["file"]), load_external_data=False)
             info["inputs"] = [i.name for i in graph.graph.input]

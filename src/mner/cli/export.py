@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from mner.backends.onnx_export import DEFAULT_OPSET, QUANTIZATIONS
+    from mner.backends.onnx_export import DEFAULT_OPSET, INT8_GRAPH_CHOICES, QUANTIZATIONS
 
     p = sub.add_parser(
         "export", help="export a trained tagger to ONNX (optionally int8) for the onnxruntime backend",
@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quantize", default=None, choices=QUANTIZATIONS,
                    help="int8: dynamic int8 weights of the transformer graphs (ONNX Runtime quantize_dynamic); "
                         "default: fp32")
+    p.add_argument("--int8-graphs", nargs="+", default=None, choices=INT8_GRAPH_CHOICES, metavar="GRAPH",
+                   help="with --quantize int8: the graphs to quantize (default: text_encoder caption_encoder; "
+                        f"choices: {', '.join(INT8_GRAPH_CHOICES)}); see docs/benchmarks/inference.md for what "
+                        "each costs in F1")
     p.add_argument("--per-tensor", action="store_true",
                    help="with --quantize int8: one scale per weight matrix instead of one per output channel")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -33,13 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_export(args) -> int:
     from mner.backends import EXPORT_CONFIG
-    from mner.backends.onnx_export import export_checkpoint
+    from mner.backends.onnx_export import INT8_GRAPHS, export_checkpoint
     from mner.errors import UsageError
 
-    if args.per_tensor and args.quantize is None:
-        raise UsageError("--per-tensor is a setting of --quantize int8: add --quantize int8")
+    if (args.per_tensor or args.int8_graphs) and args.quantize is None:
+        raise UsageError("--per-tensor and --int8-graphs are settings of --quantize int8: add --quantize int8")
     out = export_checkpoint(args.checkpoint, args.out, quantize=args.quantize, per_channel=not args.per_tensor,
-                            opset=args.opset, log=lambda m: print(m, file=sys.stderr, flush=True))
+                            int8_graphs=tuple(args.int8_graphs or INT8_GRAPHS), opset=args.opset,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
     config = json.loads((out / EXPORT_CONFIG).read_text(encoding="utf-8"))
     print(json.dumps({"export": str(out), "model_type": config["model_type"], "views": config["views"],
                       "quantization": (config["quantization"] or {}).get("weights", "fp32"),
