@@ -218,6 +218,12 @@ def test_export_refuses_a_fewshot_checkpoint_in_one_line(tmp_path, capsys):
     assert code == 2
     assert err.startswith("mner: error:") and "few-shot" in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+    support = tmp_path / "support.jsonl"
+    support.write_text(json.dumps({"tokens": ["john", "in", "paris"], "tags": ["B-PER", "O", "B-LOC"]}) + "\n")
+    code = main(["predict", str(folder), "--support", str(support), "--text", "mary in london",
+                 "--backend", "onnxruntime"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not exported yet" in err and "\n" not in err
 
 
 def test_export_refuses_a_folder_that_is_not_an_export(checkpoints, tmp_path, capsys):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from mner.backends import BACKENDS
 from mner.cli.data import nonnegative_int, positive_int
 from mner.cli.fewshot import _add_decoding
 from mner.data.formats import FORMATS
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --controls: seed of the shuffled control's permutation (default 0)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="tag new text (+ image) with a trained model",
+    p = sub.add_parser("predict", help="tag new text (+ image) with a trained model (or its ONNX export)",
                        description="Tag one text (--text, with --image/--caption) or a JSONL file of "
                                    '{"text": ..., "image": ..., "caption": ...} lines (or "tokens" '
                                    "instead of text). Writes JSONL: each input with its entities "
@@ -68,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="torch (a checkpoint) or onnxruntime (a folder written by mner export); default: "
+                        "detected from CHECKPOINT")
     # the decoding options of mner fewshot predict, for few-shot checkpoints
     _add_decoding(p.add_argument_group("few-shot checkpoints (with --support)"))
     p.set_defaults(func=cmd_predict)
@@ -184,8 +188,12 @@ def cmd_predict(args) -> int:
     if _needs_support(args):  # a few-shot checkpoint: tagged as mner fewshot predict tags (same output)
         from mner.cli.fewshot import cmd_predict as fewshot_predict
 
+        if args.backend == "onnxruntime":
+            raise UsageError(f"--backend onnxruntime: {args.checkpoint} is a few-shot checkpoint, and few-shot "
+                             "models are not exported yet; leave --backend out (torch)")
+
         return fewshot_predict(argparse.Namespace(**vars(args), images=args.image_dir))
-    pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size)
+    pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size, backend=args.backend)
     pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
