@@ -264,3 +264,22 @@ def test_int8_variants_are_made_from_the_fp32_export(checkpoints, exports, tmp_p
         quantize_export(out, tmp_path / "again")
     with pytest.raises(MNERError, match="has no graph image_encoder"):
         quantize_export(source, tmp_path / "again", graphs=("image_encoder",))
+
+
+def test_mner_serve_serves_an_export(checkpoints, exports, capsys):
+    from fastapi.testclient import TestClient
+
+    from mner.serve.app import create_app
+
+    expected = Pipeline.from_pretrained(checkpoints["caption"], device="cpu")(TEXTS[0], caption=CAPTIONS[0])
+    with TestClient(create_app(exports["caption"])) as client:
+        assert client.get("/ready").json() == {"status": "ready"}
+        body = client.post("/predict", json={"text": TEXTS[0], "caption": CAPTIONS[0]}).json()
+        info = client.get("/model").json()
+    assert info["backend"] == "onnxruntime" and info["views"] == ["caption"]
+    assert expected and _spans([body["entities"]]) == _spans([expected])
+    # the command line: a wrong --backend or a GPU for an export is refused in one line, before listening
+    for extra in (["--backend", "torch"], ["--device", "cuda"]):
+        assert main(["serve", str(exports["caption"]), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("mner: error:") and "\n" not in err

@@ -18,6 +18,7 @@ import math
 import os
 from pathlib import Path
 
+from mner.backends import BACKENDS
 from mner.errors import UsageError
 
 MIB = 1024 * 1024
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and the OpenAPI schema at /docs. Loopback only unless --host says otherwise. "
                                    "The port opens at once; the model loads and warms after it (/ready says when).")
     p.add_argument("checkpoint", type=Path)
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="torch (a checkpoint) or onnxruntime (a folder written by mner export, run by ONNX Runtime "
+                        "on the CPU; no match probability or explanations yet); default: detected from CHECKPOINT")
     p.add_argument("--fewshot", type=Path, default=None, metavar="CHECKPOINT",
                    help="a few-shot model: the web page's second tab defines new types with it")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -115,18 +119,23 @@ def cmd_serve(args) -> int:
     except ImportError as err:
         raise UsageError(f"mner serve needs the serve extra ({err.name} is missing): "
                          "pip install 'mner[serve]' (scripts/setup.sh installs it)") from None
+    from mner.backends import resolve_backend
     from mner.models import MODELS
     from mner.models.checkpoint import read_config, resolve_model_dir
     from mner.models.tagger import CRFTagger
 
-    args.checkpoint = resolve_model_dir(args.checkpoint)        # a model folder or a run's best/
-    model_type = read_config(args.checkpoint).get("model_type")
-    cls = MODELS.get(model_type)
-    if cls is not None and not issubclass(cls, CRFTagger):
-        raise UsageError(f"{args.checkpoint}: a few-shot {model_type!r} model tags the types of a support set, "
-                         "and mner serve CHECKPOINT serves a model with types of its own (e.g. maf) for now; serve "
-                         f"one with --fewshot {args.checkpoint} (the page's New types tab and POST /fewshot/predict), "
-                         f"or tag with mner predict {args.checkpoint} --support S.jsonl")
+    # an export folder (mner export) runs on ONNX Runtime: the pipeline detects it (a wrong --backend: one line)
+    if resolve_backend(args.checkpoint, args.backend) == "torch":
+        args.checkpoint = resolve_model_dir(args.checkpoint)        # a model folder or a run's best/
+        model_type = read_config(args.checkpoint).get("model_type")
+        cls = MODELS.get(model_type)
+        if cls is not None and not issubclass(cls, CRFTagger):
+            raise UsageError(f"{args.checkpoint}: a few-shot {model_type!r} model tags the types of a support "
+                             "set, and mner serve CHECKPOINT serves a model with types of its own (e.g. maf) for now; "
+                             f"serve one with --fewshot {args.checkpoint} (the page's New types tab and POST "
+                             f"/fewshot/predict), or tag with mner predict {args.checkpoint} --support S.jsonl")
+    elif args.device not in (None, "cpu"):
+        raise UsageError(f"--device {args.device}: the onnxruntime backend (an export folder) runs on the CPU")
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     if args.fewshot is not None:
