@@ -283,3 +283,28 @@ def test_mner_serve_serves_an_export(checkpoints, exports, capsys):
         assert main(["serve", str(exports["caption"]), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("mner: error:") and "\n" not in err
+
+
+def test_mner_tag_runs_an_export_with_the_checkpoints_entities(checkpoints, exports, tmp_path, capsys):
+    from mner.batch import read_output
+
+    rows = [{"id": f"r{i}", "text": text, "caption": caption} for i, (text, caption) in
+            enumerate(zip(TEXTS * 3, CAPTIONS * 3))]
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outs = {}
+    for name, model in (("torch", checkpoints["caption"]), ("onnx", exports["caption"])):
+        outs[name] = tmp_path / name
+        args = ["tag", str(model), str(inputs), "--out", str(outs[name]), "--workers", "0", "--batch-size", "4",
+                "--no-progress", "--format", "jsonl"]
+        assert main(args) == 0
+    capsys.readouterr()
+    got, expected = read_output(outs["onnx"]), read_output(outs["torch"])
+    keys = lambda out: [(r["id"], [(e["type"], e["start"], e["end"], e["text"]) for e in r["entities"]]) for r in out]
+    assert sum(len(r["entities"]) for r in expected) > 0 and keys(got) == keys(expected)
+    assert [set(r) for r in got] == [set(r) for r in expected]  # the same columns
+    assert all(r["match_probability"] is None for r in got)  # not from the exported head yet
+    manifest = json.loads((outs["onnx"] / "_manifest.json").read_text())
+    assert manifest["model"]["path"] == str(exports["caption"].resolve())
+    assert main(["tag", str(exports["caption"]), str(inputs), "--out", str(tmp_path / "x"), "--backend", "torch"]) == 2
+    assert "an ONNX export" in capsys.readouterr().err

@@ -54,6 +54,7 @@ class TagOptions:
     threads: int | None = None          # torch threads of each replica worker (local, CPU: default cores //
                                         # workers), of the model's process (local, GPU) or of each actor (ray)
     device: str | None = None
+    backend: str | None = None          # torch or onnxruntime (an export folder, mner export); None: detected
     ray_address: str | None = None
     concurrency: int | None = None      # ray: actors in the pool
     gpus_per_actor: float | None = None
@@ -181,7 +182,8 @@ def load_pipeline(opts: TagOptions, device: str | None = None):
     from mner.pipeline import Pipeline
 
     _refuse_fewshot(opts.checkpoint)
-    pipe = Pipeline.from_pretrained(opts.checkpoint, device=device or opts.device, batch_size=opts.batch_size)
+    pipe = Pipeline.from_pretrained(opts.checkpoint, device=device or opts.device, batch_size=opts.batch_size,
+                                    backend=opts.backend)
     if getattr(pipe.model, "label_set", None) is None:
         raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model has no entity types of its own; "
                         "mner tag runs models that have")
@@ -235,9 +237,14 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     manifest's counts). Raises :class:`MNERError` for what the user can fix."""
     from mner.models.checkpoint import resolve_model_dir
 
+    from mner.backends import resolve_backend
+
     _check(opts)
     started = time.time()
-    model_dir = resolve_model_dir(opts.checkpoint)
+    # the folder the manifest fingerprints (and the ray engine ships): a checkpoint's model folder, or
+    # an export folder (mner export), which runs on ONNX Runtime
+    exported = resolve_backend(opts.checkpoint, opts.backend) == "onnxruntime"
+    model_dir = Path(opts.checkpoint) if exported else resolve_model_dir(opts.checkpoint)
     _refuse_fewshot(opts.checkpoint)
     notes: list[str] = []
     files = expand_inputs(opts.inputs, notes)

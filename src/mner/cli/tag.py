@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from mner.backends import BACKENDS
 from mner.cli.data import nonnegative_int, positive_int
 from mner.data.images import DEFAULT_MAX_PIXELS
 
@@ -74,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch threads of each worker's model (local on the CPU; default: cores // workers), "
                         "of the model in this process (local on a GPU, or --workers 0) or of each actor (ray)")
     g.add_argument("--device", default=None, help="local: cpu, cuda, cuda:1 ... (default: cuda when available)")
+    g.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="torch (a checkpoint) or onnxruntime (a folder written by mner export, run by ONNX Runtime on "
+                        "the CPU; match_probability stays empty for now); default: detected from CHECKPOINT")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("ray engine")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
@@ -98,7 +102,7 @@ def cmd_tag(args) -> int:
         batch_size=args.batch_size, shard_size=args.shard_size, columns=columns, image_root=args.image_root,
         image_policy=args.image_policy, max_image_pixels=args.max_image_pixels, strict=args.strict,
         max_errors=args.max_errors,
-        overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device,
+        overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device, backend=args.backend,
         ray_address=args.ray_address, concurrency=args.concurrency, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, progress=False if args.no_progress else None)
     summary = run_tag(opts)
