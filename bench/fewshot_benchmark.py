@@ -56,7 +56,9 @@ SPLITS = {"Per+Loc": ("PER", "LOC"), "Per+Org": ("PER", "ORG"), "Per+Others": ("
 # model name -> (model_type, model config); MOUSING's graph: similarities in the encoders' shared space
 # (words and caption tokens as states of one frozen MiniLM) with delta 0.5, chosen by the diagnostics and dev F1
 # (docs/models/mousing.md, "Why this graph")
-MOUSING = {"visual_view": "caption", "graph": {"space": "frozen", "delta": 0.5}}
+# The cells decode O against its prototype, as the stored seed-37 cells were scored (new checkpoints default
+# to the nearest O support words, docs/results/mousing-precision.md): every seed of a row is one decoder
+MOUSING = {"visual_view": "caption", "graph": {"space": "frozen", "delta": 0.5}, "o_distance": "prototype"}
 MODELS = {
     "protobert": ("protobert", {}),
     "nnshot": ("nnshot", {}),

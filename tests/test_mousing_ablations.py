@@ -141,7 +141,8 @@ def test_no_intervention_drops_the_masks_only(tiny_bert):
 
 
 def test_no_multiview_decodes_and_trains_the_intervened_view_only(tiny_bert):
-    m = fewshot_model(tiny_bert, "mousing-no-multiview").eval()
+    # O scored against its prototype (the poster's), so that the whole output is decoder.emissions of view G2
+    m = fewshot_model(tiny_bert, "mousing-no-multiview", o_distance="prototype").eval()
     batch = m.processor()(episode_pair())
     s, q = m.encode(batch.support), m.encode(batch.query)
     full_out = m.head(batch, s, q)

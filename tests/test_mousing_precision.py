@@ -125,7 +125,7 @@ def _o_distances(model, batch):
 
 def test_nearest_o_scores_the_o_column_against_the_o_support_words_and_nothing_else(tiny_bert):
     torch.manual_seed(0)
-    model = fewshot_model(tiny_bert, "mousing").eval()
+    model = fewshot_model(tiny_bert, "mousing", o_distance="prototype", o_neighbours=1).eval()
     batch = model.processor()(episode_pair(), train=True)
     with torch.no_grad():
         base = model(batch)
@@ -167,7 +167,7 @@ def test_nearest_o_scores_the_o_column_against_the_o_support_words_and_nothing_e
 @pytest.mark.parametrize("variant", ["mousing-no-multiview", "mousing-no-mcis"])
 def test_nearest_o_reads_the_one_decoded_view_of_the_one_view_variants(tiny_bert, variant):
     torch.manual_seed(0)
-    model = fewshot_model(tiny_bert, variant, o_distance="nearest").eval()
+    model = fewshot_model(tiny_bert, variant, o_distance="nearest", o_neighbours=1).eval()
     batch = model.processor()(episode_pair())
     with torch.no_grad():
         out = model(batch)
@@ -215,6 +215,19 @@ def test_checkpoints_without_the_fields_decode_as_they_were_trained(tiny_bert, t
     assert old.decode(batch).tags == as_trained.decode(batch).tags
     with torch.no_grad():
         assert torch.equal(old(batch).emissions, as_trained(batch).emissions)
+
+
+def test_new_mousing_checkpoints_decode_with_the_dev_chosen_o_distance(tiny_bert, tmp_path):
+    """What ``mner fewshot train`` writes for a new MOUSING model: ``o_distance: nearest`` (k = 2),
+    chosen on dev episodes (docs/results/mousing-precision.md); it is saved explicitly, so it loads so."""
+    from mner.models import load_model
+    from mner.models.mousing import MOUSINGConfig
+
+    assert (MOUSINGConfig().o_distance, MOUSINGConfig().o_neighbours) == ("nearest", 2)
+    model = fewshot_model(tiny_bert, "mousing")
+    folder = model.save_pretrained(tmp_path / "new")
+    assert json.loads((folder / "config.json").read_text())["config"]["o_distance"] == "nearest"
+    assert load_model(folder).config.o_distance == "nearest"
 
 
 def test_the_cli_sets_each_field_and_refuses_bad_values(tiny_bert, tmp_path, capsys):

@@ -145,14 +145,18 @@ class MOUSINGModel(EpisodicTagger):
 
     @classmethod
     def upgrade_config(cls, raw: dict) -> dict:
-        """Checkpoints written before the graph measured its similarities in the encoders' space
-        (no ``graph.space`` in their config) keep the model they were trained as: similarities
-        after the learned projections, no keep-rate prior, unshifted environments, the scorer's
-        old initial bias, and "w/o MCIS" as no graph update at all (L = 0)."""
+        """Checkpoints written before a default changed keep the model they were trained and scored as.
+
+        Without ``o_distance`` (saved before the field existed, when O was always scored against its
+        prototype): ``o_distance: prototype``. Without ``graph.space`` (saved before the graph measured
+        its similarities in the encoders' space): similarities after the learned projections, no
+        keep-rate prior, unshifted environments, the scorer's old initial bias, and "w/o MCIS" as no
+        graph update at all (L = 0)."""
+        raw = dict(raw)
+        raw.setdefault("o_distance", "prototype")
         graph = dict(raw.get("graph") or {})
         if "space" in graph:
             return raw
-        raw = dict(raw)
         raw["graph"] = {**graph, "space": "nodes", "threshold": "hard"}
         iv = dict(raw.get("intervention") or {})
         iv.setdefault("init_bias", 2.0)
