@@ -208,7 +208,8 @@ def test_checkpoints_without_the_fields_decode_as_they_were_trained(tiny_bert, t
         cfg["config"].pop(name)
     (folder / "config.json").write_text(json.dumps(cfg))
     old = load_model(folder).eval()
-    assert (old.config.min_confidence, old.config.transition_scale, old.config.o_distance) == (0.0, 1.0, "prototype")
+    assert (old.config.min_confidence, old.config.transition_scale, old.config.o_distance,
+            old.config.o_neighbours) == (0.0, 1.0, "prototype", 1)
     as_trained = fewshot_model(tiny_bert, "mousing", o_distance="prototype").eval()
     as_trained.load_state_dict(model.state_dict())
     batch = model.processor()(episode_pair())

@@ -254,7 +254,7 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
                         "support words (default: the checkpoint's o_distance)")
     p.add_argument("--o-neighbours", type=positive_int, default=None, metavar="K",
                    help="MOUSING checkpoints with --o-distance nearest: average the K nearest O support words "
-                        "(default: the checkpoint's o_neighbours, 1 unless set)")
+                        "(default: the checkpoint's o_neighbours)")
 
 
 def _apply_decoding(model, args) -> None:

@@ -148,12 +148,13 @@ class MOUSINGModel(EpisodicTagger):
         """Checkpoints written before a default changed keep the model they were trained and scored as.
 
         Without ``o_distance`` (saved before the field existed, when O was always scored against its
-        prototype): ``o_distance: prototype``. Without ``graph.space`` (saved before the graph measured
+        prototype): ``o_distance: prototype`` (and ``o_neighbours: 1``, unused by it). Without ``graph.space`` (saved before the graph measured
         its similarities in the encoders' space): similarities after the learned projections, no
         keep-rate prior, unshifted environments, the scorer's old initial bias, and "w/o MCIS" as no
         graph update at all (L = 0)."""
         raw = dict(raw)
-        raw.setdefault("o_distance", "prototype")
+        if "o_distance" not in raw:
+            raw.update(o_distance="prototype", o_neighbours=raw.get("o_neighbours", 1))
         graph = dict(raw.get("graph") or {})
         if "space" in graph:
             return raw

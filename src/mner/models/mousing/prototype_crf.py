@@ -32,7 +32,9 @@ the two views' emissions and calls :meth:`PrototypeCRF.decode` (Viterbi).
 
 Decoding options **(ours)**, never part of the training loss; each a field of
 :class:`~mner.models.mousing.config.MOUSINGConfig`, chosen on dev episodes in
-``docs/results/mousing-precision.md`` (defaults: the decoder as trained):
+``docs/results/mousing-precision.md`` (defaults: the decoder as trained, except that new MOUSING
+checkpoints decode O against its nearest support words, which dev chose; checkpoints saved before
+that field load as trained):
 
 * ``transition_scale`` ``tau`` (:meth:`PrototypeCRF.transitions`): the learned abstract scores
   ``a_k`` are multiplied by ``tau`` before they are mapped onto the episode's labels and the IOB2
