@@ -308,3 +308,19 @@ def test_mner_tag_runs_an_export_with_the_checkpoints_entities(checkpoints, expo
     assert manifest["model"]["path"] == str(exports["caption"].resolve())
     assert main(["tag", str(exports["caption"]), str(inputs), "--out", str(tmp_path / "x"), "--backend", "torch"]) == 2
     assert "an ONNX export" in capsys.readouterr().err
+
+
+def test_mner_evaluate_scores_an_export_as_its_checkpoint(checkpoints, exports, tmp_path, capsys):
+    gold = tmp_path / "gold.txt"
+    gold.write_text("Obama\tB-PER\nmeets\tO\nMerkel\tB-PER\nin\tO\nBerlin\tB-LOC\n\n"
+                    "RT\tO\n@user\tO\n:\tO\nParis\tB-LOC\nat\tO\nnight\tO\n\n" + "".join(
+                        f"{w}\t{t}\n" for w, t in zip(LONG.split(), ["B-LOC", "I-LOC", "O", "B-LOC", "O", "B-LOC"] * 4)))
+    reports = {}
+    for name, model in (("torch", checkpoints["text"]), ("onnx", exports["text"])):
+        assert main(["evaluate", str(model), str(gold), "--format", "conll", "--json",
+                     "--out", str(tmp_path / f"{name}.txt")]) == 0
+        reports[name] = json.loads(capsys.readouterr().out)
+    assert reports["onnx"]["f1"] == reports["torch"]["f1"]
+    assert (tmp_path / "onnx.txt").read_text() == (tmp_path / "torch.txt").read_text()  # the same tags
+    assert main(["evaluate", str(exports["text"]), str(gold), "--format", "conll", "--controls"]) == 2
+    assert "ONNX export" in capsys.readouterr().err

@@ -19,8 +19,8 @@ from mner.fileio import write_output
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on labelled data and write its predictions",
                        description="Decode DATA (a file, or a corpus folder with --split: only that "
-                                   "split is read) with the model in CHECKPOINT (a model folder or a "
-                                   "training run), print the entity-level report and, with --out, "
+                                   "split is read) with the model in CHECKPOINT (a model folder, a "
+                                   "training run, or an ONNX export folder: run by ONNX Runtime), print the entity-level report and, with --out, "
                                    "write predictions next to gold in CoNLL columns (token, gold, "
                                    "predicted). Nothing is written into the checkpoint folder.")
     p.add_argument("checkpoint", type=Path)
@@ -94,7 +94,17 @@ def cmd_evaluate(args) -> int:
 
     if args.control_seed is not None and not args.controls:
         raise UsageError("--control-seed is the seed of --controls: add --controls")
-    model = load_model(args.checkpoint)
+    from mner.backends import is_export_folder
+
+    if is_export_folder(args.checkpoint):  # an ONNX export (mner export): scored as it runs, on ONNX Runtime
+        from mner.backends.onnx_runtime import OnnxTagger
+
+        if args.controls:
+            raise UsageError(f"--controls: {args.checkpoint} is an ONNX export; the controls read the PyTorch "
+                             "model's modules: give the checkpoint it was exported from")
+        model = OnnxTagger.from_pretrained(args.checkpoint)
+    else:
+        model = load_model(args.checkpoint)
     views = model.views
     is_dir = args.data.is_dir()
     split = args.split if is_dir else "test"
