@@ -66,10 +66,13 @@ VARIANTS = {
     "maf-no-cm": {"no_matching": True},
     "maf-no-ca-cm": {"no_alignment": True, "no_matching": True},
     "maf-code-weights": {},
+    # variants that depart from the paper (issue 22): each its own row
+    "maf-cm-similarity": {**TABLE_WEIGHTS, "matching_score": "similarity"},
 }
 VARIANT_NAMES = {"text-only": "text-only CRF", "maf": "MAF", "maf-no-ca": "MAF w/o CA",
                  "maf-no-cm": "MAF w/o CM", "maf-no-ca-cm": "MAF w/o CA+CM",
-                 "maf-code-weights": "MAF, the code's loss weights"}
+                 "maf-code-weights": "MAF, the code's loss weights",
+                 "maf-cm-similarity": "MAF, CM by similarity (variant)"}
 ENCODERS = {"minilm": "minilm", "mpnet": "mpnet"}
 ENCODER_NAMES = {"minilm": "MiniLM-L6", "mpnet": "MPNet-base"}
 # Epochs per dataset and encoder (the paper: 24 / 23 epochs with BERT-base on a GPU). MPNet's

@@ -18,7 +18,8 @@ from mner.models import CheckpointError, MAFModel, load_model
 from mner.models.checkpoint import WEIGHTS_NAME
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
-from mner.models.maf.cross_modal_matching import CrossModalMatching, MatchingLoss, sample_negatives
+from mner.models.maf.cross_modal_matching import (CrossModalMatching, MatchingLoss, SimilarityMatching,
+                                                  sample_negatives)
 from mner.models.maf.fusion_gate import FusionGate
 from mner.pipeline import Pipeline
 from model_fixtures import SWITCHES, VIEWS, encoders, maf_config, one_thread, random_image  # noqa: F401
@@ -113,6 +114,32 @@ def test_matching_flatten_is_the_reference_form_and_refuses_long_batches():
     assert "matching_max_len" in str(err.value)
     with pytest.raises(ValueError, match="pooling"):
         CrossModalMatching(4, pooling="sum")
+
+
+def test_similarity_matching_compares_the_two_sides():
+    """The variant's logit is w * cos(P_t mean(t), P_v v) + b: at the start (identity maps, w = 10,
+    b = 0) exactly 10 x the cosine of the mean sub-token state and the visual vector, padding left
+    out; so a pair scores higher with its own vector than with an orthogonal one, which a sum
+    f(text) + g(visual) could not do for every pairing at once."""
+    torch.manual_seed(0)
+    cm = SimilarityMatching(8, 8)
+    tokens = torch.randn(3, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    text = torch.stack([tokens[i, mask[i]].mean(0) for i in range(3)])
+    own = cm(tokens, mask, text)
+    assert torch.allclose(own, torch.full((3,), 10.0), atol=1e-5)
+    other = cm(tokens, mask, text.roll(1, 0))
+    expected = 10 * F.cosine_similarity(text, text.roll(1, 0), dim=-1)
+    assert torch.allclose(other, expected, atol=1e-5) and (own > other).all()
+    padded = tokens.clone()
+    padded[~mask] = 100.0  # padding does not count
+    assert torch.allclose(cm(padded, mask, text), own, atol=1e-5)
+    # widths that differ: a learned map (no identity), still a cosine in [-w, w] + b
+    wide = SimilarityMatching(8, 12)
+    assert wide(tokens, mask, torch.randn(3, 12)).abs().max() <= 10.0 + 1e-5
+    with pytest.raises(ConfigError, match="matching_score"):
+        from mner.models.maf.config import MAFConfig
+        MAFConfig(matching_score="dot")
 
 
 def test_matching_loss_is_binary_cross_entropy():
@@ -283,9 +310,11 @@ def _expected_parts(options: dict) -> set[str]:
 
 
 _CASES = [(view, name) for view in VIEWS for name in SWITCHES]
-_EXTRA = [("pixels", "swap-interaction"), ("both", "flatten-pooling")]
+_EXTRA = [("pixels", "swap-interaction"), ("both", "flatten-pooling"), ("caption", "cm-similarity"),
+          ("pixels", "cm-similarity")]
 _EXTRA_OPTIONS = {"swap-interaction": {"negative_swap": "interaction"},
-                  "flatten-pooling": {"matching_pooling": "flatten", "matching_max_len": 12}}
+                  "flatten-pooling": {"matching_pooling": "flatten", "matching_max_len": 12},
+                  "cm-similarity": {"matching_score": "similarity"}}
 
 
 @pytest.mark.parametrize("view,case", _CASES + _EXTRA, ids=[f"{v}-{c}" for v, c in _CASES + _EXTRA])

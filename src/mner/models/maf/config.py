@@ -44,6 +44,9 @@ class MAFConfig:
         dropout: dropout in CI, CM and before the emission layer.
         matching_pooling: how CM reads ``[T; C]``: ``mean`` (default, any length), ``max``, or
             ``flatten`` (the reference code's flatten over ``matching_max_len`` words).
+        matching_score: ``classifier`` (the paper: a linear layer on ``pool([T; C])``) or
+            ``similarity`` (a variant: the cosine of the tweet's and the view's pooled vectors,
+            see :mod:`mner.models.maf.cross_modal_matching`).
         negative_fraction: share of a training batch turned into swapped negatives (2k / N);
             the authors' code uses 16 of 64 = 0.25.
         negative_swap: ``image`` (swap the visual tokens before CI, the paper's words) or
@@ -68,6 +71,7 @@ class MAFConfig:
     dropout: float = 0.1
     matching_pooling: str = "mean"
     matching_max_len: int = 128
+    matching_score: str = "classifier"
     negative_fraction: float = 0.25
     negative_swap: str = "image"
     alignment_dim: int | None = None
@@ -83,6 +87,8 @@ class MAFConfig:
     def __post_init__(self) -> None:
         if self.visual_view not in VIEWS:
             raise ConfigError(f"visual_view {self.visual_view!r}: choose one of {', '.join(VIEWS)}")
+        if self.matching_score not in ("classifier", "similarity"):
+            raise ConfigError(f"matching_score {self.matching_score!r}: choose classifier or similarity")
         if self.negative_swap not in ("image", "interaction"):
             raise ConfigError(f"negative_swap {self.negative_swap!r}: choose image or interaction")
         if not 0.0 <= self.negative_fraction < 1.0:
@@ -105,7 +111,9 @@ class MAFConfig:
         if self.no_alignment and self.no_matching:
             return "MAF w/o CA+CM"
         if self.no_alignment:
-            return "MAF w/o CA"
+            return "MAF w/o CA" + (", CM by similarity" if self.matching_score == "similarity" else "")
         if self.no_matching:
             return "MAF w/o CM"
+        if self.matching_score == "similarity":
+            return "MAF, CM by similarity"
         return "MAF"

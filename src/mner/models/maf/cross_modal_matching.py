@@ -15,6 +15,21 @@ mismatched image). What is swapped is a choice (:attr:`MAFConfig.negative_swap`)
 (``"image"``, the paper's words: the visual tokens are permuted before the interaction) or the
 interaction output ``C`` (``"interaction"``, what the authors' code does).
 
+A variant that departs from the paper, with its own row (``matching_score: similarity``):
+CM's classifier reads ``pool([T; C])`` through one linear layer, so its logit is
+``f(mean T) + g(mean C)``, a sum with no term that compares the two sides, and it learns the
+share of positives in its batches instead (``docs/results/maf-notes.md``, "Why CM does not
+learn"). :class:`SimilarityMatching` scores the pair by comparing it:
+
+    y^_mi = sigmoid(w * cos(P_t mean(t_i), P_v v_i) + b)
+
+``mean(t_i)`` the mean of the text encoder's sub-token states (special tokens included, as the
+sentence encoders pool), ``v_i`` the visual view's global vector (the frozen caption encoder's
+mean-pooled vector, or the image's pooled features), ``P_t``, ``P_v`` linear maps (identities
+at the start when the widths agree: the pair starts scored by the sentence encoder's own cosine),
+``w``, ``b`` learned (``w`` starts at 10). It is trained by the same ``L_cm`` on the same swapped
+negatives, and gates ``C`` as the paper's CM does.
+
 ``Flatten`` in the reference code flattens a sequence padded to a fixed 128 tokens, which ties
 the model to one maximum length. Here the default pools ``[T; C]`` over the real words
 (``pooling="mean"`` or ``"max"``), which works at any length; ``pooling="flatten"`` keeps the
@@ -31,7 +46,7 @@ from torch.nn import functional as F
 
 from mner.config import ConfigError
 
-__all__ = ["CrossModalMatching", "MatchingLoss", "sample_negatives"]
+__all__ = ["CrossModalMatching", "MatchingLoss", "SimilarityMatching", "sample_negatives"]
 
 
 def sample_negatives(batch_size: int, fraction: float, generator: torch.Generator | None = None,
@@ -91,6 +106,37 @@ class CrossModalMatching(nn.Module):
                 )
             pooled = F.pad(feats, (0, 0, 0, self.max_len - length)).flatten(1)
         return self.classifier(self.dropout(pooled)).squeeze(-1)
+
+
+class SimilarityMatching(nn.Module):
+    """Match logit ``w * cos(P_t mean(t), P_v v) + b`` (the ``similarity`` variant; see the module
+    docstring); returns the logit per pair.
+
+    Args:
+        text_dim: width of the text encoder's sub-token states.
+        visual_dim: width of the visual view's global vector.
+        dim: width of the compared space; None = ``text_dim``.
+        scale: the starting ``w``.
+    """
+
+    def __init__(self, text_dim: int, visual_dim: int, dim: int | None = None, scale: float = 10.0):
+        super().__init__()
+        dim = dim or text_dim
+        self.text = nn.Linear(text_dim, dim)
+        self.visual = nn.Linear(visual_dim, dim)
+        for proj, width in ((self.text, text_dim), (self.visual, visual_dim)):
+            if width == dim:  # start from the encoders' own space
+                nn.init.eye_(proj.weight)
+                nn.init.zeros_(proj.bias)
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        self.bias = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (B, S, h) sub-token states, ``token_mask`` (B, S), ``visual`` (B, g) -> logits (B,)."""
+        m = token_mask[..., None].to(tokens.dtype)
+        text = (tokens * m).sum(1) / m.sum(1).clamp(min=1)
+        cos = F.cosine_similarity(self.text(text), self.visual(visual.to(tokens.dtype)), dim=-1)
+        return self.scale * cos + self.bias
 
 
 class MatchingLoss(nn.Module):

@@ -36,7 +36,8 @@ from mner.models.base import TaggerOutput
 from mner.models.maf.config import MAFConfig
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
-from mner.models.maf.cross_modal_matching import CrossModalMatching, MatchingLoss, sample_negatives
+from mner.models.maf.cross_modal_matching import (CrossModalMatching, MatchingLoss, SimilarityMatching,
+                                                  sample_negatives)
 from mner.models.maf.fusion_gate import FusionGate
 from mner.models.tagger import CRFTagger
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
@@ -71,9 +72,12 @@ class MAFModel(CRFTagger):
             self.visual_proj = nn.ModuleDict({v: nn.Linear(dims[v], d) for v in self.views})
             self.interaction = CrossModalInteraction(d, config.interaction_heads, config.ffn_dim,
                                                      config.dropout, config.interaction_layers)
-            if not config.no_matching:
+            if not config.no_matching and config.matching_score == "similarity":  # a variant
+                self.matching = SimilarityMatching(self.text_encoder.hidden_size, sum(dims[v] for v in self.views))
+            elif not config.no_matching:
                 self.matching = CrossModalMatching(d, config.matching_pooling, config.matching_max_len,
                                                    config.dropout)
+            if not config.no_matching:
                 self.matching_loss = MatchingLoss()
             if not config.no_alignment:
                 p = config.alignment_dim or d
@@ -153,7 +157,11 @@ class MAFModel(CRFTagger):
             if cfg.no_matching:
                 m = c                                                                  # M = C
             else:
-                logits = self.matching(text, c, mask)                                  # y^_m
+                if cfg.matching_score == "similarity":                                 # variant
+                    logits = self.matching(words.tokens, batch.words.attention_mask.to(text.device),
+                                           v_global[perm])
+                else:
+                    logits = self.matching(text, c, mask)                              # y^_m
                 m = torch.sigmoid(logits)[:, None, None].to(c.dtype) * c               # M = y^_m * C
                 if train_negatives:
                     losses["cm"] = self.matching_loss(logits.float(), match_labels)
