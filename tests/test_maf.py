@@ -142,6 +142,21 @@ def test_similarity_matching_compares_the_two_sides():
         MAFConfig(matching_score="dot")
 
 
+def test_similarity_matching_closes_the_gate_without_a_view(encoders, examples):
+    """A tweet without caption or image gets the variant's match probability ~0 (its cosine with
+    nothing would be 0, sigmoid(b) an open gate); the tweets with a view keep their own score."""
+    torch.manual_seed(0)
+    model = MAFModel(maf_config(encoders, view="caption", matching_score="similarity")).eval()
+    seen = []
+    handle = model.matching.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        model(model.processor()(examples))
+    handle.remove()
+    probs = torch.sigmoid(seen[-1])
+    assert probs[3] < 1e-6                      # the fourth example has neither image nor caption
+    assert (probs[[0, 1, 2, 4, 5, 6, 7]] > 1e-3).all()
+
+
 def test_matching_loss_is_binary_cross_entropy():
     logits = torch.tensor([2.0, -1.0, 0.3, -3.0], dtype=torch.float64)
     labels = torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)

@@ -27,7 +27,8 @@ learn"). :class:`SimilarityMatching` scores the pair by comparing it:
 sentence encoders pool), ``v_i`` the visual view's global vector (the frozen caption encoder's
 mean-pooled vector, or the image's pooled features), ``P_t``, ``P_v`` linear maps (identities
 at the start when the widths agree: the pair starts scored by the sentence encoder's own cosine),
-``w``, ``b`` learned (``w`` starts at 10). It is trained by the same ``L_cm`` on the same swapped
+``w``, ``b`` learned (``w`` starts at 10); a pair without visual content gets a closed gate
+(a fixed logit of -20). It is trained by the same ``L_cm`` on the same swapped
 negatives, and gates ``C`` as the paper's CM does.
 
 ``Flatten`` in the reference code flattens a sequence padded to a fixed 128 tokens, which ties
@@ -108,6 +109,10 @@ class CrossModalMatching(nn.Module):
         return self.classifier(self.dropout(pooled)).squeeze(-1)
 
 
+#: the similarity variant's match logit for a pair without visual content (sigmoid: 2e-9)
+NO_VIEW_LOGIT = -20.0
+
+
 class SimilarityMatching(nn.Module):
     """Match logit ``w * cos(P_t mean(t), P_v v) + b`` (the ``similarity`` variant; see the module
     docstring); returns the logit per pair.
@@ -131,12 +136,19 @@ class SimilarityMatching(nn.Module):
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.bias = nn.Parameter(torch.tensor(0.0))
 
-    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
-        """``tokens`` (B, S, h) sub-token states, ``token_mask`` (B, S), ``visual`` (B, g) -> logits (B,)."""
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, visual: torch.Tensor,
+                present: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens`` (B, S, h) sub-token states, ``token_mask`` (B, S), ``visual`` (B, g), ``present``
+        (B,) bool: the pair has visual content -> logits (B,). A pair without any gets
+        :data:`NO_VIEW_LOGIT` (a cosine with nothing is 0, and ``sigmoid(b)`` would leave the gate
+        open on an empty stream)."""
         m = token_mask[..., None].to(tokens.dtype)
         text = (tokens * m).sum(1) / m.sum(1).clamp(min=1)
         cos = F.cosine_similarity(self.text(text), self.visual(visual.to(tokens.dtype)), dim=-1)
-        return self.scale * cos + self.bias
+        logits = self.scale * cos + self.bias
+        if present is not None:
+            logits = logits.masked_fill(~present, NO_VIEW_LOGIT)
+        return logits
 
 
 class MatchingLoss(nn.Module):

@@ -159,7 +159,7 @@ class MAFModel(CRFTagger):
             else:
                 if cfg.matching_score == "similarity":                                 # variant
                     logits = self.matching(words.tokens, batch.words.attention_mask.to(text.device),
-                                           v_global[perm])
+                                           v_global[perm], present[perm])
                 else:
                     logits = self.matching(text, c, mask)                              # y^_m
                 m = torch.sigmoid(logits)[:, None, None].to(c.dtype) * c               # M = y^_m * C
