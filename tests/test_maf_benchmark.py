@@ -573,3 +573,25 @@ def test_a_rerun_that_reproduces_its_cell_makes_the_new_code_the_same_version(tm
     page, _ = bench.report([old[0], moved], root=tmp_path)
     assert "counts as" not in page and "**This table mixes 2 versions of the code**" in page
     bench.EQUIVALENT.clear()
+
+
+def test_two_same_machine_reruns_that_agree_make_the_new_code_the_same_version(tmp_path):
+    """When the stored cell does not reproduce on this machine even at its own code, a re-run of the
+    old code and one of the new code on one machine that agree to the last bit are the evidence."""
+    gold, system = _systems(40)
+    old = [_cell(tmp_path, "twitter2017", v, 37, gold, system(r, 0), fingerprint="old111")
+           for v, r in (("text-only", 0.6), ("maf", 0.9))]
+    run = {"dev_f1": 0.854017351942663, "test_f1": 0.8348794063079776}
+    evidence = [{"cell": "twitter2017__maf__minilm__seed37", "machine": "AMD EPYC, 2 cores", "note": "83.49 vs 83.53",
+                 "old": {"code_fingerprint": "old111", "git_commit": "778e3e7", **run},
+                 "new": {"code_fingerprint": "new222", "git_commit": "beef123", **run}}]
+    assert bench.register_equivalents(old, evidence) == {"new222": ("old111", "twitter2017__maf__minilm__seed37")}
+    assert bench.same_code("new222", "old111") and bench.stale_reasons(
+        {"code_fingerprint": "old111", "config": None, "dataset": "twitter2017", "variant": "maf",
+         "encoder": "minilm", "seed": 37, "epochs": 10}, "new222") == ["configuration"]
+    # runs that differ in the last bit show nothing
+    moved = [dict(evidence[0], new=dict(evidence[0]["new"], test_f1=run["test_f1"] + 1e-12))]
+    assert bench.register_equivalents(old, moved) == {} and not bench.same_code("new222", "old111")
+    bench.EQUIVALENT.clear()
+    bench.EQUIVALENCE_RUNS.clear()
+
