@@ -799,6 +799,8 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
     for new, (old, evidence) in sorted(EQUIVALENT.items()):
         if new in EQUIVALENCE_RUNS:
             e = EQUIVALENCE_RUNS[new]
+            if not any(canonical(c.get("code_fingerprint")) == old for c in cells):
+                continue  # evidence about code versions none of these cells ran
             lines += [f"Code `{new}` counts as `{old}`: `{evidence}` re-run on one machine ({e['machine']}) at "
                       f"commit {e['old']['git_commit']} (code `{e['old']['code_fingerprint']}`) and at commit "
                       f"{e['new']['git_commit']} gave the same dev F1 ({100 * e['new']['dev_f1']:.4f}) and test F1 "
