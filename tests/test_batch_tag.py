@@ -49,7 +49,7 @@ def _expected(model: Path, rows: list[dict], batch_size: int, shard_size: int) -
     windows mner tag cuts (``batch_size`` rows of a ``shard_size`` shard), rows whose image is
     missing left out."""
     from mner.pipeline import Pipeline
-    from mner.serve.predictor import InferenceItem, Predictor
+    from mner.explain.predictor import InferenceItem, Predictor
 
     images = sample_paths()["images"]
     predictor = Predictor(Pipeline.from_pretrained(model, device="cpu"))

@@ -82,7 +82,10 @@ def test_evaluate_passes_none_in_any_case(monkeypatch, tmp_path):
         raise _Stop
 
     real = mner.data.prepare.prepare_data
+    import mner.tasks
+
     monkeypatch.setattr(mner.models, "load_model", lambda _: FakeModel())
+    monkeypatch.setattr(mner.tasks, "checkpoint_task", lambda _: (mner.tasks.TASKS["supervised"], "maf"))
     monkeypatch.setattr(mner.data.prepare, "prepare_data", stop_after)
     with pytest.raises(_Stop):
         main(["evaluate", str(tmp_path), str(SAMPLE / "test.txt"), "--captions", "None", "--json"])

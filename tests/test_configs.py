@@ -12,6 +12,7 @@ import pytest
 from mner.config import load_yaml, to_dict
 from mner.experiment import load_experiment
 from mner.fewshot.experiment import FEWSHOT_MODELS, load_fewshot
+from mner.tasks import recipe_task
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -30,6 +31,9 @@ def test_there_are_shipped_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_loads(path):
     raw = load_yaml(str(path))
+    task = recipe_task(raw)   # the model_type picks the recipe mner train runs
+    assert task.name == ("episodic" if raw.get("model_type") in FEWSHOT_MODELS() else "supervised")
+    assert type(task.load_recipe(raw)) is type(load_fewshot(path) if task.name == "episodic" else load_experiment(path))
     if raw.get("model_type") in FEWSHOT_MODELS():
         cfg = load_fewshot(path)
         assert cfg.episodes.target_types, f"{path.name}: a few-shot config names its target types"

@@ -42,7 +42,8 @@ def _setup(tmp_path, bert, model_type="mousing", model=None):
 
 def test_train_then_evaluate(tiny_bert, tmp_path, capsys):
     config = _setup(tmp_path, tiny_bert)
-    assert main(["fewshot", "train", str(config)]) == 0
+    # one mner train for every task: the recipe's model_type picks the episodic recipe (mner.tasks)
+    assert main(["train", str(config)]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["epochs_run"] == 2 and summary["global_step"] == 4  # 4 episodes per epoch, 2 per step
     assert 0.0 <= summary["test_f1"] <= 1.0 and summary["dev_f1"] is not None
@@ -54,6 +55,13 @@ def test_train_then_evaluate(tiny_bert, tmp_path, capsys):
     assert report["count"] == len(read_episodes(tmp_path / "test.jsonl"))
     assert report["f1"] == pytest.approx(summary["test_f1"])
     assert report["mode"] == "conlleval"
+    # one mner evaluate: a few-shot checkpoint is scored on the episode file, as mner fewshot evaluate scores it
+    assert main(["evaluate", str(run), str(tmp_path / "test.jsonl"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == report["f1"]
+    for refused in (["--controls"], ["--split", "valid"], ["--out", str(tmp_path / "p.txt")]):
+        assert main(["evaluate", str(run), str(tmp_path / "test.jsonl"), *refused]) == 2
+        err = capsys.readouterr().err
+        assert refused[0] in err and "episode file" in err and "Traceback" not in err
     # the poster's protocol: the same supports, a random query with tweets that hold no target
     # mention (all O); the model scores such a file too
     poster = tmp_path / "test-poster.jsonl"

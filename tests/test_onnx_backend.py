@@ -264,6 +264,12 @@ def test_int8_variants_are_made_from_the_fp32_export(checkpoints, exports, tmp_p
         quantize_export(out, tmp_path / "again")
     with pytest.raises(MNERError, match="has no graph image_encoder"):
         quantize_export(source, tmp_path / "again", graphs=("image_encoder",))
+    # the convolutional image encoder has nothing dynamic int8 covers: it stays fp32 and is said to
+    pixels = exports["pixels"]
+    conv = quantize_export(pixels, tmp_path / "conv-int8", graphs=("image_encoder",))
+    q = json.loads((conv / EXPORT_CONFIG).read_text())["quantization"]
+    assert q["graphs"] == [] and "image_encoder" in q["fp32_graphs"] and "kept fp32" in q["not_quantized"]["image_encoder"]
+    assert (conv / "image_encoder.onnx").read_bytes() == (pixels / "image_encoder.onnx").read_bytes()
 
 
 def test_mner_serve_serves_an_export(checkpoints, exports, capsys):

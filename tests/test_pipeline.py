@@ -183,7 +183,7 @@ def test_from_pretrained_gives_the_same_entities(both_model, images, tmp_path):
     args = (["Obama in Paris", "Rob after a fish dinner"],)
     kwargs = {"image": [paths[0], pil[2]], "caption": ["a man", None]}
     assert loaded(*args, **kwargs) == pipe(*args, **kwargs)
-    assert loaded.info() == {"model_type": "maf", "labels": list(both_model.label_set.labels),
+    assert loaded.info() == {"model_type": "maf", "task": "supervised", "labels": list(both_model.label_set.labels),
                              "views": ["pixels", "caption"], "variant": "MAF", "backend": "torch"}
 
 

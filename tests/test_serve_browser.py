@@ -194,6 +194,49 @@ def test_define_new_types_by_keyboard_and_tag_with_them(server, fewshot):
             browser.close()
 
 
+def test_a_fewshot_model_served_with_its_support_set_tags_on_both_tabs(fewshot):
+    """Issue 23: ``mner serve FEWSHOT_CKPT --support S`` (here its pipeline): the main tab tags the
+    support's types, and the New types tab works with the same model."""
+    from playwright.sync_api import sync_playwright
+
+    from mner.data.example import Example
+    from mner.fewshot.pipeline import FewShotPipeline
+
+    support = [Example("s0", ("Pad", "thai", "at", "Nong's", "tonight"), ("B-DISH", "I-DISH", "O", "O", "O")),
+               Example("s1", ("Green", "curry", "with", "Anna"), ("B-DISH", "I-DISH", "O", "B-PER"))]
+    pipe = FewShotPipeline(fewshot, support)
+    text = "Massaman curry with Tom tonight 🍛"
+    want = [[e["text"], e["type"]] for e in pipe(text)]
+    assert want, "the tiny model tags something here (else the comparison below shows nothing)"
+    with _serving(create_app(pipeline=pipe, config=ServeConfig(max_wait_ms=1))) as url, sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            _ready(page, url)
+            page.fill("#text", text)
+            page.click("#tag")
+            page.wait_for_selector("#result:not([hidden])")
+            shown = page.eval_on_selector_all("#tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            assert shown == want
+            assert page.is_hidden("#error")
+            page.wait_for_selector("#tabs:not([hidden])")            # the same model answers the New types tab
+            page.click("#tab-fewshot")
+            page.fill("#fs-example", "Green curry with Anna")
+            page.evaluate("() => { const t = document.getElementById('fs-example'); t.setSelectionRange(0, 11); }")
+            page.fill("#fs-type", "DISH")
+            page.click("#fs-mark")
+            page.click("#fs-add")
+            page.fill("#fs-text", text)
+            page.click("#fs-tag")
+            page.wait_for_selector("#fs-result:not([hidden])")
+            alone = FewShotPipeline(fewshot, [Example("s0", ("Green", "curry", "with", "Anna"),
+                                                      ("B-DISH", "I-DISH", "O", "O"))])(text)
+            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            assert shown == [[e["text"], e["type"]] for e in alone]
+        finally:
+            browser.close()
+
+
 # ================================================================ issue 25: offsets, view, state, tabs
 def _u16(text: str, i: int) -> int:
     """The UTF-16 index (a JavaScript string's) of code point ``i`` of ``text``."""
@@ -657,7 +700,7 @@ def test_explanation_is_relative_to_uniform_and_says_near_uniform(attention_serv
     bold red spot; there was no colour scale and the caption said "brighter" for a redder overlay."""
     from playwright.sync_api import sync_playwright
 
-    from mner.serve.palette import attention_levels, attention_rgba
+    from mner.explain.palette import attention_levels, attention_rgba
 
     image = tmp_path / "photo.png"
     random_image(9, size=96).save(image)

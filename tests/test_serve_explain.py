@@ -70,7 +70,7 @@ def _axes_text(fig) -> str:
 
 
 def test_attention_levels_are_relative_to_uniform_not_to_their_own_range():
-    from mner.serve.palette import ATTENTION_RAMP, ATTENTION_TOP, attention_levels, attention_summary
+    from mner.explain.palette import ATTENTION_RAMP, ATTENTION_TOP, attention_levels, attention_summary
 
     n = 49
     assert attention_levels([1 / n] * n) == [0.0] * n                        # uniform: all clear
@@ -118,7 +118,7 @@ def test_explain_picture_has_a_colour_bar_and_says_near_uniform(tmp_path):
 
 def test_served_explanations_say_how_far_from_uniform(saved):
     """A model whose queries are zero attends uniformly: its explanation says near uniform."""
-    from mner.serve.predictor import InferenceItem, Predictor
+    from mner.explain.predictor import InferenceItem, Predictor
 
     pipe = Pipeline.from_pretrained(saved / "model", device="cpu")
     attention = pipe.model.interaction.blocks[-1].attention

@@ -22,7 +22,7 @@ the decoding uses). :class:`MatchStats` gives their means and standard deviation
 tweet's real pair scores above its shuffled one, and the rank AUC of real against shuffled pairs
 (:func:`rank_auc`; 0.5 = CM cannot tell them apart). Tweets without a view, and shuffled pairs
 that kept their own view, are left out of the AUC. The probability is read by the same forward
-hooks that the service's explanations use (:class:`mner.serve.explain.Inspector`): the model's
+hooks that the service's explanations use (:class:`mner.explain.inspector.Inspector`): the model's
 forward and its numerics are untouched.
 
 ``mner evaluate CHECKPOINT DATA --controls`` prints them; ``bench/maf_benchmark.py`` stores them
@@ -188,7 +188,7 @@ def _decode(model, examples: Sequence[Example], collate, batch_size: int, mode: 
     from torch.utils.data import DataLoader
 
     from mner.evaluation import evaluate_examples, predict_tags
-    from mner.serve.explain import Inspector
+    from mner.explain.inspector import Inspector
 
     inspector = Inspector(model)
     loader = DataLoader(list(examples), batch_size=batch_size, collate_fn=collate)

@@ -125,6 +125,9 @@ def read_input_file(path: str | Path, image_dir: str | Path | None = None, *, pi
 class Pipeline:
     """A trained tagger ready for raw inputs (see the module docstring)."""
 
+    #: the task of its model (:mod:`mner.tasks`): ``supervised``, or ``episodic`` (a few-shot pipeline)
+    task: str = "supervised"
+
     def __init__(self, model: MNERModel, batch_size: int = 16, device: str | torch.device | None = None,
                  image_store: ImageStore | None = None, fuse_images: bool = True):
         if batch_size < 1:
@@ -152,18 +155,36 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None, batch_size: int = 16,
-                        fuse_images: bool = True, backend: str | None = None) -> "Pipeline":
+                        fuse_images: bool = True, backend: str | None = None, *,
+                        support: str | Path | Sequence[Example] | None = None, support_format: str = "auto",
+                        support_images: str | Path | None = None) -> "Pipeline":
         """The pipeline of a checkpoint (a model folder or a training run) or of an export folder.
 
         ``backend``: ``torch`` or ``onnxruntime``; None picks it by what ``path`` is (an export
-        folder runs on ONNX Runtime). A pairing that cannot run is refused with one line."""
+        folder runs on ONNX Runtime). A pairing that cannot run is refused with one line.
+
+        A few-shot checkpoint (the episodic task, :mod:`mner.tasks`) tags the entity types of
+        ``support``: a support set file (JSONL with tokens and tags, CoNLL or Twitter format, read as
+        ``support_format``) or a list of annotated :class:`Example`; the image ids of the support
+        are found in ``support_images`` (a folder). It returns a
+        :class:`~mner.fewshot.pipeline.FewShotPipeline`, a Pipeline bound to that support set.
+        ``support`` with a model of fixed types, or none with a few-shot one, is refused in one line."""
         from mner.backends import resolve_backend
+        from mner.tasks import TASKS, checkpoint_task
 
         if resolve_backend(path, backend) == "onnxruntime":
             from mner.backends.onnx_runtime import OnnxTagger
 
+            TASKS["supervised"].check_support(path, None, support, "support=")
             return cls(OnnxTagger.from_pretrained(path), batch_size=batch_size, device=device,
                        fuse_images=fuse_images)
+        task, model_type = checkpoint_task(path)
+        task.check_support(path, model_type, support, "support=")
+        if task.needs_support:
+            from mner.fewshot.pipeline import FewShotPipeline
+
+            return FewShotPipeline.from_pretrained(path, support, format=support_format, images=support_images,
+                                                   device=device, batch_size=batch_size)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(path, map_location=device), batch_size=batch_size, device=device,
                    fuse_images=fuse_images)
@@ -244,5 +265,6 @@ class Pipeline:
     def info(self) -> dict[str, Any]:
         cfg = self.model.config
         label_set = getattr(self.model, "label_set", None)
-        return {"model_type": self.model.model_type, "labels": list(label_set.labels) if label_set else None,
+        return {"model_type": self.model.model_type, "task": self.task,
+                "labels": list(label_set.labels) if label_set else None,
                 "views": list(self.views), "variant": getattr(cfg, "variant", None), "backend": self.backend}

@@ -71,6 +71,10 @@ DEFAULT_OPSET = 18
 QUANTIZATIONS = ("int8",)
 #: The operators dynamic int8 quantizes (matrix products; ``Attention`` where a graph has fused it).
 INT8_OP_TYPES = ("MatMul", "Attention")
+#: The operators a dynamically quantized graph holds in their place (how a quantized graph is told from one
+#: that had nothing to quantize).
+INT8_QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "DynamicQuantizeLinear",
+                      "MatMulIntegerToFloat")
 #: The graphs ``--quantize int8`` quantizes: the transformers (see the module docstring).
 INT8_GRAPHS = ("text_encoder", "caption_encoder")
 #: The graphs ``--int8-graphs`` may name.
@@ -237,7 +241,9 @@ def _quantize_graphs(folder: Path, graphs: dict[str, dict], names, per_channel: 
     returns the ``quantization`` entry of :data:`EXPORT_CONFIG`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    done = []
+    import onnx
+
+    done, unchanged = [], {}
     for name in names:
         if name not in graphs:
             continue
@@ -248,10 +254,20 @@ def _quantize_graphs(folder: Path, graphs: dict[str, dict], names, per_channel: 
         with _quiet_exporter():
             quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
                              op_types_to_quantize=list(INT8_OP_TYPES))
-        fp32.unlink()
-        done.append(name)
+        # a graph with nothing dynamic int8 covers (a convolutional image encoder: Conv is not among
+        # INT8_OP_TYPES) comes out with no integer operator: it stays fp32 and is listed as such
+        integer = sum(node.op_type in INT8_QUANTIZED_OPS for node in onnx.load(str(path), load_external_data=False).graph.node)
+        if integer:
+            fp32.unlink()
+            done.append(name)
+        else:
+            path.unlink()
+            fp32.rename(path)
+            unchanged[name] = f"no {' or '.join(INT8_OP_TYPES)} operator that dynamic int8 quantizes; kept fp32"
+            log(f"quantize: {name} has no {' or '.join(INT8_OP_TYPES)} operator; kept fp32")
     return {"method": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)", "per_channel": per_channel,
-            "op_types": list(INT8_OP_TYPES), "graphs": done, "fp32_graphs": [g for g in graphs if g not in done]}
+            "op_types": list(INT8_OP_TYPES), "graphs": done, "fp32_graphs": [g for g in graphs if g not in done],
+            "not_quantized": unchanged}
 
 
 def quantize_export(source: str | Path, out: str | Path, *, per_channel: bool = True,

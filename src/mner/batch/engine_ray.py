@@ -97,7 +97,7 @@ class _Tagger:
     """An actor of the pool: the model, loaded once; one window per call."""
 
     def __init__(self, checkpoint: str, shipped: Any, sha: str, batch_size: int, threads: int | None,
-                 use_gpu: bool):
+                 use_gpu: bool, support: bytes | None = None):
         import torch
 
         from mner.pipeline import Pipeline
@@ -111,7 +111,15 @@ class _Tagger:
             files = ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped
             path = str(_materialise(files, sha))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.pipe = Pipeline.from_pretrained(path, device=device, batch_size=batch_size)
+        if support is not None:  # a few-shot model, bound to the support set the driver read (tweets, images)
+            from mner.fewshot.pipeline import FewShotPipeline
+            from mner.models import load_model
+
+            examples, images = pickle.loads(support)
+            self.pipe = FewShotPipeline(load_model(path, map_location=device), examples, batch_size, device,
+                                        support_images=images)
+        else:
+            self.pipe = Pipeline.from_pretrained(path, device=device, batch_size=batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from mner.batch.job import tag_window
@@ -222,7 +230,9 @@ def run_ray(opts: TagOptions, settings: PrepareSettings, model_dir: Path, pendin
                             num_cpus=actor_cpus, num_gpus=gpus,
                             fn_constructor_kwargs={"checkpoint": str(model_dir), "shipped": shipped, "sha": sha,
                                                    "batch_size": opts.batch_size, "threads": threads,
-                                                   "use_gpu": gpus > 0})
+                                                   "use_gpu": gpus > 0,
+                                                   "support": None if opts.support_set is None else
+                                                   pickle.dumps(opts.support_set, protocol=5)})
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for spec, w, n, blob in zip(batch["shard"], batch["window"], batch["windows"], batch["outcome"]):

@@ -60,12 +60,23 @@ class TagOptions:
     gpus_per_actor: float | None = None
     cpus_per_actor: float = 1.0
     progress: bool | None = None        # None: a bar when standard error is a terminal
+    support: Path | None = None         # few-shot checkpoints: the support set file (its types are tagged)
+    support_format: str = "auto"
+    #: the support set as read once by the main process (its tweets and their images), which the
+    #: workers and actors receive instead of reading the file again (filled by :func:`load_pipeline`)
+    support_set: tuple[list, list | None] | None = None
 
     def output_options(self) -> dict[str, Any]:
         """The options that change what is written (compared on a restart)."""
-        return {"format": self.format, "shard_size": self.shard_size, "columns": self.columns.to_dict(),
-                "image_root": str(Path(self.image_root).resolve()) if self.image_root else None,
-                "image_policy": self.image_policy, "max_image_pixels": self.max_image_pixels}
+        options = {"format": self.format, "shard_size": self.shard_size, "columns": self.columns.to_dict(),
+                   "image_root": str(Path(self.image_root).resolve()) if self.image_root else None,
+                   "image_policy": self.image_policy, "max_image_pixels": self.max_image_pixels}
+        if self.support is not None:  # another support set tags other types: a restart must use the same
+            import hashlib
+
+            options["support"] = {"sha256": hashlib.sha256(Path(self.support).read_bytes()).hexdigest(),
+                                  "format": self.support_format}
+        return options
 
 
 @dataclass
@@ -178,31 +189,62 @@ def _default_log(message: str) -> None:
 
 
 def load_pipeline(opts: TagOptions, device: str | None = None):
-    """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows."""
+    """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows.
+
+    A few-shot checkpoint is bound to the support set of ``opts.support``: the first call (the main
+    process) reads the file and opens its images (relative ones inside ``--image-root``, default the
+    support file's folder) and keeps them in ``opts.support_set``; the workers and actors, given
+    ``opts``, use what it read."""
     from mner.pipeline import Pipeline
 
-    _refuse_fewshot(opts.checkpoint)
-    pipe = Pipeline.from_pretrained(opts.checkpoint, device=device or opts.device, batch_size=opts.batch_size,
-                                    backend=opts.backend)
-    if getattr(pipe.model, "label_set", None) is None:
-        raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model has no entity types of its own; "
-                        "mner tag runs models that have")
-    return pipe
+    task, model_type = check_task(opts)
+    device = device or opts.device
+    if not task.needs_support:
+        pipe = Pipeline.from_pretrained(opts.checkpoint, device=device, batch_size=opts.batch_size,
+                                        backend=opts.backend)
+        if getattr(pipe.model, "label_set", None) is None:
+            raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model has no entity types of its own; "
+                            "mner tag runs models that have")
+        return pipe
+    return fewshot_pipeline(str(opts.checkpoint), opts, device)
 
 
-def _refuse_fewshot(checkpoint: str | Path) -> None:
-    """One line for a few-shot checkpoint, before anything is read or loaded: mner tag has no support
-    set yet (issue 23)."""
-    from mner.models import CheckpointError, EpisodicTagger, checkpoint_class
+def fewshot_pipeline(path: str, opts: TagOptions, device: str | None):
+    """A few-shot pipeline of the model in ``path`` bound to ``opts.support_set`` (read from
+    ``opts.support`` first when it has not been)."""
+    import torch
 
-    try:
-        cls = checkpoint_class(checkpoint)
-    except CheckpointError:  # no PyTorch checkpoint: loading it says why, in one line
-        return
-    if issubclass(cls, EpisodicTagger):
-        raise MNERError(f"{checkpoint}: a few-shot {cls.model_type!r} model tags the entity types of a support set, "
-                        "and batch tagging of few-shot checkpoints is not available yet; use mner predict "
-                        f"{checkpoint} --support S.jsonl --input FILE.jsonl instead")
+    from mner.data.images import ImageStore
+    from mner.fewshot.pipeline import FewShotPipeline, read_support
+    from mner.models import load_model
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(path, map_location=device)
+    if opts.support_set is None:
+        support = read_support(opts.support, opts.support_format)
+        root = opts.image_root if opts.image_root is not None else Path(opts.support).parent
+        pipe = FewShotPipeline(model, support, opts.batch_size, device,
+                               ImageStore(root, max_pixels=opts.max_image_pixels))
+        opts.support_set = (pipe.support, pipe.support_images())
+        return pipe
+    examples, images = opts.support_set
+    return FewShotPipeline(model, examples, opts.batch_size, device, support_images=images)
+
+
+def check_task(opts: TagOptions):
+    """The task of ``opts.checkpoint`` and its model type, refusing in one line, before anything
+    is read or written, a support set with a model of fixed types or none with a few-shot one."""
+    from mner.tasks import checkpoint_task
+
+    task, model_type = checkpoint_task(opts.checkpoint)
+    task.check_support(opts.checkpoint, model_type, opts.support)
+    if task.needs_support:
+        if opts.backend == "onnxruntime":
+            raise MNERError(f"--backend onnxruntime: {opts.checkpoint} is a few-shot checkpoint, and few-shot models "
+                            "are not exported yet; leave --backend out (torch)")
+        if not Path(opts.support).is_file():
+            raise MNERError(f"--support {opts.support}: no such file")
+    return task, model_type
 
 
 def prepare_settings(opts: TagOptions, pipe) -> PrepareSettings:
@@ -245,7 +287,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     # an export folder (mner export), which runs on ONNX Runtime
     exported = resolve_backend(opts.checkpoint, opts.backend) == "onnxruntime"
     model_dir = Path(opts.checkpoint) if exported else resolve_model_dir(opts.checkpoint)
-    _refuse_fewshot(opts.checkpoint)
+    check_task(opts)
     notes: list[str] = []
     files = expand_inputs(opts.inputs, notes)
     for note in notes:
@@ -268,6 +310,8 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
         log(f"mner tag: {total} rows in {len(inputs)} file(s), {len(shards)} shard(s) of up to {opts.shard_size}"
             + (f"; {len(shards) - len(pending)} finished earlier, {todo} rows to go" if len(pending) < len(shards) else "")
             + f"; engine {opts.engine}, batch size {opts.batch_size}")
+        if getattr(pipe, "task", "supervised") == "episodic":
+            log(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}")
         if not settings.pixels:
             log(f"note: this model does not look at pixels (views: {', '.join(pipe.views) or 'none'}); "
                 "image columns are not read")

@@ -10,7 +10,7 @@ a PIL image, opened here when there are no pixels), and ``"caption"``. Every oth
 * ``entities``: ``[{"text", "type", "start", "end", "confidence"}]``, character offsets into the
   text (``end`` exclusive), as :class:`~mner.pipeline.Pipeline` gives them;
 * ``match_probability``: the image-text match probability of a MAF model (rounded to 4 digits),
-  None for a model without one or a tweet with no image (nor caption) to match.
+  None for a model without one (every few-shot model) or a tweet with no image (nor caption) to match.
 
 The rows go through the model as one batch when ``pipeline.batch_size`` is at least their
 number (the engines see to it), so that the same rows give the same numbers whichever engine
@@ -50,7 +50,7 @@ def tag_batch(pipeline, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tag ``rows`` with ``pipeline`` (a :class:`~mner.pipeline.Pipeline`); see the module docstring."""
     from PIL import Image
 
-    from mner.serve.explain import Inspector
+    from mner.explain.inspector import Inspector
 
     if not rows:
         return []
@@ -62,10 +62,14 @@ def tag_batch(pipeline, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in rows:
             pixels = r.get("pixels")
             images.append(Image.fromarray(pixels, "RGB") if pixels is not None else r.get("image"))
-    inspector = Inspector(pipeline.model)
-    with inspector.capture() as rec:
+    if getattr(pipeline, "task", "supervised") == "supervised":
+        inspector = Inspector(pipeline.model)
+        with inspector.capture() as rec:
+            entities = pipeline.predict(examples, images)
+        matches = rec.rows()
+    else:  # a few-shot pipeline: its forward runs the support set too, and it has no match probability
         entities = pipeline.predict(examples, images)
-    matches = rec.rows()
+        matches = []
     out: list[dict[str, Any]] = []
     k = 0
     for i, (row, ex, ents) in enumerate(zip(rows, examples, entities)):

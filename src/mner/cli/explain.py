@@ -36,7 +36,7 @@ def cmd_explain(args) -> int:
     from mner.data.images import ImageStore
     from mner.pipeline import Pipeline
     from mner.report.explain import explain_figure
-    from mner.serve.predictor import InferenceItem, Predictor
+    from mner.explain.predictor import InferenceItem, Predictor
 
     pipe = Pipeline.from_pretrained(args.checkpoint)
     image = ImageStore(None).open(args.image) if args.image is not None else None

@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: fp32")
     p.add_argument("--int8-graphs", nargs="+", default=None, choices=INT8_GRAPH_CHOICES, metavar="GRAPH",
                    help="with --quantize int8: the graphs to quantize (default: text_encoder caption_encoder; "
-                        f"choices: {', '.join(INT8_GRAPH_CHOICES)}); see docs/benchmarks/inference.md for what "
-                        "each costs in F1")
+                        f"choices: {', '.join(INT8_GRAPH_CHOICES)}); a graph with no MatMul or Attention operator "
+                        "(a convolutional image encoder) stays fp32, and mner_export.json says so; see "
+                        "docs/benchmarks/inference.md for what each costs in F1")
     p.add_argument("--per-tensor", action="store_true",
                    help="with --quantize int8: one scale per weight matrix instead of one per output channel")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")

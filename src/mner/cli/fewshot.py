@@ -235,6 +235,17 @@ def register_models(fs) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def add_support(p, what: str, images: str) -> None:
+    """``--support FILE`` and ``--support-format`` of a command that takes any checkpoint (``mner
+    predict``, ``tag``, ``serve``): ``what`` the command does with it, ``images`` where the support's
+    relative image references are read."""
+    p.add_argument("--support", type=Path, default=None, metavar="FILE",
+                   help="few-shot checkpoints (mousing, protobert, nnshot, proto-maf): the annotated tweets that "
+                        f"define the entity types (JSONL with tokens and tags, CoNLL or Twitter format); {what}; "
+                        f"its relative image references are read inside {images}")
+    p.add_argument("--support-format", default="auto", help="format of --support (default: detected)")
+
+
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     """The decoding options ``evaluate`` and ``predict`` share."""
     p.add_argument("--decoder", default=None, choices=("argmax", "structshot"),
@@ -336,47 +347,14 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from mner.data.example import TextError
-    from mner.errors import UsageError
-    from mner.fewshot.pipeline import FewShotPipeline
-    from mner.fileio import write_output
-    from mner.pipeline import read_input_file
+    """``mner fewshot predict``: an alias of ``mner predict CHECKPOINT --support FILE`` (its ``--images``
+    is ``mner predict``'s ``--image-dir``)."""
+    from mner.cli.infer import cmd_predict as predict
 
-    if (args.text is None) == (args.input is None):
-        raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
-    if args.output is not None and args.output.is_dir():
-        raise UsageError(f"--output {args.output}: is a folder; give a file name")
-    pipe = FewShotPipeline.from_pretrained(args.checkpoint, args.support, format=args.support_format,
-                                           images=args.images, batch_size=args.batch_size)
-    pipe.store.max_pixels = args.max_image_pixels
-    _apply_decoding(pipe.model, args)
-    print(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}", file=sys.stderr)
-    if args.text is not None:
-        records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
-        try:
-            results = [pipe(args.text, image=args.image, caption=args.caption)]
-        except TextError as err:  # e.g. bytes that are not UTF-8 on the command line
-            raise UsageError(f"--text/--caption: {err.detail}") from None
-    else:
-        # as mner predict --input: relative image paths inside --images (default: the input's folder)
-        pixels = "pixels" in pipe.processor.views
-        inputs = read_input_file(args.input, args.images, pixels=pixels, policy=args.missing_images,
-                                 max_pixels=args.max_image_pixels)
-        for note in inputs.notes:
-            print(note, file=sys.stderr)
-        records = inputs.records
-        results = pipe.predict(inputs.examples, inputs.images if pixels else None)
-    lines = []
-    for rec, ents in zip(records, results):
-        rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets", "tags")}
-        lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
-    text = "\n".join(lines) + ("\n" if lines else "")
-    if args.output:
-        write_output(args.output, text, what="the predictions", hint="free some space or choose another --output")
-        print(f"wrote {len(lines)} predictions to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    values = dict(vars(args))
+    values["image_dir"] = Path(values.pop("images")) if values.get("images") is not None else None
+    values.setdefault("backend", None)
+    return predict(argparse.Namespace(**values))
 
 
 # ----------------------------------------------------------------------------- diagnose

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mner.backends import BACKENDS
 from mner.cli.data import nonnegative_int, positive_int
-from mner.cli.fewshot import _add_decoding
+from mner.cli.fewshot import _add_decoding, add_support
 from mner.data.formats import FORMATS
 from mner.data.images import DEFAULT_MAX_PIXELS, POLICIES
 from mner.errors import MNERError, UsageError
@@ -22,9 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "split is read) with the model in CHECKPOINT (a model folder, a "
                                    "training run, or an ONNX export folder: run by ONNX Runtime), print the entity-level report and, with --out, "
                                    "write predictions next to gold in CoNLL columns (token, gold, "
-                                   "predicted). Nothing is written into the checkpoint folder.")
+                                   "predicted). Nothing is written into the checkpoint folder. A few-shot "
+                                   "checkpoint (mousing, protobert, nnshot, proto-maf) is scored on an episode file "
+                                   "instead (DATA: mner fewshot episodes|protocol), as mner fewshot evaluate does.")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("data", type=Path)
+    p.add_argument("data", type=Path, help="labelled data (a file, or a corpus folder); an episode file (JSONL) "
+                                           "for a few-shot checkpoint")
     p.add_argument("--split", default="test", help="split of a corpus folder (default test)")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS)
     p.add_argument("--map-types", default=None, metavar="SPEC", help="e.g. OTHER=MISC")
@@ -34,8 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="conlleval", choices=("conlleval", "strict"))
     p.add_argument("--out", type=Path, default=None,
                    help="write the predictions to this file (default: none written)")
-    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="tweets per batch (default 64); for a few-shot checkpoint, episodes per batch (default 8)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    g = p.add_argument_group("few-shot checkpoints (DATA an episode file)")
+    g.add_argument("--limit", type=positive_int, default=None, help="only the first N episodes")
+    _add_decoding(g)
     p.add_argument("--controls", action="store_true",
                    help="also decode with the visual view (images / captions) shuffled among the tweets and "
                         "with none, and report F1 for each and the matching module's match probability "
@@ -52,11 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(mousing, protobert, nnshot, proto-maf) tags the entity types of "
                                    "--support FILE, as mner fewshot predict does.")
     p.add_argument("checkpoint", type=Path)
-    p.add_argument("--support", type=Path, default=None, metavar="FILE",
-                   help="few-shot checkpoints: the annotated tweets that define the entity types (JSONL with "
-                        "tokens and tags, CoNLL or Twitter format); relative image references in it are "
-                        "read inside --image-dir")
-    p.add_argument("--support-format", default="auto", help="format of --support (default: detected)")
+    add_support(p, "it tags their types", "--image-dir")
     p.add_argument("--text", default=None)
     p.add_argument("--image", default=None, help="image file for --text")
     p.add_argument("--caption", default=None, help="caption for --text (models with a caption view)")
@@ -94,6 +97,20 @@ def cmd_evaluate(args) -> int:
 
     if args.control_seed is not None and not args.controls:
         raise UsageError("--control-seed is the seed of --controls: add --controls")
+    from mner.tasks import checkpoint_task
+
+    task, model_type = checkpoint_task(args.checkpoint)
+    if task.name == "episodic":  # scored on episodes, as mner fewshot evaluate scores it
+        return _evaluate_episodes(args, model_type)
+    if args.limit is not None:
+        raise UsageError(f"--limit: the number of episodes scored of a few-shot checkpoint; {args.checkpoint} is a "
+                         f"{model_type or 'fixed-label'} model scored on a labelled split: leave it out")
+    given = [name for name in _decoding_options() if getattr(args, name, None) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')}: a decoding option of few-shot checkpoints; "
+                         f"{args.checkpoint} is a model with a fixed set of entity types: leave it out")
+    if args.batch_size is None:
+        args.batch_size = 64
     from mner.backends import is_export_folder
 
     if is_export_folder(args.checkpoint):  # an ONNX export (mner export): scored as it runs, on ONNX Runtime
@@ -161,29 +178,41 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _needs_support(args) -> bool:
-    """Whether CHECKPOINT is a few-shot model (it tags the types of ``--support``); refuses, in one
-    line, a few-shot model without ``--support`` and ``--support`` with a model of fixed types."""
-    from mner.models import CheckpointError, EpisodicTagger, checkpoint_class
+def _evaluate_episodes(args, model_type: str) -> int:
+    """``mner evaluate FEWSHOT_CKPT EPISODES.jsonl``: ``mner fewshot evaluate``, after refusing the
+    options of labelled splits that episodes do not have."""
+    from mner.cli.fewshot import cmd_evaluate as evaluate_episodes
 
-    try:
-        cls = checkpoint_class(args.checkpoint)
-    except CheckpointError:  # an ONNX export (fixed types), or no model: loading it says which, in one line
-        cls = None
-    fewshot = cls is not None and issubclass(cls, EpisodicTagger)
-    if fewshot and args.support is None:
-        raise UsageError(f"{args.checkpoint}: a few-shot {cls.model_type!r} model tags the entity types of a support "
-                         "set; pass --support FILE (a few annotated tweets of each type: JSONL with tokens and tags, "
-                         "CoNLL or Twitter format)")
-    kind = f"a {cls.model_type!r} model" if cls is not None else "this model"
-    if not fewshot and args.support is not None:
-        raise UsageError(f"--support {args.support}: {args.checkpoint} is {kind} with a fixed set of entity types; "
-                         "--support is for few-shot checkpoints (mousing, protobert, nnshot, proto-maf): leave it out")
+    defaults = {"split": "test", "format": "auto", "map_types": None, "captions": "auto", "missing_images": "error",
+                "out": None, "controls": False}
+    for name, default in defaults.items():
+        if getattr(args, name) != default:
+            hint = (f"mner fewshot diagnose {args.checkpoint} EPISODES measures what the visual view is worth"
+                    if name == "controls" else "an episode file carries its tweets, captions and image ids")
+            raise UsageError(f"--{name.replace('_', '-')}: {args.checkpoint} is a few-shot {model_type!r} model, "
+                             f"scored on an episode file; {hint}: leave it out")
+    if args.data.is_dir():
+        raise UsageError(f"{args.data}: a folder; a few-shot {model_type!r} model is scored on an episode file "
+                         "(mner fewshot protocol writes them)")
+    values = dict(vars(args))
+    values.update(episodes=args.data, batch_size=args.batch_size or 8)
+    return evaluate_episodes(argparse.Namespace(**values))
+
+
+def _needs_support(args) -> bool:
+    """Whether CHECKPOINT is a few-shot model (the episodic task: it tags the types of ``--support``);
+    refuses, in one line, a few-shot model without ``--support``, and ``--support`` or a few-shot
+    decoding option with a model of fixed types."""
+    from mner.tasks import checkpoint_task
+
+    task, model_type = checkpoint_task(args.checkpoint)
+    task.check_support(args.checkpoint, model_type, args.support)
     given = [name for name in _decoding_options() if getattr(args, name, None) is not None]
-    if not fewshot and given:
+    if not task.needs_support and given:
+        kind = f"a {model_type!r} model" if model_type else "this model"
         raise UsageError(f"--{given[0].replace('_', '-')}: a decoding option of few-shot checkpoints; {args.checkpoint} "
                          f"is {kind} with a fixed set of entity types: leave it out")
-    return fewshot
+    return task.needs_support
 
 
 def cmd_predict(args) -> int:
@@ -195,16 +224,22 @@ def cmd_predict(args) -> int:
         raise UsageError("give either --text (with --image/--caption) or --input FILE.jsonl")
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"--output {args.output}: is a folder; give a file name")
-    if _needs_support(args):  # a few-shot checkpoint: tagged as mner fewshot predict tags (same output)
-        from mner.cli.fewshot import cmd_predict as fewshot_predict
+    fewshot = _needs_support(args)
+    if fewshot and args.backend == "onnxruntime":
+        raise UsageError(f"--backend onnxruntime: {args.checkpoint} is a few-shot checkpoint, and few-shot "
+                         "models are not exported yet; leave --backend out (torch)")
+    # one pipeline for any checkpoint; a few-shot one is bound to the support set (its image ids in --image-dir)
+    pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
+                                    support=args.support, support_format=args.support_format,
+                                    support_images=args.image_dir)
+    if fewshot:
+        from mner.cli.fewshot import _apply_decoding
 
-        if args.backend == "onnxruntime":
-            raise UsageError(f"--backend onnxruntime: {args.checkpoint} is a few-shot checkpoint, and few-shot "
-                             "models are not exported yet; leave --backend out (torch)")
-
-        return fewshot_predict(argparse.Namespace(**vars(args), images=args.image_dir))
-    pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size, backend=args.backend)
-    pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
+        _apply_decoding(pipe.model, args)
+        pipe.image_store.max_pixels = args.max_image_pixels
+        print(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}", file=sys.stderr)
+    else:
+        pipe.image_store = ImageStore(None, max_pixels=args.max_image_pixels)
     if args.text is not None:
         records = [{"id": "1", "text": args.text, "image": args.image, "caption": args.caption}]
         try:
@@ -248,7 +283,7 @@ def cmd_predict(args) -> int:
     results = pipe.predict(examples, images)
     lines = []
     for rec, ex, ents in zip(records, examples, results):
-        rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets")}
+        rec = {k: v for k, v in rec.items() if v is not None and k not in ("tokens", "offsets", "tags")}
         rec.setdefault("text", ex.text)
         lines.append(json.dumps({**rec, "entities": ents}, ensure_ascii=False))
     text = "\n".join(lines) + ("\n" if lines else "")

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     d = ServeConfig()
     p = sub.add_parser("serve", help="serve a trained model over HTTP, with a web page",
-                       description="Serve the model in CHECKPOINT: POST /predict (JSON, base64 image, batch "
+                       description="Serve the model in CHECKPOINT (a few-shot one with --support FILE): POST /predict (JSON, base64 image, batch "
                                    "or multipart), GET /health, /ready, /model, /metrics (Prometheus), the web page at / "
                                    "and the OpenAPI schema at /docs. Loopback only unless --host says otherwise. "
                                    "The port opens at once; the model loads and warms after it (/ready says when).")
@@ -77,6 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on the CPU; no match probability or explanations yet); default: detected from CHECKPOINT")
     p.add_argument("--fewshot", type=Path, default=None, metavar="CHECKPOINT",
                    help="a few-shot model: the web page's second tab defines new types with it")
+    from mner.cli.fewshot import add_support
+
+    add_support(p, "served bound to it, POST /predict and the page tag its types, and the New types tab uses the "
+                "same model", "its own folder")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_integer(1, 65535), default=8000, help="TCP port, 1 to 65535 (default 8000)")
     p.add_argument("--workers", type=_integer(1, 1024), default=1, help="processes, each loading the model once (default 1)")
@@ -123,19 +127,28 @@ def cmd_serve(args) -> int:
     from mner.models import MODELS
     from mner.models.checkpoint import read_config, resolve_model_dir
     from mner.models.tagger import CRFTagger
+    from mner.tasks import TASKS, checkpoint_task
 
     # an export folder (mner export) runs on ONNX Runtime: the pipeline detects it (a wrong --backend: one line)
     if resolve_backend(args.checkpoint, args.backend) == "torch":
         args.checkpoint = resolve_model_dir(args.checkpoint)        # a model folder or a run's best/
         model_type = read_config(args.checkpoint).get("model_type")
-        cls = MODELS.get(model_type)
-        if cls is not None and not issubclass(cls, CRFTagger):
-            raise UsageError(f"{args.checkpoint}: a few-shot {model_type!r} model tags the types of a support "
-                             "set, and mner serve CHECKPOINT serves a model with types of its own (e.g. maf) for now; "
-                             f"serve one with --fewshot {args.checkpoint} (the page's New types tab and POST "
-                             f"/fewshot/predict), or tag with mner predict {args.checkpoint} --support S.jsonl")
-    elif args.device not in (None, "cpu"):
-        raise UsageError(f"--device {args.device}: the onnxruntime backend (an export folder) runs on the CPU")
+        task, model_type = checkpoint_task(args.checkpoint)
+        task.check_support(args.checkpoint, model_type, args.support)   # a few-shot model serves a support set
+        if task.needs_support:
+            if not args.support.is_file():
+                raise UsageError(f"--support {args.support}: no such file")
+            if args.fewshot is not None:
+                raise UsageError(f"--fewshot {args.fewshot}: {args.checkpoint} is itself a few-shot model, and it "
+                                 "answers the New types tab (POST /fewshot/predict): leave --fewshot out")
+            from mner.fewshot.pipeline import read_support
+
+            read_support(args.support, args.support_format)   # a malformed support file: one line, before listening
+            args.support = args.support.resolve()
+    else:
+        if args.device not in (None, "cpu"):
+            raise UsageError(f"--device {args.device}: the onnxruntime backend (an export folder) runs on the CPU")
+        TASKS["supervised"].check_support(args.checkpoint, None, args.support)
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     if args.fewshot is not None:
@@ -163,7 +176,8 @@ def cmd_serve(args) -> int:
             server[0].should_exit = True
 
         app = create_app(args.checkpoint, config=cfg, device=args.device, threads=args.threads,
-                         fewshot=args.fewshot, load_in_background=True, on_load_failed=stop)
+                         fewshot=args.fewshot, load_in_background=True, on_load_failed=stop, support=args.support,
+                         support_format=args.support_format)
         server.append(uvicorn.Server(uvicorn.Config(app, **kwargs)))
         server[0].run()
         if app.state.mner.load_error is not None:
@@ -171,7 +185,9 @@ def cmd_serve(args) -> int:
     else:  # each worker process builds its app from the environment (uvicorn imports the factory)
         os.environ["MNER_SERVE_SPEC"] = json.dumps({"checkpoint": str(args.checkpoint), "config": cfg.public(),
                                                     "device": args.device, "threads": args.threads,
-                                                    "fewshot": str(args.fewshot) if args.fewshot else None})
+                                                    "fewshot": str(args.fewshot) if args.fewshot else None,
+                                                    "support": str(args.support) if args.support else None,
+                                                    "support_format": args.support_format})
         uvicorn.run("mner.serve.app:app_from_env", factory=True, workers=args.workers, **kwargs)
     return 0
 

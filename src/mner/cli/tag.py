@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mner.backends import BACKENDS
 from mner.cli.data import nonnegative_int, positive_int
+from mner.cli.fewshot import add_support
 from mner.data.images import DEFAULT_MAX_PIXELS
 
 
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tag", help="tag many tweets (JSONL, CSV, Parquet) into a resumable output folder, locally or on Ray",
         description="Tag every row of INPUT (files or folders of JSONL, CSV, Parquet, or Twitter/CoNLL .txt) "
-                    "with the model in CHECKPOINT. Writes sharded Parquet (or JSONL) into --out, with "
+                    "with the model in CHECKPOINT (a few-shot checkpoint tags the entity types of --support "
+                    "FILE). Writes sharded Parquet (or JSONL) into --out, with "
                     "errors.jsonl (every row that could not be tagged, and why) and _manifest.json (inputs, "
                     "model, counts). Stopped runs resume: run the same command again. The last line printed "
                     "is one JSON object with the counts and the throughput. Exit code 0: every row tagged "
@@ -38,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="a model folder (or a training run)")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT")
     p.add_argument("--out", type=Path, required=True, help="output folder (new, or one mner tag wrote: it resumes)")
+    add_support(p, "read once, a restart must give the same support set", "--image-root (default: its own folder)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="local: worker processes on this machine, each with its own copy of the model on "
                         "the CPU (default); ray: Ray Data")
@@ -104,7 +107,8 @@ def cmd_tag(args) -> int:
         max_errors=args.max_errors,
         overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device, backend=args.backend,
         ray_address=args.ray_address, concurrency=args.concurrency, gpus_per_actor=args.gpus_per_actor,
-        cpus_per_actor=args.cpus_per_actor, progress=False if args.no_progress else None)
+        cpus_per_actor=args.cpus_per_actor, progress=False if args.no_progress else None,
+        support=args.support, support_format=args.support_format)
     summary = run_tag(opts)
     failed = summary["failed_by_reason"]
     print(f"read {summary['read']}, tagged {summary['tagged']}, failed {summary['failed']}"

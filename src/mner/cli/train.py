@@ -11,7 +11,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a model from a YAML config",
         description="Train from a YAML config with model:, data: and training: sections "
-                    "(see configs/ for examples). Runs on one process, or on several with "
+                    "(see configs/ for examples). The config's model_type picks the recipe (mner.tasks): a "
+                    "model with its own entity types (maf) is trained on the corpus; a few-shot model "
+                    "(mousing, protobert, nnshot, proto-maf) on episodes of its source types, with the "
+                    "config's episodes: section (as mner fewshot train). Runs on one process, or on several with "
                     "`accelerate launch --num_processes N [--cpu] -m mner train CONFIG.yaml`. "
                     "Continues from <output_dir>/last when it exists (training.resume).",
     )
@@ -23,13 +26,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args) -> int:
-    from mner.experiment import load_experiment, train
+    from mner.config import apply_overrides, load_yaml
+    from mner.tasks import recipe_task
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"training.output_dir={args.output_dir}")
-    cfg = load_experiment(args.config, overrides)
-    summary = train(cfg)
+    raw = load_yaml(str(args.config))
+    task = recipe_task(apply_overrides(raw, overrides))  # the recipe of the model's task: corpus or episodes
+    summary = task.trainer()(task.load_recipe(raw, overrides))
     if summary:  # the main process only, when several train together
         print(json.dumps(summary))
     return 0

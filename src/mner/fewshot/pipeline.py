@@ -1,7 +1,7 @@
-"""Tag new entity types from a few annotated tweets: ``FewShotPipeline``.
+"""Tag new entity types from a few annotated tweets: the episodic task's pipeline.
 
->>> pipe = FewShotPipeline.from_pretrained("runs/mousing", support="dish.jsonl")   # doctest: +SKIP
->>> pipe("Pad thai at Nong's tonight", image="food.jpg")                            # doctest: +SKIP
+>>> pipe = Pipeline.from_pretrained("runs/mousing", support="dish.jsonl")   # doctest: +SKIP
+>>> pipe("Pad thai at Nong's tonight", image="food.jpg")                     # doctest: +SKIP
 [{'text': 'Pad thai', 'type': 'DISH', 'start': 0, 'end': 8, 'confidence': 0.91, ...}]
 
 The support set is any annotated data mner reads (a JSONL file with ``tokens``/``tags``, a CoNLL or
@@ -25,11 +25,11 @@ from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
-from mner.pipeline import Pipeline, input_examples
+from mner.pipeline import Pipeline
 from mner.tagging import convert_tags
 from mner.tagging.schemes import parse_tag
 
-__all__ = ["FewShotPipeline", "support_tags", "support_types"]
+__all__ = ["FewShotPipeline", "read_support", "support_tags", "support_types"]
 
 
 def support_tags(ex: Example, lines: Sequence[int] | None = None) -> list[str]:
@@ -59,20 +59,32 @@ def support_types(support: Sequence[Example]) -> list[str]:
     return types
 
 
-class FewShotPipeline:
-    """A few-shot tagger bound to a support set (see the module docstring)."""
+class FewShotPipeline(Pipeline):
+    """A few-shot tagger bound to a support set (see the module docstring): the episodic task's
+    :class:`~mner.pipeline.Pipeline`, which ``Pipeline.from_pretrained(path, support=...)`` returns
+    for a few-shot checkpoint. The support set is checked, and its images opened, once
+    (``support_images``: the images already opened, one per support tweet, e.g. shipped to the
+    workers of ``mner tag``)."""
+
+    task = "episodic"
 
     def __init__(self, model, support: Sequence[Example], batch_size: int = 16,
-                 device: str | torch.device | None = None, image_store: ImageStore | None = None):
+                 device: str | torch.device | None = None, image_store: ImageStore | None = None,
+                 support_images: Sequence | None = None):
         from mner.models.episodic import EpisodicTagger
 
         if not isinstance(model, EpisodicTagger):
             raise MNERError(f"a {model.model_type!r} model is not a few-shot model; use mner.Pipeline for it")
+        if batch_size < 1:
+            raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = fuse_image_encoders(model.eval())  # frozen conv backbones folded (mner.Pipeline's default)
+        self.backend = "torch"
+        self.fuse_images = True
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
-        self.store = image_store or ImageStore(None)
+        # resolves the support's image ids (inside its folder, when it has one)
+        self.image_store = image_store or ImageStore(None)
         support = list(support)
         if not support:
             raise MNERError("the support set is empty: give a few annotated tweets of each new type")
@@ -85,7 +97,16 @@ class FewShotPipeline:
         self.types = support_types(fixed)
         if not self.types:
             raise MNERError("the support set has no entity: annotate at least one mention of each new type")
-        self.processor = model.processor(self.store)
+        self.processor = model.processor(self.image_store)
+        self.views = self.processor.views
+        if support_images is not None and len(support_images) != len(fixed):
+            raise MNERError(f"{len(fixed)} support tweets but {len(support_images)} support images: give one per tweet")
+        self._support_images: list | None = list(support_images) if support_images is not None else None
+
+    @property
+    def store(self) -> ImageStore:
+        """The store that resolves the support's image ids (an alias of ``image_store``)."""
+        return self.image_store
 
     @classmethod
     def from_pretrained(cls, path: str | Path, support: str | Path | Sequence[Example], *,
@@ -94,29 +115,30 @@ class FewShotPipeline:
         from mner.models import load_model
 
         if isinstance(support, (str, Path)):
-            from mner.data.formats import read_file
-
-            lines: list = []
-            support = read_file(support, format, token_lines=lines)
-            for ex, ex_lines in zip(support, lines):  # a malformed tag named by its file:line
-                if ex.tags is not None:
-                    support_tags(ex, ex_lines)
+            support = read_support(support, format)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(path, map_location=device), support, batch_size, device,
                    ImageStore(images) if images is not None else None)
 
-    def __call__(self, text, image=None, caption=None, is_split_into_words: bool = False):
-        """Entities of one input or of each input of a batch, as :meth:`mner.pipeline.Pipeline.__call__`."""
-        single, examples, images = input_examples(text, image, caption, is_split_into_words)
-        out = self.predict(examples, images)
-        return out[0] if single else out
+    def support_images(self) -> list | None:
+        """The support's images (PIL, or None per tweet without one), opened once; None for a model
+        that does not look at pixels."""
+        if "pixels" not in self.views:
+            return None
+        if self._support_images is None:
+            self._support_images = [self._image(ex.image) for ex in self.support]
+        return self._support_images
 
     @torch.no_grad()
     def predict(self, examples: Sequence[Example], images: Sequence | None = None) -> list[list[dict]]:
+        """Entities of each example: its episode is the support set + a batch of examples as queries."""
+        examples = list(examples)
+        if images is not None and len(images) != len(examples):
+            raise MNERError(f"{len(examples)} examples but {len(images)} images: give one per example")
         results: list[list[dict]] = [[] for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
-        pixels = "pixels" in self.processor.views
-        support_imgs = [self._image(ex.image) for ex in self.support] if pixels else None
+        pixels = "pixels" in self.views
+        support_imgs = self.support_images()
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start:start + self.batch_size]
             query = [examples[i] for i in idx]
@@ -135,17 +157,30 @@ class FewShotPipeline:
         return results
 
     def _image(self, ref):
-        """A PIL image; a :class:`~pathlib.Path` is a file the caller resolved (``mner fewshot predict
-        --input`` resolves them as ``mner predict --input`` does), opened as given; a string is an
-        image id or path resolved by ``self.store`` (inside its folder, when it has one)."""
+        """A PIL image; a :class:`~pathlib.Path` is a file the caller resolved (``mner predict --input``
+        resolves them), opened as given; a string is an image id or path resolved by ``image_store``
+        (inside its folder, when it has one)."""
         if ref is None:
             return None
         if hasattr(ref, "mode"):
             return to_rgb(ref)
         if isinstance(ref, Path):
-            return ImageStore(None, max_pixels=self.store.max_pixels).open(ref, str(ref))
-        return self.store.open(ref, str(ref))
+            return ImageStore(None, max_pixels=self.image_store.max_pixels).open(ref, str(ref))
+        return self.image_store.open(ref, str(ref))
 
     def info(self) -> dict[str, Any]:
-        return {"model_type": self.model.model_type, "types": list(self.types), "support": len(self.support),
-                "views": list(self.processor.views)}
+        return {"model_type": self.model.model_type, "task": self.task, "types": list(self.types),
+                "support": len(self.support), "views": list(self.views), "backend": self.backend}
+
+
+def read_support(path: str | Path, format: str = "auto") -> list[Example]:
+    """A support set file (JSONL with tokens and tags, CoNLL or Twitter format), every tag checked:
+    a malformed one is an :class:`MNERError` naming its file:line."""
+    from mner.data.formats import read_file
+
+    lines: list = []
+    support = read_file(path, format, token_lines=lines)
+    for ex, ex_lines in zip(support, lines):
+        if ex.tags is not None:
+            support_tags(ex, ex_lines)
+    return support

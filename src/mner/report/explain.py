@@ -1,11 +1,11 @@
 """``mner explain``: one tweet's entities and, for each, what it looked at, as one PNG.
 
-The same explanation as the web page (:mod:`mner.serve.explain`): the cross-modal interaction's
+The same explanation as the web page (:mod:`mner.explain.inspector`): the cross-modal interaction's
 attention ``a = softmax([W_q T]^T [W_k V] / sqrt(d/m))`` (MAF, "Cross-Modal Interaction";
 heads averaged, last block) of the entity's words over the image regions, drawn as a heatmap
 over the image (pixels view), or over the caption's sub-tokens, drawn as bars (caption view).
 
-Every map is drawn on one scale, relative to uniform attention (:mod:`mner.serve.palette`, shared
+Every map is drawn on one scale, relative to uniform attention (:mod:`mner.explain.palette`, shared
 with the web page): a region is coloured by how many times its uniform share it got, from 1x (clear)
 to 8x or more (full colour), so a near-uniform map stays near clear instead of being stretched to
 its own range; a colour bar shows the scale, and an entity whose attention is near uniform says so.
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 # One palette for the web page and these pictures: mner/serve/static/palette.json.
-from mner.serve.palette import (ATTENTION_TOP, NEAR_UNIFORM, TYPE_COLOURS, attention_levels, attention_rgba,
+from mner.explain.palette import (ATTENTION_TOP, NEAR_UNIFORM, TYPE_COLOURS, attention_levels, attention_rgba,
                                 type_colours)
 
 __all__ = ["TYPE_COLOURS", "attention_overlay", "explain_figure", "figure_of"]
@@ -34,7 +34,7 @@ SCALE_NOTE = ("colour: how many times its uniform share of the entity's attentio
 
 def explain_figure(text: str, result: dict[str, Any], image: Image.Image | None, out: str | Path,
                    max_entities: int = 6, gold: list[dict] | None = None) -> Path:
-    """Draw ``result`` (a :class:`~mner.serve.predictor.Predictor` answer with explanations) of
+    """Draw ``result`` (a :class:`~mner.explain.predictor.Predictor` answer with explanations) of
     ``text`` (and its ``image``) into the PNG ``out``; one panel per entity (at most
     ``max_entities``); with ``gold`` (entity dicts with ``start``, ``end``, ``type``), the gold
     entities beside the predicted ones. Returns the path written."""

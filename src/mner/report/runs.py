@@ -293,7 +293,7 @@ def _explain_worst(run: Run, worst: list[TweetPrediction], out_dir: Path, k: int
     from mner.data.images import ImageStore
     from mner.pipeline import Pipeline
     from mner.report.explain import explain_figure
-    from mner.serve.predictor import InferenceItem, Predictor
+    from mner.explain.predictor import InferenceItem, Predictor
 
     predictor = Predictor(Pipeline.from_pretrained(run.folder, device="cpu"))
     store = ImageStore(folder)

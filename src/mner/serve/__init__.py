@@ -4,7 +4,7 @@
 >>> app = create_app("runs/quickstart/best", config=ServeConfig(max_batch_size=8))  # doctest: +SKIP
 
 :mod:`.app` (routes, request parsing, body limit), :mod:`.batching` (micro-batching),
-:mod:`.limits` (limits and image checks), :mod:`.explain` (match probability and attention).
+:mod:`.limits` (limits and image checks); match probability and attention: :mod:`mner.explain`.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -62,7 +63,7 @@ from mner.serve.fewshot import (FewShotRequest, SupportSet, fewshot_info, read_s
                                 support_jsonl)
 from mner.serve.limits import ServeConfig, ServeError, check_text, decode_base64, open_image
 from mner.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
-from mner.serve.predictor import InferenceItem, Predictor
+from mner.explain.predictor import InferenceItem, Predictor
 
 __all__ = ["InferenceItem", "Predictor", "create_app"]
 
@@ -206,7 +207,8 @@ class BodyLimit:
 def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: ServeConfig | None = None,
                device: str | None = None, threads: int | None = None, fewshot: str | Path | None = None,
                fewshot_model=None, load_in_background: bool = False, on_load_failed=None,
-               card_from: str | Path | None = None):
+               card_from: str | Path | None = None, support: str | Path | None = None,
+               support_format: str = "auto"):
     """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up),
     and, given ``fewshot`` (a few-shot checkpoint, loaded at start-up) or ``fewshot_model``, the
     few-shot side (``POST /fewshot/predict``, :mod:`mner.serve.fewshot`).
@@ -219,6 +221,11 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
 
     The model card (``GET /model``'s ``card``, :func:`mner.serve.card.model_card`) reads the
     training run of ``checkpoint``, or of ``card_from`` for a ``pipeline`` served from memory.
+
+    A few-shot ``checkpoint`` (the episodic task, :mod:`mner.tasks`) is served bound to the support
+    set ``support`` (a file; its relative image references inside its folder): ``POST /predict``
+    and the page tag the support's types, and the same model answers ``POST /fewshot/predict``
+    (the page's New types tab) with the support set each request sends.
 
     Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
     a context manager (so the start-up runs)."""
@@ -252,8 +259,15 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
             from mner.pipeline import Pipeline
 
             t0 = time.perf_counter()
-            pipe = await asyncio.to_thread(Pipeline.from_pretrained, checkpoint, device, cfg.max_batch_size)
+            pipe = await asyncio.to_thread(
+                functools.partial(Pipeline.from_pretrained, checkpoint, device, cfg.max_batch_size, support=support,
+                                  support_format=support_format,
+                                  support_images=Path(support).parent if support is not None else None))
             log.info("model %s loaded in %.1f s", checkpoint, time.perf_counter() - t0)
+        if getattr(pipe, "task", "supervised") == "episodic":
+            log.info("support set %s: %d tweets, types %s", support or "(given)", len(pipe.support), ", ".join(pipe.types))
+            if state.fewshot is None and fewshot is None:  # the New types tab runs the same model
+                state.fewshot = pipe.model
         # image decoding: two threads of its own (a bounded number of allocator arenas)
         state.decoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mner-decode")
         if state.fewshot is None and fewshot is not None:
@@ -679,4 +693,5 @@ def app_from_env():
 
     spec = json.loads(os.environ["MNER_SERVE_SPEC"])   # each worker loads in its start-up, before it accepts
     return create_app(spec["checkpoint"], config=ServeConfig(**spec["config"]), device=spec.get("device"),
-                      threads=spec.get("threads"), fewshot=spec.get("fewshot"))
+                      threads=spec.get("threads"), fewshot=spec.get("fewshot"), support=spec.get("support"),
+                      support_format=spec.get("support_format", "auto"))

@@ -116,7 +116,7 @@ def _scores(run: Path) -> dict[str, Any] | None:
 
 
 def model_card(info: dict[str, Any], checkpoint: str | Path | None) -> dict[str, Any]:
-    """The card of the model ``info`` describes (:meth:`mner.serve.predictor.Predictor.info`),
+    """The card of the model ``info`` describes (:meth:`mner.explain.predictor.Predictor.info`),
     served from ``checkpoint`` (None: from memory)."""
     views = info.get("views") or []
     kind = _KINDS.get(info.get("model_type"), info.get("model_type") or "a model")

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from mner.serve.palette import attention_summary
+from mner.explain.palette import attention_summary
 
 __all__ = ["Capture", "Inspector", "entity_explanation"]
 
@@ -121,7 +121,7 @@ def entity_explanation(row: dict[str, Any], entity: dict, present: dict[str, boo
     """The attention of an entity's words (mean over its words) per visual view present:
     ``{"pixels": {"grid": [h, w], "weights": [...]}, "caption": {"tokens": [...], "weights": [...]}}``
     (weights of a view renormalised to sum to 1 over that view's tokens), each view with where it
-    stands against uniform attention (:func:`mner.serve.palette.attention_summary`): ``uniform``
+    stands against uniform attention (:func:`mner.explain.palette.attention_summary`): ``uniform``
     (1 / its tokens), ``max_ratio`` (its largest weight over the uniform one) and ``near_uniform``."""
     attn = row.get("attention")
     if attn is None:

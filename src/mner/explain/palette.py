@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-from importlib import resources
+from pathlib import Path
 from typing import Iterable, Sequence
 
 __all__ = ["ATTENTION", "ATTENTION_RAMP", "ATTENTION_TOP", "MORE", "NEAR_UNIFORM", "TYPE_COLOURS",
            "attention_levels", "attention_rgba", "attention_summary", "type_colours"]
 
-_PALETTE = json.loads((resources.files("mner.serve") / "static" / "palette.json").read_text(encoding="utf-8"))
+# the file the web page serves (mner/serve/static/palette.json), read as a file: no import of the service
+_PALETTE = json.loads((Path(__file__).resolve().parents[1] / "serve" / "static" / "palette.json").read_text(encoding="utf-8"))
 
 #: the usual types' colours
 TYPE_COLOURS: dict[str, str] = dict(_PALETTE["types"])

@@ -1,6 +1,6 @@
 """One batch of tweets through a :class:`~mner.pipeline.Pipeline`, with what the service and
 ``mner explain`` add: the image-text match probability and each entity's attention
-(:mod:`mner.serve.explain`). No web framework here: ``mner explain`` uses it without the
+(:mod:`mner.explain.inspector`). No web framework here: ``mner explain`` uses it without the
 serve extra."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PIL import Image
 
 from mner import __version__
 from mner.data.tokenize import tokenize_text
-from mner.serve.explain import Inspector, entity_explanation
+from mner.explain.inspector import Inspector, entity_explanation
 
 __all__ = ["InferenceItem", "Predictor"]
 
@@ -36,7 +36,10 @@ class Predictor:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.inspector = Inspector(pipeline.model)
+        # MAF's match probability and attention; a few-shot pipeline (bound to a support set, whose
+        # tweets go through the same forward) has neither
+        episodic = getattr(pipeline, "task", "supervised") == "episodic"
+        self.inspector = Inspector(None if episodic else pipeline.model)
         self.views = tuple(pipeline.views)
         caption_encoder = getattr(pipeline.model, "caption_encoder", None)
         self._caption_tokenizer = getattr(caption_encoder, "tokenizer", None)
@@ -74,7 +77,7 @@ class Predictor:
         model = self.pipeline.model
         cfg = model.config
         info = self.pipeline.info()
-        labels = info.get("labels") or []
+        labels = info.get("labels") or [f"B-{t}" for t in info.get("types") or ()]
         encoders = {}
         for part in ("text_encoder", "image_encoder", "caption_encoder"):
             sub = getattr(cfg, part, None)
