@@ -178,6 +178,16 @@ def test_tag_with_a_support_set_writes_the_pipelines_rows(files, capsys, engine)
     code, out, err = run(["tag", files["ckpt"], files["inputs"], "--out", out_dir, "--support", other,
                           "--no-progress"], capsys)
     assert code == 2 and "other options (support" in one_line_error(err)
+    if engine == "local":  # the decoding options of mner predict act here too, and are part of the output's options
+        biased = files["root"] / "tagged-biased"
+        code, out, err = run(["tag", files["ckpt"], files["inputs"], "--out", biased, "--support", files["support"],
+                              "--o-bias", "100", "--workers", "1", "--no-progress"], capsys)
+        assert code == 0, err
+        assert [r["entities"] for r in _tag_rows(biased)] == [[], []]
+        assert json.loads((biased / "_manifest.json").read_text())["options"]["decoding"] == {"o_bias": 100.0}
+        code, out, err = run(["tag", files["ckpt"], files["inputs"], "--out", biased, "--support", files["support"],
+                              "--no-progress"], capsys)
+        assert code == 2 and "decoding" in one_line_error(err)
 
 
 def test_tag_of_a_fewshot_checkpoint_without_support_says_to_pass_it(files, capsys):

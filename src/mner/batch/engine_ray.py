@@ -97,7 +97,7 @@ class _Tagger:
     """An actor of the pool: the model, loaded once; one window per call."""
 
     def __init__(self, checkpoint: str, shipped: Any, sha: str, batch_size: int, threads: int | None,
-                 use_gpu: bool, support: bytes | None = None):
+                 use_gpu: bool, support: bytes | None = None, decoding: dict | None = None):
         import torch
 
         from mner.pipeline import Pipeline
@@ -115,9 +115,12 @@ class _Tagger:
             from mner.fewshot.pipeline import FewShotPipeline
             from mner.models import load_model
 
+            from mner.fewshot.decoding import apply_decoding
+
             examples, images = pickle.loads(support)
-            self.pipe = FewShotPipeline(load_model(path, map_location=device), examples, batch_size, device,
-                                        support_images=images)
+            model = load_model(path, map_location=device)
+            apply_decoding(model, decoding or {})
+            self.pipe = FewShotPipeline(model, examples, batch_size, device, support_images=images)
         else:
             self.pipe = Pipeline.from_pretrained(path, device=device, batch_size=batch_size)
 
@@ -232,7 +235,8 @@ def run_ray(opts: TagOptions, settings: PrepareSettings, model_dir: Path, pendin
                                                    "batch_size": opts.batch_size, "threads": threads,
                                                    "use_gpu": gpus > 0,
                                                    "support": None if opts.support_set is None else
-                                                   pickle.dumps(opts.support_set, protocol=5)})
+                                                   pickle.dumps(opts.support_set, protocol=5),
+                                                   "decoding": dict(opts.decoding)})
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for spec, w, n, blob in zip(batch["shard"], batch["window"], batch["windows"], batch["outcome"]):

@@ -62,6 +62,7 @@ class TagOptions:
     progress: bool | None = None        # None: a bar when standard error is a terminal
     support: Path | None = None         # few-shot checkpoints: the support set file (its types are tagged)
     support_format: str = "auto"
+    decoding: dict[str, Any] = field(default_factory=dict)  # few-shot decoding options (mner.fewshot.decoding)
     #: the support set as read once by the main process (its tweets and their images), which the
     #: workers and actors receive instead of reading the file again (filled by :func:`load_pipeline`)
     support_set: tuple[list, list | None] | None = None
@@ -76,6 +77,8 @@ class TagOptions:
 
             options["support"] = {"sha256": hashlib.sha256(Path(self.support).read_bytes()).hexdigest(),
                                   "format": self.support_format}
+        if self.decoding:  # they change the tags
+            options["decoding"] = dict(self.decoding)
         return options
 
 
@@ -218,8 +221,11 @@ def fewshot_pipeline(path: str, opts: TagOptions, device: str | None):
     from mner.fewshot.pipeline import FewShotPipeline, read_support
     from mner.models import load_model
 
+    from mner.fewshot.decoding import apply_decoding
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(path, map_location=device)
+    apply_decoding(model, opts.decoding)
     if opts.support_set is None:
         support = read_support(opts.support, opts.support_format)
         root = opts.image_root if opts.image_root is not None else Path(opts.support).parent
@@ -238,6 +244,10 @@ def check_task(opts: TagOptions):
 
     task, model_type = checkpoint_task(opts.checkpoint)
     task.check_support(opts.checkpoint, model_type, opts.support)
+    if opts.decoding and not task.needs_support:
+        name = next(iter(opts.decoding))
+        raise MNERError(f"--{name.replace('_', '-')}: a decoding option of few-shot checkpoints; {opts.checkpoint} "
+                        "is a model with a fixed set of entity types: leave it out")
     if task.needs_support:
         if opts.backend == "onnxruntime":
             raise MNERError(f"--backend onnxruntime: {opts.checkpoint} is a few-shot checkpoint, and few-shot models "

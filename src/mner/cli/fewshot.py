@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -270,36 +269,11 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
 
 def _apply_decoding(model, args) -> None:
     """``--decoder``, ``--temperature``, ``--o-bias``, ``--min-confidence``, ``--transition-scale``,
-    ``--o-distance`` and ``--o-neighbours`` set on the loaded model's config."""
-    from mner.errors import UsageError
+    ``--o-distance`` and ``--o-neighbours`` set on the loaded model's config
+    (:func:`mner.fewshot.decoding.apply_decoding`)."""
+    from mner.fewshot.decoding import DECODING_OPTIONS, apply_decoding
 
-    if args.decoder is not None or args.temperature is not None:
-        if not hasattr(model.config, "decoder"):
-            raise UsageError(f"--decoder/--temperature apply to nnshot checkpoints, not {model.model_type!r}")
-        if args.decoder is not None:
-            model.config.decoder = args.decoder
-        if args.temperature is not None:
-            if args.temperature <= 0:
-                raise UsageError(f"--temperature must be > 0, got {args.temperature}")
-            model.config.temperature = args.temperature
-    if args.o_bias is not None:
-        if not math.isfinite(args.o_bias):
-            raise UsageError(f"--o-bias must be a finite number, got {args.o_bias}")
-        model.config.o_bias = args.o_bias
-    if args.min_confidence is not None:
-        if not 0.0 <= args.min_confidence < 1.0:
-            raise UsageError(f"--min-confidence must be in [0, 1), got {args.min_confidence}")
-        model.config.min_confidence = args.min_confidence
-    mousing = {"transition_scale": args.transition_scale, "o_distance": args.o_distance,
-               "o_neighbours": args.o_neighbours}
-    for name, value in mousing.items():
-        if value is None:
-            continue
-        if not hasattr(model.config, name):
-            raise UsageError(f"--{name.replace('_', '-')} applies to mousing checkpoints, not {model.model_type!r}")
-        if name == "transition_scale" and not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"--transition-scale must be a finite number >= 0, got {value}")
-        setattr(model.config, name, value)
+    apply_decoding(model, {name: getattr(args, name, None) for name in DECODING_OPTIONS})
 
 
 def cmd_train(args) -> int:

@@ -81,10 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _decoding_options() -> list[str]:
-    """The ``args`` names of the few-shot decoding options (:func:`mner.cli.fewshot._add_decoding`)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    _add_decoding(parser)
-    return list(vars(parser.parse_args([])))
+    """The ``args`` names of the few-shot decoding options (:mod:`mner.fewshot.decoding`)."""
+    from mner.fewshot.decoding import DECODING_OPTIONS
+
+    return list(DECODING_OPTIONS)
 
 
 def cmd_evaluate(args) -> int:

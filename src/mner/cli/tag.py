@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mner.backends import BACKENDS
 from mner.cli.data import nonnegative_int, positive_int
-from mner.cli.fewshot import add_support
+from mner.cli.fewshot import _add_decoding, add_support
 from mner.data.images import DEFAULT_MAX_PIXELS
 
 
@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="tweets per model batch (default 32)")
     p.add_argument("--shard-size", type=positive_int, default=1000,
                    help="rows per output shard, the unit of resuming (default 1000)")
+    _add_decoding(p.add_argument_group("few-shot checkpoints (with --support): decoding"))
     g = p.add_argument_group("input columns (CSV, Parquet, JSONL)")
     for role, default in (("text", "text"), ("tokens", "tokens"), ("image", "image"), ("id", "id"),
                           ("caption", "caption")):
@@ -95,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_tag(args) -> int:
     from mner.batch.job import TagOptions, run_tag
+    from mner.fewshot.decoding import DECODING_OPTIONS, given_decoding
     from mner.batch.sources import Columns
 
     names = {role: getattr(args, f"{role}_column") for role in ("id", "text", "tokens", "image", "caption")}
@@ -108,7 +110,8 @@ def cmd_tag(args) -> int:
         overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device, backend=args.backend,
         ray_address=args.ray_address, concurrency=args.concurrency, gpus_per_actor=args.gpus_per_actor,
         cpus_per_actor=args.cpus_per_actor, progress=False if args.no_progress else None,
-        support=args.support, support_format=args.support_format)
+        support=args.support, support_format=args.support_format,
+        decoding=given_decoding({name: getattr(args, name) for name in DECODING_OPTIONS}))
     summary = run_tag(opts)
     failed = summary["failed_by_reason"]
     print(f"read {summary['read']}, tagged {summary['tagged']}, failed {summary['failed']}"
