@@ -250,7 +250,7 @@ def test_a_batch_is_answered_per_item(client, pipe):
     good = "Obama meets Merkel in Berlin"
     bad = [{"text": "Paris at night", "image": "not base64 !!"},         # refused while parsing
            {"caption": "a tweet without its text"},                      # fails validation
-           {"text": "Rob \ud800 in Paris"},                             # refused by the model (not Unicode text)
+           {"text": "Rob \ud800 in Paris"},                             # refused while parsing (not Unicode text)
            {"text": "New York", "image": b64(b"plain text, not an image")},   # refused while decoding
            None]                                                         # not an object
     items = bad[:2] + [{"text": good, "image": b64(png(img))}] + bad[2:]
@@ -265,7 +265,7 @@ def test_a_batch_is_answered_per_item(client, pipe):
     assert "error" not in results[2] and results[2]["time_ms"] > 0
     close(results[2]["entities"], pipe(good, image=img))
     assert results[2]["match_probability"] is not None
-    expected = {0: (422, "bad_base64"), 1: (422, "invalid_request"), 3: (422, "unprocessable"),
+    expected = {0: (422, "bad_base64"), 1: (422, "invalid_request"), 3: (422, "invalid_text"),
                 4: (415, "unsupported_image"), 5: (422, "invalid_request")}
     for k, (status, code) in expected.items():
         res = results[k]
@@ -273,11 +273,14 @@ def test_a_batch_is_answered_per_item(client, pipe):
         assert res["message"].startswith(f"invalid item: items[{k}]" if code == "invalid_request" else f"items[{k}]")
         assert "entities" not in res
     assert "items[1].text: Field required" in results[1]["message"]
-    assert "unpaired surrogate" in results[3]["message"]
+    assert "unpaired surrogate U+D800 at character 4" in results[3]["message"]
     # alone, each bad item is refused with the same status and code (its message unprefixed)
     for k, item in zip((0, 1, 3, 4, 5), bad):
         alone = error(_post_json(client, item), *expected[k])
         assert not alone["message"].startswith("items[")
+    # a caption is Unicode text too: refused while parsing, naming it
+    alone = error(_post_json(client, {"text": "Paris", "caption": "a \udc00 photo"}), 422, "invalid_text")
+    assert alone["message"].startswith("caption holds an unpaired surrogate U+DC00 at character 2")
     # a batch whose every item fails is still answered item by item
     r = client.post("/predict", json={"items": [{"txt": "a"}, {"text": "b", "image": "%%"}]})
     assert r.status_code == 200 and r.json()["errors"] == 2

@@ -659,6 +659,8 @@ def _json(raw: bytes) -> Any:
 
 def _item(req: PredictRequest, cfg: ServeConfig, where: str) -> InferenceItem:
     check_text(req.text, cfg, where)
+    if req.caption is not None:
+        check_text(req.caption, cfg, where, "caption")
     raw = decode_base64(req.image, cfg, where) if req.image else None
     return InferenceItem(req.text, raw, req.caption, req.explain, where)
 

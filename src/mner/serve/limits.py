@@ -115,7 +115,15 @@ def _where(where: str) -> str:
     return f"{where}: " if where else ""
 
 
-def check_text(text: str, cfg: ServeConfig, where: str = "") -> str:
+def check_text(text: str, cfg: ServeConfig, where: str = "", field: str = "text") -> str:
+    """``text`` within the length limit and Unicode text (a JSON ``\\ud800`` escape decodes to a lone
+    surrogate, which no encoder can read): refused at parse, with its position, not by the model."""
+    for i, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            raise ServeError(422, "invalid_text",
+                             f"{_where(where)}{field} holds an unpaired surrogate U+{ord(ch):04X} at character {i} "
+                             f"(not Unicode text); send the {field} as valid UTF-8 (a JSON surrogate escape must "
+                             "come in a pair)")
     if len(text) > cfg.max_text_chars:
         raise ServeError(422, "text_too_long",
                          f"{_where(where)}text has {len(text):,} characters, more than the limit of "
