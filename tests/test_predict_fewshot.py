@@ -263,3 +263,6 @@ def test_serve_of_a_fewshot_checkpoint_answers_predict_with_its_support_set(file
         alone = Pipeline.from_pretrained(files["ckpt"], support=one, device="cpu")("ramen for lunch", caption=CAPTION)
         assert got.json()["types"] == ["DISH"] and got.json()["entities"] == alone
         assert client.get("/").status_code == 200
+    # its decoding options act as in mner predict: an O bias of 100 leaves no entity
+    with TestClient(create_app(files["ckpt"], support=files["support"], device="cpu", decoding={"o_bias": 100.0})) as client:
+        assert client.post("/predict", json={"text": texts[0], "caption": captions[0]}).json()["entities"] == []

@@ -77,10 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on the CPU; no match probability or explanations yet); default: detected from CHECKPOINT")
     p.add_argument("--fewshot", type=Path, default=None, metavar="CHECKPOINT",
                    help="a few-shot model: the web page's second tab defines new types with it")
-    from mner.cli.fewshot import add_support
+    from mner.cli.fewshot import _add_decoding, add_support
 
     add_support(p, "served bound to it, POST /predict and the page tag its types, and the New types tab uses the "
                 "same model", "its own folder")
+    _add_decoding(p.add_argument_group("few-shot checkpoints (with --support): decoding"))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_integer(1, 65535), default=8000, help="TCP port, 1 to 65535 (default 8000)")
     p.add_argument("--workers", type=_integer(1, 1024), default=1, help="processes, each loading the model once (default 1)")
@@ -157,6 +158,13 @@ def cmd_serve(args) -> int:
         if fs_type in MODELS and issubclass(MODELS[fs_type], CRFTagger):
             raise UsageError(f"--fewshot {args.fewshot}: a {fs_type!r} model has a fixed label set; give a "
                              "few-shot model (mousing, protobert, nnshot, proto-maf)")
+    from mner.fewshot.decoding import DECODING_OPTIONS, given_decoding
+
+    decoding = given_decoding({name: getattr(args, name) for name in DECODING_OPTIONS})
+    if decoding and args.support is None:
+        name = next(iter(decoding))
+        raise UsageError(f"--{name.replace('_', '-')}: a decoding option of a few-shot CHECKPOINT served with --support; "
+                         f"{args.checkpoint} is a model with a fixed set of entity types: leave it out")
     cfg = config_from_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     log = logging.getLogger("mner.serve")
@@ -177,7 +185,7 @@ def cmd_serve(args) -> int:
 
         app = create_app(args.checkpoint, config=cfg, device=args.device, threads=args.threads,
                          fewshot=args.fewshot, load_in_background=True, on_load_failed=stop, support=args.support,
-                         support_format=args.support_format)
+                         support_format=args.support_format, decoding=decoding)
         server.append(uvicorn.Server(uvicorn.Config(app, **kwargs)))
         server[0].run()
         if app.state.mner.load_error is not None:
@@ -187,7 +195,8 @@ def cmd_serve(args) -> int:
                                                     "device": args.device, "threads": args.threads,
                                                     "fewshot": str(args.fewshot) if args.fewshot else None,
                                                     "support": str(args.support) if args.support else None,
-                                                    "support_format": args.support_format})
+                                                    "support_format": args.support_format,
+                                                    "decoding": decoding})
         uvicorn.run("mner.serve.app:app_from_env", factory=True, workers=args.workers, **kwargs)
     return 0
 

@@ -208,7 +208,7 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
                device: str | None = None, threads: int | None = None, fewshot: str | Path | None = None,
                fewshot_model=None, load_in_background: bool = False, on_load_failed=None,
                card_from: str | Path | None = None, support: str | Path | None = None,
-               support_format: str = "auto"):
+               support_format: str = "auto", decoding: dict | None = None):
     """The FastAPI app serving ``pipeline`` (or the model in ``checkpoint``, loaded at start-up),
     and, given ``fewshot`` (a few-shot checkpoint, loaded at start-up) or ``fewshot_model``, the
     few-shot side (``POST /fewshot/predict``, :mod:`mner.serve.fewshot`).
@@ -225,7 +225,8 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
     A few-shot ``checkpoint`` (the episodic task, :mod:`mner.tasks`) is served bound to the support
     set ``support`` (a file; its relative image references inside its folder): ``POST /predict``
     and the page tag the support's types, and the same model answers ``POST /fewshot/predict``
-    (the page's New types tab) with the support set each request sends.
+    (the page's New types tab) with the support set each request sends. ``decoding``: its few-shot
+    decoding options (:mod:`mner.fewshot.decoding`).
 
     Run it with uvicorn (``mner serve``) or test it with ``fastapi.testclient.TestClient`` used as
     a context manager (so the start-up runs)."""
@@ -265,6 +266,9 @@ def create_app(checkpoint: str | Path | None = None, *, pipeline=None, config: S
                                   support_images=Path(support).parent if support is not None else None))
             log.info("model %s loaded in %.1f s", checkpoint, time.perf_counter() - t0)
         if getattr(pipe, "task", "supervised") == "episodic":
+            from mner.fewshot.decoding import apply_decoding
+
+            apply_decoding(pipe.model, decoding or {})
             log.info("support set %s: %d tweets, types %s", support or "(given)", len(pipe.support), ", ".join(pipe.types))
             if state.fewshot is None and fewshot is None:  # the New types tab runs the same model
                 state.fewshot = pipe.model
@@ -696,4 +700,4 @@ def app_from_env():
     spec = json.loads(os.environ["MNER_SERVE_SPEC"])   # each worker loads in its start-up, before it accepts
     return create_app(spec["checkpoint"], config=ServeConfig(**spec["config"]), device=spec.get("device"),
                       threads=spec.get("threads"), fewshot=spec.get("fewshot"), support=spec.get("support"),
-                      support_format=spec.get("support_format", "auto"))
+                      support_format=spec.get("support_format", "auto"), decoding=spec.get("decoding"))
