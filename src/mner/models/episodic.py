@@ -26,13 +26,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from mner.crf import crf_marginals, viterbi_decode
-from mner.data.images import ImageStore
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder, CaptionEncoderConfig
 from mner.encoders.features import VisualFeatures
@@ -45,6 +44,9 @@ from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
 from mner.processing.visual import VIEWS, VisualInputs, VisualProcessor, view_names
 from mner.tagging import get_spans, normalize_scheme
+
+if TYPE_CHECKING:  # a type only: the model layer does not import the data layer
+    from mner.data.images import ImageStore
 
 __all__ = ["EpisodicConfig", "EpisodicTagger"]
 
