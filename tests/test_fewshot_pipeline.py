@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from fewshot_fixtures import fewshot_model, tiny_bert  # noqa: F401
+from fewshot_fixtures import FEWSHOT_VARIANTS, fewshot_model, tiny_bert  # noqa: F401
 from model_fixtures import one_thread  # noqa: F401
 from mner.cli.main import main
 from mner.data.example import Example
@@ -76,6 +76,35 @@ def test_pipeline_tags_a_new_type_from_five_tweets(tiny_bert, variant):
     assert 0.0 < ents[0]["confidence"] <= 1.0
     batch = pipe(["i love ramen", "best sushi in town", ""], caption="a bowl of food on a table")
     assert [[e["text"] for e in b] for b in batch] == [["ramen"], ["sushi"], []]
+
+
+@pytest.mark.parametrize("variant", sorted(FEWSHOT_VARIANTS))
+def test_the_support_set_is_encoded_once_with_the_same_entities(tiny_bert, variant):
+    """Issue 23: the episodic pipeline encodes its support set once; every later batch runs the
+    encoder on its queries only, and the entities (confidences included) are those of the whole
+    model run on each episode."""
+    import torch
+
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, variant).eval()
+    texts = ["pad thai for lunch", "🍜 ramen with anna tonight", "best sushi in town", "nothing to eat", "tacos"]
+    whole = FewShotPipeline(model, support_examples(), batch_size=2, cache_support=False)
+    once = FewShotPipeline(model, support_examples(), batch_size=2)
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append("forward"))
+    encoded = []
+    original = model.encode
+    model.encode = lambda part, train=False: (encoded.append(part.words.word_mask.shape[0]), original(part, train))[1]
+    try:
+        got = once(texts, caption="a bowl of food on a table")
+        again = once(texts[:2], caption="a bowl of food on a table")
+    finally:
+        handle.remove()
+        del model.encode
+    # three batches of queries, then one: the support (5 tweets) encoded once, before the first
+    assert encoded == [5, 2, 2, 1, 2] and calls == []
+    assert got == whole(texts, caption="a bowl of food on a table")
+    assert again == got[:2]
 
 
 def test_pipeline_refuses_unusable_support(tiny_bert):

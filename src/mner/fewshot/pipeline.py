@@ -70,7 +70,7 @@ class FewShotPipeline(Pipeline):
 
     def __init__(self, model, support: Sequence[Example], batch_size: int = 16,
                  device: str | torch.device | None = None, image_store: ImageStore | None = None,
-                 support_images: Sequence | None = None):
+                 support_images: Sequence | None = None, cache_support: bool = True):
         from mner.models.episodic import EpisodicTagger
 
         if not isinstance(model, EpisodicTagger):
@@ -102,6 +102,10 @@ class FewShotPipeline(Pipeline):
         if support_images is not None and len(support_images) != len(fixed):
             raise MNERError(f"{len(fixed)} support tweets but {len(support_images)} support images: give one per tweet")
         self._support_images: list | None = list(support_images) if support_images is not None else None
+        #: encode the support set once (a tweet's representation does not depend on the episode it is in,
+        #: ``EpisodicTagger.encode``): every later batch runs the encoder on its queries only
+        self.cache_support = cache_support
+        self._support_reps: tuple | None = None
 
     @property
     def store(self) -> ImageStore:
@@ -148,10 +152,16 @@ class FewShotPipeline(Pipeline):
                 q_imgs = [self._image(r) for r in refs]
             episode = Episode(tuple(self.types), tuple(self.support), tuple(query), source="pipeline")
             batch = self.processor([episode], train=False, query_images=q_imgs, support_images=support_imgs)
-            batch = batch.to(self.device)
+            batch = batch.to(self.device).without_tags()
+            if self.cache_support:  # the model's forward (head over encode), the support encoded once
+                if self._support_reps is None:
+                    self._support_reps = self.model.encode(batch.support, False)
+                out = self.model.head(batch, self._support_reps, self.model.encode(batch.query, False))
+            else:
+                out = self.model(batch)
             # the model's own decoding (Viterbi, marginals, its decoding options such as min_confidence):
             # IOB2 tags whatever the model's classes, and each word's marginal of its tag
-            decoded = self.model.decode_output(self.model(batch.without_tags()), confidences=True)
+            decoded = self.model.decode_output(out, confidences=True)
             for row, i in enumerate(idx):
                 results[i] = Pipeline._entities(examples[i], decoded.tags[row], decoded.confidences[row])
         return results
