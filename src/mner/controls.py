@@ -21,9 +21,8 @@ read with the real and with the shuffled view (eval mode: no swapped negatives, 
 the decoding uses). :class:`MatchStats` gives their means and standard deviations, how often a
 tweet's real pair scores above its shuffled one, and the rank AUC of real against shuffled pairs
 (:func:`rank_auc`; 0.5 = CM cannot tell them apart). Tweets without a view, and shuffled pairs
-that kept their own view, are left out of the AUC. The probability is read by the same forward
-hooks that the service's explanations use (:class:`mner.explain.inspector.Inspector`): the model's
-forward and its numerics are untouched.
+that kept their own view, are left out of the AUC. The probability is a field of the model's output
+(:attr:`mner.models.base.TaggerOutput.match_probability`), read from the decoding's own forward.
 
 ``mner evaluate CHECKPOINT DATA --controls`` prints them; ``bench/maf_benchmark.py`` stores them
 with every cell.
@@ -188,18 +187,10 @@ def _decode(model, examples: Sequence[Example], collate, batch_size: int, mode: 
     from torch.utils.data import DataLoader
 
     from mner.evaluation import evaluate_examples, predict_tags
-    from mner.explain.inspector import Inspector
 
-    inspector = Inspector(model)
     loader = DataLoader(list(examples), batch_size=batch_size, collate_fn=collate)
-    with inspector.capture() as rec:
-        preds = predict_tags(model, loader)
-    match = None
-    if inspector.has_match:
-        match = [float(p) for chunk in rec.match for p in chunk]
-        if len(match) != len(examples):
-            raise RuntimeError(f"captured {len(match)} match probabilities for {len(examples)} tweets")
-    return preds, evaluate_examples(examples, preds, mode=mode), match
+    preds = predict_tags(model, loader)
+    return preds, evaluate_examples(examples, preds, mode=mode), preds.match_probability
 
 
 def _std(values: Sequence[float]) -> float:

@@ -26,11 +26,14 @@ __all__ = ["Predictions", "predict_tags", "evaluate_examples", "write_prediction
 class Predictions:
     """Predicted tags in the order of the data (and per word the confidence of its tag).
 
-    ``ids``: the tweet ids of the batches, for information only (they need not be unique)."""
+    ``ids``: the tweet ids of the batches, for information only (they need not be unique);
+    ``match_probability``: per tweet, the model's image-text match probability (None: a model
+    without one, :attr:`mner.models.base.TaggerOutput.match_probability`)."""
 
     tags: list[list[str]]
     confidences: list[list[float]] | None = None
     ids: list[str] | None = None
+    match_probability: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.tags)
@@ -44,20 +47,25 @@ def predict_tags(model, loader, accelerator=None, confidences: bool = False) -> 
     ids: list[str] = []
     tags: list[list[str]] = []
     confs: list[list[float]] = []
+    match: list[float | None] = []
     for batch in loader:
         decoded = unwrapped.decode(batch, confidences=confidences)
-        batch_ids = list(getattr(batch, "ids", None) or [None] * len(decoded.tags))
-        rows = list(zip(batch_ids, decoded.tags, decoded.confidences or [None] * len(decoded.tags)))
+        n = len(decoded.tags)
+        batch_ids = list(getattr(batch, "ids", None) or [None] * n)
+        rows = list(zip(batch_ids, decoded.tags, decoded.confidences or [None] * n,
+                        decoded.match_probability or [None] * n))
         if gather:
             # one gather per batch: process p holds batch k * P + p, so the gathered rows of step
             # k are batches k * P .. k * P + P - 1, in the order of the data
             rows = accelerator.gather_for_metrics(rows, use_gather_object=True)
-        for i, t, c in rows:
+        for i, t, c, m in rows:
             ids.append(i)
             tags.append(t)
+            match.append(m)
             if confidences:
                 confs.append(c)
-    return Predictions(tags, confs if confidences else None, ids)
+    has_match = bool(match) and all(m is not None for m in match)
+    return Predictions(tags, confs if confidences else None, ids, match if has_match else None)
 
 
 def _check_counts(examples: Sequence[Example], predictions: Predictions) -> None:

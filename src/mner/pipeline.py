@@ -40,10 +40,10 @@ from mner.data.tokenize import tokenize_text
 from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
 from mner.models import load_model
-from mner.models.base import MNERModel
+from mner.models.base import Decoded, MNERModel
 from mner.tagging import get_spans
 
-__all__ = ["InputFile", "Pipeline", "input_examples", "read_input_file"]
+__all__ = ["InputFile", "Pipeline", "Prediction", "input_examples", "read_input_file"]
 
 TextInput = str | Sequence[str]
 ImageInput = str | Path | Image.Image | None
@@ -120,6 +120,21 @@ def read_input_file(path: str | Path, image_dir: str | Path | None = None, *, pi
         records = [r for r, ex in zip(records, examples) if id(ex) in keep]
     images = [Path(os.path.abspath(store.resolve(ex.image, ex.id))) if ex.image is not None else None for ex in kept]
     return InputFile(records, kept, images, notes)
+
+
+@dataclass
+class Prediction:
+    """What :meth:`Pipeline.run` gives for one input: its entities (``text``, ``type``, ``start``,
+    ``end`` code points into the text, ``token_start``, ``token_end``, ``confidence``) and what the
+    model's forward gave beside them (:class:`~mner.models.base.TaggerOutput`): the image-text match
+    probability (None: no such module, or no visual view for this input) and, when asked for, the
+    ``(W, R)`` attention of each word over the visual tokens laid out as ``visual_layout``
+    (``((view, R_view), ...)``)."""
+
+    entities: list[dict]
+    match_probability: float | None = None
+    attention: torch.Tensor | None = None
+    visual_layout: tuple[tuple[str, int], ...] = ()
 
 
 class Pipeline:
@@ -218,12 +233,19 @@ class Pipeline:
         results = self.predict(examples, images)
         return results[0] if single else results
 
-    @torch.no_grad()
     def predict(self, examples: Sequence[Example], images: Sequence[ImageInput] | None = None) -> list[list[dict]]:
         """Entities of each example (images: per example, overriding ``Example.image``), in input order.
 
         More examples than ``batch_size`` are batched by length (shortest first, ties in input
         order), so that a batch pads its texts to similar lengths; results come back in input order."""
+        return [p.entities for p in self.run(examples, images)]
+
+    @torch.no_grad()
+    def run(self, examples: Sequence[Example], images: Sequence[ImageInput] | None = None, *,
+            output_attentions: bool = False) -> list[Prediction]:
+        """:meth:`predict` with what the model's forward gives beside the entities: one
+        :class:`Prediction` per example (its match probability; its attention over the visual
+        tokens with ``output_attentions``, for a model that has one: :attr:`outputs_attentions`)."""
         examples = list(examples)
         images = list(images) if images is not None else None
         if images is not None and len(images) != len(examples):
@@ -231,13 +253,13 @@ class Pipeline:
         order = list(range(len(examples)))
         if len(examples) > self.batch_size:
             order.sort(key=lambda i: sum(len(t) + 1 for t in examples[i].tokens))
-        out: list[list[dict] | None] = [None] * len(examples)
+        out: list[Prediction | None] = [None] * len(examples)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             todo = [i for i in idx if examples[i].tokens]
             for i in idx:
                 if not examples[i].tokens:
-                    out[i] = []
+                    out[i] = Prediction([])
             if not todo:
                 continue
             imgs = None
@@ -245,10 +267,32 @@ class Pipeline:
                 refs = [images[i] for i in todo] if images is not None else [examples[i].image for i in todo]
                 imgs = [self._image(ref) for ref in refs]
             batch = self.processor([examples[i] for i in todo], images=imgs)
-            decoded = self.model.decode(batch, confidences=True)
+            decoded = self.model.decode(batch, confidences=True, output_attentions=output_attentions)
             for k, i in enumerate(todo):
-                out[i] = self._entities(examples[i], decoded.tags[k], decoded.confidences[k])
+                out[i] = self._prediction(examples[i], decoded, k, batch)
         return out  # type: ignore[return-value]
+
+    @property
+    def outputs_attentions(self) -> bool:
+        """Whether :meth:`run` can give attentions (a model with a cross-modal attention)."""
+        return bool(getattr(self.model, "outputs_attentions", False))
+
+    @property
+    def outputs_match(self) -> bool:
+        """Whether :meth:`run` gives a match probability (for the tweets with a visual view)."""
+        return bool(getattr(self.model, "outputs_match", False))
+
+    def _prediction(self, ex: Example, decoded: Decoded, k: int, batch: Any) -> "Prediction":
+        """Row ``k`` of a decoded batch as a :class:`Prediction`. A tweet with none of the model's
+        views has no match probability: the model saw an empty view, there was nothing to match."""
+        match = decoded.match_probability[k] if decoded.match_probability is not None else None
+        visual = getattr(batch, "visual", None)
+        if match is not None and visual is not None and not any(bool(p[k]) for p in visual.present.values()):
+            match = None
+        # (W, R) of this tweet's words; R is the batch's visual tokens (a padded one gets weight 0)
+        attn = decoded.attentions[k][:len(decoded.tags[k])] if decoded.attentions is not None else None
+        return Prediction(self._entities(ex, decoded.tags[k], decoded.confidences[k]), match, attn,
+                          decoded.visual_layout)
 
     @staticmethod
     def _entities(ex: Example, tags: list[str], conf: list[float]) -> list[dict]:

@@ -231,10 +231,15 @@ class OnnxTagger(nn.Module):
         return TaggerOutput(None, emissions, words.word_mask.bool(), transitions=self.transitions, start=self.start,
                             end=self.end, labels=[self.label_set.labels] * emissions.shape[0])
 
+    #: the exported head gives the emissions only: no match probability, no attention (yet)
+    outputs_attentions = False
+    outputs_match = False
+
     @torch.no_grad()
-    def decode(self, batch, confidences: bool = False) -> Decoded:
+    def decode(self, batch, confidences: bool = False, output_attentions: bool = False) -> Decoded:
         """Viterbi tags per tweet (and each word's marginal probability of its tag), as
-        :meth:`mner.models.base.MNERModel.decode`."""
+        :meth:`mner.models.base.MNERModel.decode` (``output_attentions`` changes nothing: the
+        exported head has no attention output)."""
         if batch.visual is not None and batch.visual.pixel_values is not None:
             raise MNERError("the onnxruntime backend takes image features from its processor, not pixels")
         return decode_output(self(batch.without_tags()), confidences, who=type(self).__name__)

@@ -50,38 +50,20 @@ def tag_batch(pipeline, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tag ``rows`` with ``pipeline`` (a :class:`~mner.pipeline.Pipeline`); see the module docstring."""
     from PIL import Image
 
-    from mner.explain.inspector import Inspector
-
     if not rows:
         return []
     examples = [_example(i, r) for i, r in enumerate(rows)]
-    views = tuple(pipeline.views)
     images = None
-    if "pixels" in views:
+    if "pixels" in pipeline.views:
         images = []
         for r in rows:
             pixels = r.get("pixels")
             images.append(Image.fromarray(pixels, "RGB") if pixels is not None else r.get("image"))
-    if getattr(pipeline, "task", "supervised") == "supervised":
-        inspector = Inspector(pipeline.model)
-        with inspector.capture() as rec:
-            entities = pipeline.predict(examples, images)
-        matches = rec.rows()
-    else:  # a few-shot pipeline: its forward runs the support set too, and it has no match probability
-        entities = pipeline.predict(examples, images)
-        matches = []
     out: list[dict[str, Any]] = []
-    k = 0
-    for i, (row, ex, ents) in enumerate(zip(rows, examples, entities)):
-        match = None
-        if ex.tokens:  # the pipeline ran the model on non-empty inputs only
-            match = matches[k]["match"] if k < len(matches) else None
-            k += 1
-        present = {"pixels": images is not None and images[i] is not None, "caption": ex.caption is not None}
-        if match is not None and not any(present.get(v) for v in views):
-            match = None  # nothing to match: the model saw an empty visual view
+    for row, pred in zip(rows, pipeline.run(examples, images)):
         kept = {key: value for key, value in row.items() if key not in _INPUT_KEYS}
-        kept["entities"] = [{f: e[f] for f in ENTITY_FIELDS} for e in ents]
+        kept["entities"] = [{f: e[f] for f in ENTITY_FIELDS} for e in pred.entities]
+        match = pred.match_probability  # None: no such module, or nothing to match (no visual view)
         kept["match_probability"] = None if match is None else round(float(match), 4)
         out.append(kept)
     return out

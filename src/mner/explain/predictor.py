@@ -1,6 +1,6 @@
 """One batch of tweets through a :class:`~mner.pipeline.Pipeline`, with what the service and
 ``mner explain`` add: the image-text match probability and each entity's attention
-(:mod:`mner.explain.inspector`). No web framework here: ``mner explain`` uses it without the
+(:mod:`mner.explain.attention`), both read from the output of the forward that tagged them. No web framework here: ``mner explain`` uses it without the
 serve extra."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 from PIL import Image
 
 from mner import __version__
-from mner.data.tokenize import tokenize_text
-from mner.explain.inspector import Inspector, entity_explanation
+from mner.explain.attention import entity_explanation
+from mner.pipeline import input_examples
 
 __all__ = ["InferenceItem", "Predictor"]
 
@@ -36,33 +36,23 @@ class Predictor:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        # MAF's match probability and attention; a few-shot pipeline (bound to a support set, whose
-        # tweets go through the same forward) has neither
-        episodic = getattr(pipeline, "task", "supervised") == "episodic"
-        self.inspector = Inspector(None if episodic else pipeline.model)
         self.views = tuple(pipeline.views)
         caption_encoder = getattr(pipeline.model, "caption_encoder", None)
         self._caption_tokenizer = getattr(caption_encoder, "tokenizer", None)
 
     def __call__(self, items: list[InferenceItem]) -> list[dict[str, Any]]:
         explain = any(it.explain for it in items)
-        with self.inspector.capture(attention=explain) as rec:
-            entities = self.pipeline([it.text for it in items], image=[it.image for it in items],
-                                     caption=[it.caption for it in items])
-        rows = rec.rows()
-        out, k = [], 0
-        for item, ents in zip(items, entities):
-            row: dict[str, Any] = {}
-            if tokenize_text(item.text)[0]:   # the pipeline ran the model on non-empty texts only
-                row = rows[k] if k < len(rows) else {}
-                k += 1
-            present = {"pixels": item.image is not None, "caption": item.caption is not None}
-            match = row.get("match")
-            if match is not None and not any(present[v] for v in self.views):
-                match = None  # no image: nothing to match (the model's gate sees an empty view)
+        _, examples, images = input_examples([it.text for it in items], [it.image for it in items],
+                                             [it.caption for it in items])
+        predictions = self.pipeline.run(examples, images, output_attentions=explain)
+        out = []
+        for item, pred in zip(items, predictions):
+            ents = pred.entities
             if item.explain:
+                present = {"pixels": item.image is not None, "caption": item.caption is not None}
                 tokens = self._caption_tokens(item.caption) if present["caption"] else None
-                ents = [dict(e, explanation=entity_explanation(row, e, present, tokens)) for e in ents]
+                ents = [dict(e, explanation=entity_explanation(pred, e, present, tokens)) for e in ents]
+            match = pred.match_probability
             out.append({"entities": ents, "match_probability": None if match is None else round(match, 4)})
         return out
 
@@ -85,5 +75,5 @@ class Predictor:
                                     {"image" if "pixels" in self.views else "", "caption" if "caption" in self.views else ""}):
                 encoders[part.removesuffix("_encoder")] = getattr(sub, "name", None)
         return {**info, "entity_types": sorted({l[2:] for l in labels if l != "O"}), "encoders": encoders,
-                "match_probability": self.inspector.has_match, "explanations": self.inspector.has_attention,
+                "match_probability": self.pipeline.outputs_match, "explanations": self.pipeline.outputs_attentions,
                 "mner_version": __version__}

@@ -25,7 +25,7 @@ from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
-from mner.pipeline import Pipeline
+from mner.pipeline import Pipeline, Prediction
 from mner.tagging import convert_tags
 from mner.tagging.schemes import parse_tag
 
@@ -134,12 +134,15 @@ class FewShotPipeline(Pipeline):
         return self._support_images
 
     @torch.no_grad()
-    def predict(self, examples: Sequence[Example], images: Sequence | None = None) -> list[list[dict]]:
-        """Entities of each example: its episode is the support set + a batch of examples as queries."""
+    def run(self, examples: Sequence[Example], images: Sequence | None = None, *,
+            output_attentions: bool = False) -> list[Prediction]:
+        """Entities of each example: its episode is the support set + a batch of examples as queries.
+        An episodic model's output carries no match probability and no attention: ``output_attentions``
+        changes nothing."""
         examples = list(examples)
         if images is not None and len(images) != len(examples):
             raise MNERError(f"{len(examples)} examples but {len(images)} images: give one per example")
-        results: list[list[dict]] = [[] for _ in examples]
+        results: list[Prediction] = [Prediction([]) for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         pixels = "pixels" in self.views
         support_imgs = self.support_images()
@@ -163,7 +166,7 @@ class FewShotPipeline(Pipeline):
             # IOB2 tags whatever the model's classes, and each word's marginal of its tag
             decoded = self.model.decode_output(out, confidences=True)
             for row, i in enumerate(idx):
-                results[i] = Pipeline._entities(examples[i], decoded.tags[row], decoded.confidences[row])
+                results[i] = Prediction(Pipeline._entities(examples[i], decoded.tags[row], decoded.confidences[row]))
         return results
 
     def _image(self, ref):

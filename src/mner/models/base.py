@@ -41,7 +41,7 @@ from mner.models.checkpoint import (
 )
 from mner.tagging import convert_tags
 
-__all__ = ["TaggerOutput", "Decoded", "MNERModel", "decode_output"]
+__all__ = ["TaggerOutput", "Decoded", "MNERModel", "decode_output", "extras"]
 
 
 @dataclass
@@ -61,6 +61,13 @@ class TaggerOutput:
         scheme: the tag scheme of ``labels`` (a :data:`mner.tagging.SCHEMES` name): ``iob2``, or
             ``io`` for the few-shot baselines that tag as Few-NERD. Decoded tags always come out
             as IOB2 (:meth:`path_tags`).
+        match_probability: ``(B,)`` a model's image-text match probability of each row (MAF's
+            ``y^_m``), or None for a model without one.
+        attentions: ``(B, W, R)`` each word's attention over the visual tokens (MAF's cross-modal
+            interaction, heads averaged), only when the forward was asked for it
+            (``output_attentions=True``, as in transformers); else None.
+        visual_layout: the visual tokens' columns in order, ``((view, R_view), ...)``: which view
+            the columns of ``attentions`` belong to.
     """
 
     loss: torch.Tensor | None
@@ -72,6 +79,9 @@ class TaggerOutput:
     end: torch.Tensor | None = None
     labels: list[tuple[str, ...]] = field(default_factory=list)
     scheme: str = "iob2"
+    match_probability: torch.Tensor | None = None
+    attentions: torch.Tensor | None = None
+    visual_layout: tuple[tuple[str, int], ...] = ()
 
     def path_tags(self, row: int, path: Sequence[int]) -> list[str]:
         """The IOB2 tags of a decoded path of column ids of row ``row``: the column names, converted
@@ -84,10 +94,15 @@ class TaggerOutput:
 
 @dataclass
 class Decoded:
-    """Decoded tags per tweet, and per word the marginal probability of its tag (or None)."""
+    """Decoded tags per tweet, per word the marginal probability of its tag (or None), and what the
+    forward gave beside the tags (:class:`TaggerOutput`): per tweet the match probability and the
+    ``(W, R)`` attention over the visual tokens laid out as ``visual_layout`` (or None)."""
 
     tags: list[list[str]]
     confidences: list[list[float]] | None = None
+    match_probability: list[float] | None = None
+    attentions: list[torch.Tensor] | None = None
+    visual_layout: tuple[tuple[str, int], ...] = ()
 
 
 @torch.no_grad()
@@ -106,7 +121,15 @@ def decode_output(out: TaggerOutput, confidences: bool = False, who: str = "the 
     if confidences:
         marg = crf_marginals(em, out.mask, trans, out.start, out.end)
         conf = [[float(marg[i, j, t]) for j, t in enumerate(p)] for i, p in enumerate(paths)]
-    return Decoded(tags, conf)
+    return Decoded(tags, conf, *extras(out))
+
+
+def extras(out: TaggerOutput) -> tuple[list[float] | None, list[torch.Tensor] | None, tuple]:
+    """What :class:`Decoded` carries of an output beside the tags: match probabilities, attentions
+    (float32, on the CPU) and their layout."""
+    match = None if out.match_probability is None else [float(p) for p in out.match_probability.float().cpu()]
+    attn = None if out.attentions is None else list(out.attentions.detach().float().cpu())
+    return match, attn, tuple(out.visual_layout)
 
 
 class MNERModel(nn.Module):
@@ -124,6 +147,12 @@ class MNERModel(nn.Module):
         self.config = config
 
     # ---------------------------------------------------------------------------- interface
+    #: whether ``forward(batch, output_attentions=True)`` gives :attr:`TaggerOutput.attentions`
+    #: (a model with a cross-modal attention; the others take no such argument)
+    outputs_attentions: bool = False
+    #: whether the output carries :attr:`TaggerOutput.match_probability`
+    outputs_match: bool = False
+
     def forward(self, batch: Any) -> TaggerOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -139,8 +168,10 @@ class MNERModel(nn.Module):
         return {"new": [p for p in self.parameters() if p.requires_grad]}
 
     @torch.no_grad()
-    def decode(self, batch: Any, confidences: bool = False) -> Decoded:
-        """Viterbi tags per emission row (and each word's marginal probability of its tag).
+    def decode(self, batch: Any, confidences: bool = False, output_attentions: bool = False) -> Decoded:
+        """Viterbi tags per emission row (and each word's marginal probability of its tag), with
+        what the output carries beside them (:class:`Decoded`); ``output_attentions``: ask a model
+        that has them (:attr:`outputs_attentions`) for its attentions.
 
         The batch is moved to the model's device first (a plain DataLoader gives CPU batches).
         Gold tags are left out (``batch.without_tags()``): in eval mode they would only add a loss
@@ -150,7 +181,7 @@ class MNERModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self(batch)
+            out = self(batch, output_attentions=True) if output_attentions and self.outputs_attentions else self(batch)
         finally:
             self.train(was_training)
         return self.decode_output(out, confidences)

@@ -1,6 +1,6 @@
 """``mner explain``: one tweet's entities and, for each, what it looked at, as one PNG.
 
-The same explanation as the web page (:mod:`mner.explain.inspector`): the cross-modal interaction's
+The same explanation as the web page (:mod:`mner.explain.attention`): the cross-modal interaction's
 attention ``a = softmax([W_q T]^T [W_k V] / sqrt(d/m))`` (MAF, "Cross-Modal Interaction";
 heads averaged, last block) of the entity's words over the image regions, drawn as a heatmap
 over the image (pixels view), or over the caption's sub-tokens, drawn as bars (caption view).

@@ -15,11 +15,19 @@ cross-attention, takes values from the visual side.)
 A tweet with no visual token at all (no image, no caption) attends to a single all-zero token,
 so that its ``C`` is well defined (``V' = LN(T + W' b_v)``); the matching probability then
 learns to switch such a visual stream off.
+
+``output_attentions=True`` also returns the last block's ``a`` averaged over the ``m`` heads (for an
+explanation; transformers' ``output_attentions``). The block's output is computed as without it
+(the fused attention kernel, which gives no weights); the weights come from the same ``W_q`` and
+``W_k`` projections of the same inputs, so the tags never depend on whether they were asked for.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mner.config import ConfigError
@@ -45,8 +53,10 @@ class CrossModalInteraction(nn.Module):
             raise ConfigError(f"cross-modal interaction: dim {dim} is not divisible by heads {heads}")
         self.blocks = nn.ModuleList(_Block(dim, heads, ffn_dim or 4 * dim, dropout) for _ in range(layers))
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor) -> torch.Tensor:
-        """``text`` (B, W, d), ``visual`` (B, R, d), ``visual_mask`` (B, R) bool -> ``C`` (B, W, d)."""
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor,
+                output_attentions: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``text`` (B, W, d), ``visual`` (B, R, d), ``visual_mask`` (B, R) bool -> ``C`` (B, W, d);
+        with ``output_attentions``, ``(C, a)``: ``a`` (B, W, R) the last block's weights, heads averaged."""
         # a tweet with no visual token attends to one zero token (no NaN from an all-masked softmax);
         # written without a branch on the data, so that the graph exports (mner export) as it runs
         empty = ~visual_mask.any(dim=1)
@@ -55,9 +65,12 @@ class CrossModalInteraction(nn.Module):
         first[:, 0] = True
         visual_mask = visual_mask | (first & empty[:, None])
         out = text
-        for block in self.blocks:
+        weights = None
+        for k, block in enumerate(self.blocks):
+            if output_attentions and k == len(self.blocks) - 1:
+                weights = block.attention_weights(out, visual, ~visual_mask)
             out = block(out, visual, ~visual_mask)
-        return out
+        return (out, weights) if output_attentions else out
 
 
 class _Block(nn.Module):
@@ -68,6 +81,18 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+
+    def attention_weights(self, text: torch.Tensor, visual: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
+        """``a = softmax([W_q T]^T [W_k V] / sqrt(d/m))`` of this block's attention, the mean of its
+        ``m`` heads: (B, W, R), padded visual tokens at 0."""
+        att = self.attention
+        d, m = att.embed_dim, att.num_heads
+        (b, w, _), r = text.shape, visual.shape[1]
+        q = F.linear(text, att.in_proj_weight[:d], att.in_proj_bias[:d]).view(b, w, m, d // m).transpose(1, 2)
+        k = F.linear(visual, att.in_proj_weight[d:2 * d], att.in_proj_bias[d:2 * d]).view(b, r, m, d // m).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(d // m)                    # (B, m, W, R)
+        scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        return scores.softmax(-1).mean(1)
 
     def forward(self, text: torch.Tensor, visual: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
         cv, _ = self.attention(text, visual, visual, key_padding_mask=key_padding, need_weights=False)

@@ -21,11 +21,11 @@ With ``no_image`` steps 2-5 and 8 vanish: ``H = T`` and the model is the text-on
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from mner.data.images import ImageStore
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder
 from mner.encoders.features import VisualFeatures
@@ -43,12 +43,25 @@ from mner.models.tagger import CRFTagger
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
 from mner.processing.visual import VisualInputs, VisualProcessor
 
+if TYPE_CHECKING:  # the processor's image store: the model itself never reads files
+    from mner.data.images import ImageStore
+
 __all__ = ["MAFModel"]
 
 
 class MAFModel(CRFTagger):
     model_type = "maf"
     config_class = MAFConfig
+
+    @property
+    def outputs_match(self) -> bool:
+        """The output carries ``y^_m`` (a model with a visual view and its matching module)."""
+        return bool(self.views) and not self.config.no_matching
+
+    @property
+    def outputs_attentions(self) -> bool:
+        """``forward(batch, output_attentions=True)`` gives the interaction's attention (a visual view)."""
+        return bool(self.views)
 
     def __init__(self, config: MAFConfig, *, text_encoder: TextEncoder | None = None,
                  image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
@@ -111,8 +124,9 @@ class MAFModel(CRFTagger):
         return groups
 
     # ------------------------------------------------------------------------------ model
-    def _visual(self, visual: VisualInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Projected visual tokens (B, R, d), their mask, the raw global vector, presence (B,)."""
+    def _visual(self, visual: VisualInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
+        """Projected visual tokens (B, R, d), their mask, the raw global vector, presence (B,) and
+        the layout of the tokens, view after view: ``((view, R_view), ...)``."""
         tokens, masks, pooled, present = [], [], [], []
         for view in self.views:
             if view == "pixels" and visual.pixel_values is not None:
@@ -127,19 +141,23 @@ class MAFModel(CRFTagger):
             pooled.append(feats.pooled.to(dtype))
             present.append(visual.present[view])
         return (torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, -1),
-                torch.stack(present, 0).any(0))
+                torch.stack(present, 0).any(0), tuple((v, t.shape[1]) for v, t in zip(self.views, tokens)))
 
-    def forward(self, batch: TaggingBatch) -> TaggerOutput:
+    def forward(self, batch: TaggingBatch, output_attentions: bool = False) -> TaggerOutput:
+        """The output of the module docstring's steps; it carries ``y^_m`` (match probability) and,
+        with ``output_attentions``, the interaction's attention of each word over the visual tokens."""
         cfg = self.config
         words = self.text_encoder(batch.words)
         mask = words.mask
         text = self.text_proj(words.states)                                            # T (B, W, d)
         losses: dict[str, torch.Tensor] = {}
         tags = batch.tags
+        match = attentions = None
+        layout: tuple = ()
         if not self.views:
             emissions = self.emissions(self.dropout(text))
         else:
-            v_tokens, v_mask, v_global, present = self._visual(batch.visual)          # V, global
+            v_tokens, v_mask, v_global, present, views = self._visual(batch.visual)   # V, global
             n = text.shape[0]
             train_negatives = self.training and not cfg.no_matching and tags is not None
             if train_negatives:
@@ -150,10 +168,15 @@ class MAFModel(CRFTagger):
             else:
                 perm = torch.arange(n, device=text.device)
                 match_labels = torch.ones(n, device=text.device)
-            if cfg.negative_swap == "image":
-                c = self.interaction(text, v_tokens[perm], v_mask[perm])               # C = CI(T, V_swapped)
-            else:
-                c = self.interaction(text, v_tokens, v_mask)[perm]                     # swapped C (code)
+            swap_image = cfg.negative_swap == "image"
+            c = self.interaction(text, v_tokens[perm] if swap_image else v_tokens,     # C = CI(T, V_swapped)
+                                 v_mask[perm] if swap_image else v_mask, output_attentions)
+            if output_attentions:  # (int() of a size only here: it would fix the axis of an exported graph)
+                c, attentions = c
+                layout = tuple((v, int(n)) for v, n in views)
+            if not swap_image:
+                c = c[perm]                                                            # swapped C (code)
+                attentions = attentions[perm] if attentions is not None else None
             if cfg.no_matching:
                 m = c                                                                  # M = C
             else:
@@ -162,6 +185,7 @@ class MAFModel(CRFTagger):
                                            v_global[perm], present[perm])
                 else:
                     logits = self.matching(text, c, mask)                              # y^_m
+                match = torch.sigmoid(logits.detach().float())
                 m = torch.sigmoid(logits)[:, None, None].to(c.dtype) * c               # M = y^_m * C
                 if train_negatives:
                     losses["cm"] = self.matching_loss(logits.float(), match_labels)
@@ -184,7 +208,10 @@ class MAFModel(CRFTagger):
                     loss = loss + cfg.beta * losses["cm"]
             else:
                 loss = losses["mner"]
-        return self.output(loss, emissions, mask, losses)
+        out = self.output(loss, emissions, mask, losses)
+        out.match_probability, out.attentions, out.visual_layout = match, attentions, layout
+        return out
+
 
     # ------------------------------------------------------------------------------ saving
     def _save_assets(self, folder: Path) -> None:
