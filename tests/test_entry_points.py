@@ -2,8 +2,9 @@
 (``model_fixtures.CONTRACT_FIXTURES``), goes through every entry point the same way, so a model
 added later gets them all for free. For each type: ``mner train`` on a tiny corpus (the recipe of
 its task, :mod:`mner.tasks`), ``mner evaluate`` (a labelled split, or an episode file), ``mner
-predict``, ``Pipeline.from_pretrained``, ``mner tag`` on the local engine and on Ray, and the
-service's ``POST /predict``: each gives the pipeline's entities. A few-shot model takes the same
+predict``, ``Pipeline.from_pretrained``, ``mner tag`` on the local engine and on Ray, the
+service's ``POST /predict`` and ``mner explain``: each gives the pipeline's entities; ``mner
+report`` draws the run. A few-shot model takes the same
 support set everywhere; without it every entry point refuses in one line.
 """
 
@@ -141,6 +142,26 @@ def test_predict_pipeline_tag_and_serve_give_the_same_entities(trained, ray_runt
             assert [{f: e[f] for f in ENTITY_FIELDS} for e in body["entities"]] == ents
 
 
+def test_explain_and_report_take_it(trained, capsys):
+    """``mner explain`` draws the pipeline's entities (with the attention of a model that has one);
+    ``mner report`` draws the run's curves and per-type F1, whichever task trained it."""
+    pytest.importorskip("matplotlib")
+    t = trained
+    text, caption = TEXTS[0]
+    want = _pipeline_entities(t)[0]
+    capsys.readouterr()
+    png = t["root"] / "explain.png"
+    assert main(["explain", str(t["run"]), "--text", text, "--caption", caption, "--out", str(png),
+                 *_support_args(t)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [{f: e[f] for f in ENTITY_FIELDS} for e in shown["entities"]] == want
+    assert shown["explanations"] == (not t["task"].needs_support) and png.read_bytes()[:4] == b"\x89PNG"
+    report = t["root"] / "report"
+    assert main(["report", str(t["run"]), "--out", str(report)]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert "index.html" in files and any(f.endswith("-curves.png") for f in files), files
+
+
 def test_a_support_set_is_asked_of_few_shot_models_only(trained, capsys):
     from mner.pipeline import Pipeline
 
@@ -150,7 +171,8 @@ def test_a_support_set_is_asked_of_few_shot_models_only(trained, capsys):
         write_jsonl(_support(), other)
     wrong = [] if t["support"] is not None else ["--support", str(other)]
     for argv in (["predict", str(t["run"]), "--text", "john meets paris", *wrong],
-                 ["tag", str(t["run"]), str(t["inputs"]), "--out", str(t["root"] / "refused"), *wrong]):
+                 ["tag", str(t["run"]), str(t["inputs"]), "--out", str(t["root"] / "refused"), *wrong],
+                 ["explain", str(t["run"]), "--text", "john meets paris", "--out", str(t["root"] / "x.png"), *wrong]):
         capsys.readouterr()
         assert main(argv) == 2
         err = capsys.readouterr().err

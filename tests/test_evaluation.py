@@ -90,9 +90,9 @@ def test_gathering_over_processes_keeps_the_data_order():
     # 5 items, batch size 1: process 0 holds items 0, 2, 4; process 1 items 1, 3 and a copy of 0
     items = [["P"], ["Q"], ["R"], ["S"], ["T"]]
     mine = [_batch([items[0]], ["0"]), _batch([items[2]], ["2"]), _batch([items[4]], ["4"])]
-    theirs = [[("1", ["B-Q"], None)], [("3", ["B-S"], None)], [("0", ["B-P"], None)]]
+    theirs = [[("1", ["B-Q"], None, None)], [("3", ["B-S"], None, None)], [("0", ["B-P"], None, None)]]
     acc = _TwoProcesses(theirs, remainder=1)
     preds = predict_tags(_Model(), mine, accelerator=acc)
     assert acc.calls == 3
     assert preds.tags == [["B-P"], ["B-Q"], ["B-R"], ["B-S"], ["B-T"]]
-    assert preds.ids == ["0", "1", "2", "3", "4"]
+    assert preds.ids == ["0", "1", "2", "3", "4"] and preds.match_probability is None  # no model output gave one

@@ -309,7 +309,10 @@ def test_mner_tag_runs_an_export_with_the_checkpoints_entities(checkpoints, expo
     keys = lambda out: [(r["id"], [(e["type"], e["start"], e["end"], e["text"]) for e in r["entities"]]) for r in out]
     assert sum(len(r["entities"]) for r in expected) > 0 and keys(got) == keys(expected)
     assert [set(r) for r in got] == [set(r) for r in expected]  # the same columns
-    assert all(r["match_probability"] is None for r in got)  # not from the exported head yet
+    # MAF's match probability, from the exported head as from the checkpoint's forward
+    assert [r["match_probability"] is None for r in got] == [r["match_probability"] is None for r in expected]
+    pairs = [(g["match_probability"], e["match_probability"]) for g, e in zip(got, expected) if e["match_probability"] is not None]
+    assert pairs and [g for g, _ in pairs] == pytest.approx([e for _, e in pairs], abs=2e-4)
     manifest = json.loads((outs["onnx"] / "_manifest.json").read_text())
     assert manifest["model"]["path"] == str(exports["caption"].resolve())
     assert main(["tag", str(exports["caption"]), str(inputs), "--out", str(tmp_path / "x"), "--backend", "torch"]) == 2

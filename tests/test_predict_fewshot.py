@@ -234,6 +234,23 @@ def test_serve_of_a_fewshot_checkpoint_without_support_says_to_pass_it(files, ca
     assert code == 2 and "no such file" in one_line_error(err)
 
 
+def test_a_missing_support_file_is_refused_in_one_line_by_every_entry_point(files, capsys, tmp_path):
+    """One check (``Task.check_support``) for every entry point, before anything is read or written."""
+    missing = files["root"] / "no-such-support.jsonl"
+    for argv in (["predict", files["ckpt"], "--text", "tacos"],
+                 ["fewshot", "predict", files["ckpt"], "--text", "tacos"],
+                 ["tag", files["ckpt"], files["inputs"], "--out", tmp_path / "o"],
+                 ["tag", files["ckpt"], files["inputs"], "--out", tmp_path / "o", "--engine", "ray"],
+                 ["serve", files["ckpt"], "--port", "1"]):
+        code, out, err = run([*argv, "--support", missing], capsys)
+        assert code == 2 and f"--support {missing}: no such file" in one_line_error(err), argv
+    assert not (tmp_path / "o").exists()
+    from mner.pipeline import Pipeline
+
+    with pytest.raises(MNERError, match=r"^support=/.*no-such-support.jsonl: no such file$"):
+        Pipeline.from_pretrained(files["ckpt"], support=missing)
+
+
 def test_serve_of_a_fewshot_checkpoint_answers_predict_with_its_support_set(files):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

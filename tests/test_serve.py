@@ -296,12 +296,14 @@ class Picky:
     def info(self):
         return self.pipe.info()
 
-    def __call__(self, texts, **kwargs):
-        if any("boom" in t for t in texts):
+    outputs_match = outputs_attentions = False
+
+    def run(self, examples, images=None, **kwargs):
+        if any("boom" in ex.text for ex in examples):
             raise RuntimeError("secret internal detail")
-        if any("user" in t for t in texts):
+        if any("user" in ex.text for ex in examples):
             raise MNERError("this tweet cannot be tagged: fix it")
-        return self.pipe(texts, **kwargs)
+        return self.pipe.run(examples, images, **kwargs)
 
 
 def test_a_failure_in_the_model_fails_its_batch_item_alone(pipe, caplog):
@@ -345,11 +347,13 @@ class Gate:
     def info(self):
         return self.pipe.info()
 
-    def __call__(self, *args, **kwargs):
+    outputs_match = outputs_attentions = False
+
+    def run(self, *args, **kwargs):
         assert self.open.wait(10)
         if self.fail is not None:
             raise self.fail
-        return self.pipe(*args, **kwargs)
+        return self.pipe.run(*args, **kwargs)
 
 
 async def _serving(app):

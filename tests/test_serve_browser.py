@@ -183,7 +183,7 @@ def test_define_new_types_by_keyboard_and_tag_with_them(server, fewshot):
             page.fill("#fs-text", "Massaman curry with Tom tonight")
             page.click("#fs-tag")
             page.wait_for_selector("#fs-result:not([hidden])")
-            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _entities(page, "#fs-tweet")
             support = [Example("s0", ("Pad", "thai", "at", "Nong's", "tonight"), ("B-DISH", "I-DISH", "O", "O", "O")),
                        Example("s1", ("Green", "curry", "with", "Anna"), ("B-DISH", "I-DISH", "O", "B-PER"))]
             bare = FewShotPipeline(fewshot, support)("Massaman curry with Tom tonight")
@@ -213,10 +213,7 @@ def test_a_fewshot_model_served_with_its_support_set_tags_on_both_tabs(fewshot):
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
             _ready(page, url)
-            page.fill("#text", text)
-            page.click("#tag")
-            page.wait_for_selector("#result:not([hidden])")
-            shown = page.eval_on_selector_all("#tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _tag(page, text, "#result:not([hidden])")
             assert shown == want
             assert page.is_hidden("#error")
             page.wait_for_selector("#tabs:not([hidden])")            # the same model answers the New types tab
@@ -231,7 +228,7 @@ def test_a_fewshot_model_served_with_its_support_set_tags_on_both_tabs(fewshot):
             page.wait_for_selector("#fs-result:not([hidden])")
             alone = FewShotPipeline(fewshot, [Example("s0", ("Green", "curry", "with", "Anna"),
                                                       ("B-DISH", "I-DISH", "O", "O"))])(text)
-            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _entities(page, "#fs-tweet")
             assert shown == [[e["text"], e["type"]] for e in alone]
         finally:
             browser.close()
@@ -245,6 +242,19 @@ def _u16(text: str, i: int) -> int:
 
 def _error_text(page) -> str:
     return page.evaluate("[...document.querySelectorAll('.error')].map(e => e.hidden ? '' : e.textContent).join('')")
+
+
+def _entities(page, where: str = "#tweet") -> list[list[str]]:
+    """The highlighted entities drawn in ``where``: ``[[text, type], ...]`` in order."""
+    return page.eval_on_selector_all(f"{where} .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+
+
+def _tag(page, text: str, ready: str) -> list[list[str]]:
+    """Type ``text`` into the tag tab, press Tag, wait for ``ready``; the entities drawn."""
+    page.fill("#text", text)
+    page.click("#tag")
+    page.wait_for_selector(ready)
+    return _entities(page)
 
 
 def _ready(page, url: str) -> None:
@@ -268,10 +278,7 @@ def test_highlights_with_emoji_zwj_and_combining_marks(server, pipe):
         try:
             page = browser.new_page(viewport={"width": 1366, "height": 768})
             _ready(page, server)
-            page.fill("#text", EMOJI_TEXT)
-            page.click("#tag")
-            page.wait_for_selector("#tweet .entity")
-            shown = page.eval_on_selector_all("#tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _tag(page, EMOJI_TEXT, "#tweet .entity")
             assert shown == [[e["text"], e["type"]] for e in expected]
             # the whole tweet is drawn once, in order: the text between and inside the highlights
             drawn = page.eval_on_selector("#tweet", "t => [...t.childNodes].map(n => n.nodeType === 3 ? n.textContent "
@@ -317,7 +324,7 @@ def test_new_types_with_emoji_and_combining_marks(server, fewshot):
             page.click("#fs-tag")
             page.wait_for_selector("#fs-result:not([hidden])")
             assert _error_text(page) == ""
-            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _entities(page, "#fs-tweet")
         finally:
             browser.close()
     (body,) = sent
@@ -661,7 +668,7 @@ def test_try_an_example_tags_the_packaged_sentence_and_photos(plain_server, pipe
                     page.keyboard.press("Enter")                    # by keyboard, as every control
                 page.wait_for_function("!document.getElementById('example').disabled")
                 assert page.inner_text("#example-source").startswith(f"Example {k + 1} of ")
-                shown.append(page.eval_on_selector_all("#tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])"))
+                shown.append(_entities(page))
                 assert page.input_value("#text") == sentence and page.is_visible("#preview")
         finally:
             browser.close()
@@ -904,7 +911,7 @@ def test_new_types_unmark_remove_and_edit_examples(server, fewshot):
             page.fill("#fs-text", query)
             page.click("#fs-tag")
             page.wait_for_selector("#fs-result:not([hidden])")
-            shown = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            shown = _entities(page, "#fs-tweet")
             assert page.eval_on_selector_all("#fs-entity-list li", "els => els.length") == len(shown)
             assert page.evaluate(NO_HSCROLL)
         finally:
@@ -969,7 +976,7 @@ def test_support_set_export_then_load_gives_the_same_support_set(caption_fewshot
             page.fill("#fs-query-caption", "noodles and coffee")
             page.click("#fs-tag")
             page.wait_for_selector("#fs-result:not([hidden])")
-            first = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            first = _entities(page, "#fs-tweet")
             with page.expect_download() as download:
                 page.click("#fs-export")
             saved = tmp_path / download.value.suggested_filename
@@ -986,7 +993,7 @@ def test_support_set_export_then_load_gives_the_same_support_set(caption_fewshot
                 page.click("#fs-tag")
             page.wait_for_function("!document.getElementById('fs-tag').disabled")
             page.wait_for_selector("#fs-result:not([hidden])")
-            second = page.eval_on_selector_all("#fs-tweet .entity", "els => els.map(e => [e.firstChild.textContent, e.dataset.type])")
+            second = _entities(page, "#fs-tweet")
         finally:
             browser.close()
     assert saved.name == "support.jsonl"

@@ -21,12 +21,16 @@ def test_every_model_type_belongs_to_exactly_one_task():
     assert TASKS["episodic"].needs_support and not TASKS["supervised"].needs_support
 
 
-def test_support_is_asked_of_the_task_that_needs_it():
+def test_support_is_asked_of_the_task_that_needs_it(tmp_path):
     with pytest.raises(UsageError, match=r"ckpt: a few-shot 'mousing' model .* pass --support FILE"):
         TASKS["episodic"].check_support("ckpt", "mousing", None)
     with pytest.raises(UsageError, match=r"--support s.jsonl: ckpt is a 'maf' model with a fixed set of entity types"):
         TASKS["supervised"].check_support("ckpt", "maf", "s.jsonl")
-    TASKS["episodic"].check_support("ckpt", "mousing", "s.jsonl")   # both fine
+    with pytest.raises(UsageError, match=r"^--support s.jsonl: no such file$"):
+        TASKS["episodic"].check_support("ckpt", "mousing", "s.jsonl")
+    (tmp_path / "s.jsonl").write_text("")
+    TASKS["episodic"].check_support("ckpt", "mousing", tmp_path / "s.jsonl")   # both fine
+    TASKS["episodic"].check_support("ckpt", "mousing", [])                    # examples, not a file
     TASKS["supervised"].check_support("ckpt", "maf", None)
 
 

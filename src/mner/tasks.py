@@ -61,13 +61,17 @@ class Task:
 
     # ------------------------------------------------------------------------------ support sets
     def check_support(self, checkpoint: Any, model_type: str | None, support: Any, option: str = "--support") -> None:
-        """One line for a support set given to a model that takes none, or missing for one that needs it."""
+        """One line for a support set given to a model that takes none, missing for one that needs
+        it, or a support file that does not exist."""
         what = f"a few-shot {model_type!r} model" if model_type else "this model"
         if self.needs_support and support is None:
             given = f"{option}FILE" if option.endswith("=") else f"{option} FILE"
             raise UsageError(f"{checkpoint}: {what} tags the entity types of a support set; pass {given} "
                              "(a few annotated tweets of each type: JSONL with tokens and tags, CoNLL or Twitter "
                              "format)")
+        if self.needs_support and isinstance(support, (str, Path)) and not Path(support).is_file():
+            shown = f"{option}{support}" if option.endswith("=") else f"{option} {support}"
+            raise UsageError(f"{shown}: no such file")
         if not self.needs_support and support is not None:
             kind = f"a {model_type!r} model" if model_type else "a model"
             shown = support if isinstance(support, (str, Path)) else "(given)"

@@ -12,9 +12,9 @@ graph                         inputs                                     outputs
 (caption view)                                                           ``pooled`` (B, D)
 ``image_encoder.onnx``        ``pixel_values`` (B, 3, P, P)              ``tokens`` (B, R, D),
 (pixels view)                                                            ``pooled`` (B, D)
-``head.onnx``                 ``token_states``, ``attention_mask``,      ``emissions`` (B, W, C)
-                              ``word_starts``, ``word_ends``,
-                              ``word_mask``, ``casing`` and per view
+``head.onnx``                 ``token_states``, ``attention_mask``,      ``emissions`` (B, W, C); MAF
+                              ``word_starts``, ``word_ends``,            with CM: ``match_probability``
+                              ``word_mask``, ``casing`` and per view     (B,)
                               ``<view>_tokens``, ``_mask``, ``_pooled``
 ============================  =========================================  ============================
 
@@ -109,6 +109,11 @@ def head_inputs(views: tuple[str, ...]) -> list[str]:
     return names
 
 
+def head_outputs(match: bool) -> list[str]:
+    """The output names of ``head.onnx``: the emissions, and the match probability of a model with one."""
+    return ["emissions", "match_probability"] if match else ["emissions"]
+
+
 # ---------------------------------------------------------------------------------- graphs
 class _TextBackbone(nn.Module):
     """The text encoder's transformer: sub-token states of one window."""
@@ -168,7 +173,14 @@ class _Head(nn.Module):
             features[view] = VisualFeatures(tokens, mask, pooled)
             present[view] = mask.any(dim=1)
         inputs = VisualInputs(features, None, present) if self.views else None
-        return self.model(TaggingBatch([], words, None, inputs)).emissions
+        out = self.model(TaggingBatch([], words, None, inputs))
+        if self.outputs_match:  # MAF's y^_m, an output of the graph as of the model's forward
+            return out.emissions, out.match_probability
+        return out.emissions
+
+    @property
+    def outputs_match(self) -> bool:
+        return bool(getattr(self.model, "outputs_match", False))
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -384,7 +396,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
         head_dynamic = ({0: B, 1: S}, {0: B, 1: S}, {0: B, 1: W}, {0: B, 1: W}, {0: B, 1: W}, {0: B, 1: W})
         if visual_dynamic:  # the visual inputs are the head's *args: one nested entry
             head_dynamic += (tuple(visual_dynamic),)
-        _export(_Head(model), head_args, tmp / "head.onnx", head_inputs(views), ["emissions"], head_dynamic, opset)
+        head = _Head(model)
+        _export(head, head_args, tmp / "head.onnx", head_inputs(views), head_outputs(head.outputs_match),
+                head_dynamic, opset)
         graphs["head"] = {"file": "head.onnx"}
 
         quantization = None

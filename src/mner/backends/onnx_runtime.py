@@ -227,19 +227,27 @@ class OnnxTagger(nn.Module):
             feats = batch.visual.features[view]
             feed.update({f"{view}_tokens": feats.tokens.float(), f"{view}_mask": feats.mask,
                          f"{view}_pooled": feats.pooled.float()})
-        emissions = self.sessions["head"](**feed)[0]
+        head = self.sessions["head"](**feed)
+        emissions = head[0]
+        # the match probability, from a head exported with it (exports before it give emissions only)
+        match = head[self.sessions["head"].outputs.index("match_probability")] if self.outputs_match else None
         return TaggerOutput(None, emissions, words.word_mask.bool(), transitions=self.transitions, start=self.start,
-                            end=self.end, labels=[self.label_set.labels] * emissions.shape[0])
+                            end=self.end, labels=[self.label_set.labels] * emissions.shape[0],
+                            match_probability=match)
 
-    #: the exported head gives the emissions only: no match probability, no attention (yet)
+    #: the exported head has no attention output (explanations need the torch backend)
     outputs_attentions = False
-    outputs_match = False
+
+    @property
+    def outputs_match(self) -> bool:
+        """Whether the exported head gives MAF's match probability (exports of mner 0.x before it do not)."""
+        return "match_probability" in self.sessions["head"].outputs
 
     @torch.no_grad()
     def decode(self, batch, confidences: bool = False, output_attentions: bool = False) -> Decoded:
         """Viterbi tags per tweet (and each word's marginal probability of its tag), as
-        :meth:`mner.models.base.MNERModel.decode` (``output_attentions`` changes nothing: the
-        exported head has no attention output)."""
+        :meth:`mner.models.base.MNERModel.decode`, with the match probability of a head exported
+        with it (``output_attentions`` changes nothing: the exported head has no attention output)."""
         if batch.visual is not None and batch.visual.pixel_values is not None:
             raise MNERError("the onnxruntime backend takes image features from its processor, not pixels")
         return decode_output(self(batch.without_tags()), confidences, who=type(self).__name__)

@@ -112,15 +112,9 @@ class _Tagger:
             path = str(_materialise(files, sha))
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         if support is not None:  # a few-shot model, bound to the support set the driver read (tweets, images)
-            from mner.fewshot.pipeline import FewShotPipeline
-            from mner.models import load_model
+            from mner.batch.job import bound_pipeline
 
-            from mner.fewshot.decoding import apply_decoding
-
-            examples, images = pickle.loads(support)
-            model = load_model(path, map_location=device)
-            apply_decoding(model, decoding or {})
-            self.pipe = FewShotPipeline(model, examples, batch_size, device, support_images=images)
+            self.pipe = bound_pipeline(path, pickle.loads(support), decoding, batch_size, device)
         else:
             self.pipe = Pipeline.from_pretrained(path, device=device, batch_size=batch_size)
 

@@ -192,49 +192,52 @@ def _default_log(message: str) -> None:
 
 
 def load_pipeline(opts: TagOptions, device: str | None = None):
-    """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows.
+    """The model of ``opts.checkpoint`` as a :class:`~mner.pipeline.Pipeline` that runs whole windows
+    (``opts`` checked by :func:`check_task` first).
 
     A few-shot checkpoint is bound to the support set of ``opts.support``: the first call (the main
     process) reads the file and opens its images (relative ones inside ``--image-root``, default the
     support file's folder) and keeps them in ``opts.support_set``; the workers and actors, given
-    ``opts``, use what it read."""
+    ``opts``, use what it read (:func:`bound_pipeline`)."""
     from mner.pipeline import Pipeline
 
-    task, model_type = check_task(opts)
     device = device or opts.device
-    if not task.needs_support:
+    if opts.support is None:   # check_task (run once, by run_tag) refused a few-shot model without one
         pipe = Pipeline.from_pretrained(opts.checkpoint, device=device, batch_size=opts.batch_size,
                                         backend=opts.backend)
         if getattr(pipe.model, "label_set", None) is None:
             raise MNERError(f"{opts.checkpoint}: a {pipe.model.model_type!r} model has no entity types of its own; "
                             "mner tag runs models that have")
         return pipe
-    return fewshot_pipeline(str(opts.checkpoint), opts, device)
+    if opts.support_set is not None:
+        return bound_pipeline(str(opts.checkpoint), opts.support_set, opts.decoding, opts.batch_size, device)
+    from mner.data.images import ImageStore
+    from mner.fewshot.pipeline import read_support
+
+    root = opts.image_root if opts.image_root is not None else Path(opts.support).parent
+    pipe = bound_pipeline(str(opts.checkpoint), (read_support(opts.support, opts.support_format), None),
+                          opts.decoding, opts.batch_size, device, ImageStore(root, max_pixels=opts.max_image_pixels))
+    opts.support_set = (pipe.support, pipe.support_images())
+    return pipe
 
 
-def fewshot_pipeline(path: str, opts: TagOptions, device: str | None):
-    """A few-shot pipeline of the model in ``path`` bound to ``opts.support_set`` (read from
-    ``opts.support`` first when it has not been)."""
+def bound_pipeline(path: str, support_set: tuple, decoding: dict, batch_size: int, device: str | None,
+                   image_store=None):
+    """The few-shot pipeline of the model in ``path`` bound to ``support_set`` (the support tweets
+    and their opened images, as the main process read them; images None: opened from
+    ``image_store``), with the few-shot ``decoding`` options: what the main process, the local
+    workers and the Ray actors each build."""
     import torch
 
-    from mner.data.images import ImageStore
-    from mner.fewshot.pipeline import FewShotPipeline, read_support
-    from mner.models import load_model
-
     from mner.fewshot.decoding import apply_decoding
+    from mner.fewshot.pipeline import FewShotPipeline
+    from mner.models import load_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(path, map_location=device)
-    apply_decoding(model, opts.decoding)
-    if opts.support_set is None:
-        support = read_support(opts.support, opts.support_format)
-        root = opts.image_root if opts.image_root is not None else Path(opts.support).parent
-        pipe = FewShotPipeline(model, support, opts.batch_size, device,
-                               ImageStore(root, max_pixels=opts.max_image_pixels))
-        opts.support_set = (pipe.support, pipe.support_images())
-        return pipe
-    examples, images = opts.support_set
-    return FewShotPipeline(model, examples, opts.batch_size, device, support_images=images)
+    apply_decoding(model, decoding or {})
+    examples, images = support_set
+    return FewShotPipeline(model, examples, batch_size, device, image_store, support_images=images)
 
 
 def check_task(opts: TagOptions):
@@ -248,12 +251,9 @@ def check_task(opts: TagOptions):
         name = next(iter(opts.decoding))
         raise MNERError(f"--{name.replace('_', '-')}: a decoding option of few-shot checkpoints; {opts.checkpoint} "
                         "is a model with a fixed set of entity types: leave it out")
-    if task.needs_support:
-        if opts.backend == "onnxruntime":
-            raise MNERError(f"--backend onnxruntime: {opts.checkpoint} is a few-shot checkpoint, and few-shot models "
-                            "are not exported yet; leave --backend out (torch)")
-        if not Path(opts.support).is_file():
-            raise MNERError(f"--support {opts.support}: no such file")
+    if task.needs_support and opts.backend == "onnxruntime":
+        raise MNERError(f"--backend onnxruntime: {opts.checkpoint} is a few-shot checkpoint, and few-shot models "
+                        "are not exported yet; leave --backend out (torch)")
     return task, model_type
 
 

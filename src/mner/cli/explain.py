@@ -1,5 +1,6 @@
 """``mner explain CHECKPOINT --text ... [--image ...] --out FILE.png``: what each entity of one
-tweet looked at (the web page's explanation as a picture, :mod:`mner.report.explain`);
+tweet looked at (the web page's explanation as a picture, :mod:`mner.report.explain`; a few-shot
+checkpoint with ``--support``: its entities, with no attention to draw);
 ``mner report RUN_DIR [RUN_DIR ...] --out DIR``: pictures of training runs (:mod:`mner.report.runs`)."""
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--caption", default=None)
     p.add_argument("--out", type=Path, required=True, help="the PNG to write")
     p.add_argument("--max-entities", type=int, default=6)
+    from mner.cli.fewshot import add_support
+
+    add_support(p, "the tweet is tagged with their types (a few-shot model has no cross-modal attention to "
+                   "draw: the picture shows the entities)", "the support file's folder")
     p.set_defaults(func=cmd_explain)
     register_report(sub)
 
@@ -38,13 +43,20 @@ def cmd_explain(args) -> int:
     from mner.report.explain import explain_figure
     from mner.explain.predictor import InferenceItem, Predictor
 
-    pipe = Pipeline.from_pretrained(args.checkpoint)
+    from mner.tasks import checkpoint_task
+
+    task, model_type = checkpoint_task(args.checkpoint)
+    task.check_support(args.checkpoint, model_type, args.support)
+    pipe = Pipeline.from_pretrained(args.checkpoint, support=args.support, support_format=args.support_format,
+                                    support_images=args.support.parent if args.support is not None else None)
     image = ImageStore(None).open(args.image) if args.image is not None else None
     predictor = Predictor(pipe)
     result = predictor([InferenceItem(args.text, image, args.caption, explain=True)])[0]
-    explain_figure(args.text, result, image, args.out, max_entities=args.max_entities)
+    explain_figure(args.text, result, image, args.out, max_entities=args.max_entities,
+                   attention=pipe.outputs_attentions)
     slim = [{k: v for k, v in e.items() if k != "explanation"} for e in result["entities"]]
-    print(json.dumps({"entities": slim, "match_probability": result["match_probability"], "out": str(args.out)}))
+    print(json.dumps({"entities": slim, "match_probability": result["match_probability"],
+                      "explanations": pipe.outputs_attentions, "out": str(args.out)}, ensure_ascii=False))
     return 0
 
 

@@ -137,8 +137,6 @@ def cmd_serve(args) -> int:
         task, model_type = checkpoint_task(args.checkpoint)
         task.check_support(args.checkpoint, model_type, args.support)   # a few-shot model serves a support set
         if task.needs_support:
-            if not args.support.is_file():
-                raise UsageError(f"--support {args.support}: no such file")
             if args.fewshot is not None:
                 raise UsageError(f"--fewshot {args.fewshot}: {args.checkpoint} is itself a few-shot model, and it "
                                  "answers the New types tab (POST /fewshot/predict): leave --fewshot out")

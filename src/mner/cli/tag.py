@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--device", default=None, help="local: cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--backend", default=None, choices=BACKENDS,
                    help="torch (a checkpoint) or onnxruntime (a folder written by mner export, run by ONNX Runtime on "
-                        "the CPU; match_probability stays empty for now); default: detected from CHECKPOINT")
+                        "the CPU; no explanations there); default: detected from CHECKPOINT")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("ray engine")
     g.add_argument("--ray-address", default=None, metavar="ADDR",

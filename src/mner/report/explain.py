@@ -33,14 +33,15 @@ SCALE_NOTE = ("colour: how many times its uniform share of the entity's attentio
 
 
 def explain_figure(text: str, result: dict[str, Any], image: Image.Image | None, out: str | Path,
-                   max_entities: int = 6, gold: list[dict] | None = None) -> Path:
+                   max_entities: int = 6, gold: list[dict] | None = None, attention: bool = True) -> Path:
     """Draw ``result`` (a :class:`~mner.explain.predictor.Predictor` answer with explanations) of
     ``text`` (and its ``image``) into the PNG ``out``; one panel per entity (at most
     ``max_entities``); with ``gold`` (entity dicts with ``start``, ``end``, ``type``), the gold
-    entities beside the predicted ones. Returns the path written."""
+    entities beside the predicted ones; ``attention`` False: a model without cross-modal attention
+    (a few-shot one), whose panels say so. Returns the path written."""
     import matplotlib.pyplot as plt
 
-    fig = figure_of(text, result, image, max_entities, gold)
+    fig = figure_of(text, result, image, max_entities, gold, attention)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
@@ -49,7 +50,7 @@ def explain_figure(text: str, result: dict[str, Any], image: Image.Image | None,
 
 
 def figure_of(text: str, result: dict[str, Any], image: Image.Image | None, max_entities: int = 6,
-              gold: list[dict] | None = None):
+              gold: list[dict] | None = None, attention: bool = True):
     """The matplotlib figure :func:`explain_figure` saves (the caller closes it)."""
     import matplotlib
 
@@ -92,7 +93,9 @@ def figure_of(text: str, result: dict[str, Any], image: Image.Image | None, max_
             _draw_caption(ax, ex["caption"])
         else:
             ax.axis("off")
-            ax.text(0.5, 0.5, "nothing to look at\n(no image or caption)", ha="center", va="center", fontsize=9)
+            why = ("nothing to look at\n(no image or caption)" if attention else
+                   "this model has no cross-modal attention\n(a few-shot model: its entities alone)")
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9)
     if drawn:
         _draw_scale(fig.add_subplot(grid[-1, :]))
     fig.tight_layout()
