@@ -241,10 +241,11 @@ def test_a_missing_support_file_is_refused_in_one_line_by_every_entry_point(file
                  ["fewshot", "predict", files["ckpt"], "--text", "tacos"],
                  ["tag", files["ckpt"], files["inputs"], "--out", tmp_path / "o"],
                  ["tag", files["ckpt"], files["inputs"], "--out", tmp_path / "o", "--engine", "ray"],
-                 ["serve", files["ckpt"], "--port", "1"]):
+                 ["serve", files["ckpt"], "--port", "1"],
+                 ["explain", files["ckpt"], "--text", "tacos", "--out", tmp_path / "x.png"]):
         code, out, err = run([*argv, "--support", missing], capsys)
         assert code == 2 and f"--support {missing}: no such file" in one_line_error(err), argv
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.png").exists()
     from mner.pipeline import Pipeline
 
     with pytest.raises(MNERError, match=r"^support=/.*no-such-support.jsonl: no such file$"):
