@@ -158,7 +158,7 @@ def test_errors_in_replica_workers_reach_the_main_process(setup, tmp_path, monke
     """A user's error in a worker stays a one-line MNERError; a bug keeps the worker's traceback."""
     import shutil
 
-    import mner.batch.job as job
+    import mner.batch.run as job  # the run calls prepare_settings by its own name
     from mner.batch.engine_local import _picklable
     from mner.data.images import ImageError
 

@@ -222,7 +222,8 @@ def test_service_json_and_multipart(setup, seen):
 
 
 def test_batch_tagger(setup, seen, tmp_path):
-    from mner.batch.job import TagOptions, run_tag
+    from mner.batch.job import TagOptions
+    from mner.batch.run import run_tag
 
     inputs = tmp_path / "rows.jsonl"
     inputs.write_text("".join(json.dumps({"id": n, "text": TEXT, "image": str(setup["folder"] / FILES[n])}) + "\n"

@@ -98,6 +98,14 @@ def test_models_do_not_import_the_data_layer():
     assert reading == set()
 
 
+def test_only_the_run_of_mner_tag_imports_an_engine():
+    """``batch.job`` holds what the engines share; ``batch.run`` picks the engine: no mutual imports."""
+    engines = {"mner.batch.engine_local", "mner.batch.engine_ray"}
+    importing = {name for name in MODULES if name.startswith("mner.") and imports(name) & engines}
+    assert importing == {"mner.batch.run"}
+    assert not any("mner.batch.run" in imports(e) for e in engines)
+
+
 def test_no_forward_hooks_outside_the_training_tools():
     hooked = {name for name, path in MODULES.items() if "register_forward_hook" in path.read_text(encoding="utf-8")}
     assert hooked == set()

@@ -6,7 +6,8 @@
 - :mod:`.tagging`: :func:`tag_batch`, the one per-batch function every engine runs;
 - :mod:`.shards`, :mod:`.manifest`: the output folder, resumed, refused when the model, the inputs
   or the options changed;
-- :mod:`.job`: one run, whatever the engine; :mod:`.engine_local` and :mod:`.engine_ray`.
+- :mod:`.run`: one run, whatever the engine; :mod:`.engine_local` and :mod:`.engine_ray`, and
+  :mod:`.job`, what they share (options, windows, the collector; it imports no engine).
 
 Nothing heavy is imported here: the CPU-side modules run in worker processes without torch, and
 Ray is imported only by the Ray engine.
@@ -18,7 +19,7 @@ import importlib
 
 __all__ = ["TagOptions", "run_tag", "tag_batch", "read_output"]
 
-_LAZY = {"TagOptions": "mner.batch.job", "run_tag": "mner.batch.job", "tag_batch": "mner.batch.tagging",
+_LAZY = {"TagOptions": "mner.batch.job", "run_tag": "mner.batch.run", "tag_batch": "mner.batch.tagging",
          "read_output": "mner.batch.shards"}
 
 

@@ -5,7 +5,7 @@ On a CPU device, ``--workers N`` spawned worker processes each load the model on
 window: parse its rows, decode its images (:func:`mner.batch.prepare.prepare_rows`) and tag it
 (:func:`mner.batch.job.tag_window`). The main process reads each shard's raw rows (cheap: no
 parsing), hands the windows to the workers a few ahead, and commits each shard when its windows
-are in. It holds no model: the copy :func:`mner.batch.job.run_tag` loaded to learn the model's
+are in. It holds no model: the copy :func:`mner.batch.run.run_tag` loaded to learn the model's
 views is dropped before the workers start.
 
 On a GPU (or another accelerator) one model in the main process is the fast path: there the

@@ -95,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_tag(args) -> int:
-    from mner.batch.job import TagOptions, run_tag
+    from mner.batch.job import TagOptions
+    from mner.batch.run import run_tag
     from mner.fewshot.decoding import DECODING_OPTIONS, given_decoding
     from mner.batch.sources import Columns
 
