@@ -1,7 +1,7 @@
 """One batch of tweets through a :class:`~mner.pipeline.Pipeline`, with what the service and
 ``mner explain`` add: the image-text match probability and each entity's attention
-(:mod:`mner.explain.attention`), both read from the output of the forward that tagged them. No web framework here: ``mner explain`` uses it without the
-serve extra."""
+(:mod:`mner.explain.attention`), both read from the output of the forward that tagged them. No
+web framework here: ``mner explain`` uses it without the serve extra."""
 
 from __future__ import annotations
 
