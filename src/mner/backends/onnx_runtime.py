@@ -227,10 +227,11 @@ class OnnxTagger(nn.Module):
             feats = batch.visual.features[view]
             feed.update({f"{view}_tokens": feats.tokens.float(), f"{view}_mask": feats.mask,
                          f"{view}_pooled": feats.pooled.float()})
-        head = self.sessions["head"](**feed)
-        emissions = head[0]
+        head = self.sessions["head"]
+        outputs = dict(zip(head.outputs, head(**feed)))
+        emissions = outputs["emissions"]
         # the match probability, from a head exported with it (exports before it give emissions only)
-        match = head[self.sessions["head"].outputs.index("match_probability")] if self.outputs_match else None
+        match = outputs.get("match_probability")
         return TaggerOutput(None, emissions, words.word_mask.bool(), transitions=self.transitions, start=self.start,
                             end=self.end, labels=[self.label_set.labels] * emissions.shape[0],
                             match_probability=match)

@@ -14,7 +14,6 @@ write the same rows.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -184,10 +183,6 @@ class Collector:
         counts.update(batch_size=self.batch_size, engine=self.engine)
         self.folder.commit(shard, rows, failed, counts)
         self.shards_done += 1
-
-
-def _default_log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def load_pipeline(opts: TagOptions, device: str | None = None):

@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mner.batch.job import (ENGINES, Collector, TagOptions, _default_log, check_task, load_pipeline,
-                            prepare_settings)
+from mner.batch.job import ENGINES, Collector, TagOptions, check_task, load_pipeline, prepare_settings
 from mner.batch.manifest import model_fingerprint, new_manifest
 from mner.batch.prepare import POLICIES
 from mner.batch.shards import OUTPUT_FORMATS, OutputFolder
@@ -21,6 +20,10 @@ from mner.batch.sources import InputsChanged, InputWatch, expand_inputs, plan_sh
 from mner.errors import MNERError
 
 __all__ = ["run_tag"]
+
+
+def _default_log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _check(opts: TagOptions) -> None:

@@ -43,10 +43,9 @@ def cmd_explain(args) -> int:
     from mner.report.explain import explain_figure
     from mner.explain.predictor import InferenceItem, Predictor
 
-    from mner.tasks import checkpoint_task
+    from mner.cli.infer import _needs_support
 
-    task, model_type = checkpoint_task(args.checkpoint)
-    task.check_support(args.checkpoint, model_type, args.support)
+    _needs_support(args)   # a few-shot model without --support, or --support with MAF: one line
     pipe = Pipeline.from_pretrained(args.checkpoint, support=args.support, support_format=args.support_format,
                                     support_images=args.support.parent if args.support is not None else None)
     image = ImageStore(None).open(args.image) if args.image is not None else None
