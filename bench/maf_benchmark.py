@@ -139,7 +139,8 @@ SIGNIFICANCE_SEED = 1
 # benchmark's page) can change without making the stored cells stale.
 FINGERPRINTED = ("mner/__init__.py", "mner/config.py", "mner/crf.py", "mner/errors.py", "mner/evaluation.py",
                  "mner/experiment.py", "mner/data/", "mner/encoders/", "mner/models/__init__.py",
-                 "mner/models/assets.py", "mner/models/base.py", "mner/models/checkpoint.py", "mner/models/tagger.py",
+                 "mner/models/assets.py", "mner/models/base.py", "mner/models/checkpoint.py",
+                 "mner/models/encoder_stack.py", "mner/models/tagger.py",
                  "mner/models/maf/", "mner/processing/__init__.py", "mner/processing/tagging.py",
                  "mner/processing/visual.py", "mner/tagging/", "mner/training/")
 NOT_FINGERPRINTED = ("mner/data/episodes.py", "mner/data/sampling.py", "mner/tagging/significance.py")

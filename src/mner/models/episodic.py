@@ -15,18 +15,18 @@ per-word representations that depend on that tweet alone (a tuple of ``(B, W, ..
 ``head(batch, support, query)`` builds the episode's classes from the support representations and
 scores the query (prototypes, nearest neighbours, CRF).
 
-:class:`EpisodicTagger` holds the encoders every few-shot model of the project reads (a text
-encoder fine-tuned on the source episodes and, for the multimodal ones, a frozen visual view:
-image regions, caption tokens or both, as in MAF), builds their processor, and saves them in the
-checkpoint so that a model folder loads offline. Subclasses implement ``forward``.
+:class:`EpisodicTagger` reads a tweet through the encoders every model of the project shares
+(:class:`~mner.models.encoder_stack.EncoderStack`, as MAF does: a text encoder fine-tuned on the
+source episodes and, for the multimodal ones, a frozen visual view: image regions, caption tokens
+or both), wraps their processor in the episode processor, and decodes with the episode's labels.
+Subclasses implement ``encode`` and ``head``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -34,15 +34,14 @@ from torch import nn
 from mner.crf import crf_marginals, viterbi_decode
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder, CaptionEncoderConfig
-from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder, ImageEncoderConfig
 from mner.encoders.text import TextEncoder, TextEncoderConfig
 from mner.errors import MNERError
-from mner.models.assets import load_encoders, save_encoder_assets
 from mner.models.base import Decoded, MNERModel, TaggerOutput
+from mner.models.encoder_stack import EncoderStack
 from mner.processing.episodes import EpisodeBatch, EpisodeProcessor
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
-from mner.processing.visual import VIEWS, VisualInputs, VisualProcessor, view_names
+from mner.processing.visual import VIEWS, VisualInputs, view_names
 from mner.tagging import get_spans, normalize_scheme
 
 if TYPE_CHECKING:  # a type only: the model layer does not import the data layer
@@ -100,7 +99,7 @@ class EpisodicConfig:
         return () if self.no_image else view_names(self.visual_view)
 
 
-class EpisodicTagger(MNERModel):
+class EpisodicTagger(EncoderStack, MNERModel):
     """Base class of the few-shot taggers (see the module docstring)."""
 
     config_class = EpisodicConfig
@@ -112,39 +111,15 @@ class EpisodicTagger(MNERModel):
     def __init__(self, config: EpisodicConfig, *, text_encoder: TextEncoder | None = None,
                  image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
         super().__init__(config)
-        self.text_encoder = text_encoder or TextEncoder(config.text_encoder)
-        self.views = config.views
-        self.image_encoder = None
-        self.caption_encoder = None
-        if "pixels" in self.views:
-            self.image_encoder = image_encoder or ImageEncoder(config.image_encoder)
-            if self.image_encoder.config.trainable:
-                raise MNERError("the few-shot models read a frozen image encoder; set image_encoder.trainable: false")
-        if "caption" in self.views:
-            self.caption_encoder = caption_encoder or CaptionEncoder(config.caption_encoder)
+        self.build_text_encoder(text_encoder)
+        self.build_visual_encoders(image_encoder, caption_encoder, frozen_image=True)
         self.dropout = nn.Dropout(config.dropout)
 
     # ------------------------------------------------------------------------------ data
     def processor(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
                   seed: int = 0) -> EpisodeProcessor:
-        visual = None
-        if self.views:
-            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
-                                     image_store, cache, seed)
-        return EpisodeProcessor(TaggingProcessor(self.text_encoder.tokenizer, None, visual), self.scheme)
-
-    @property
-    def visual_dims(self) -> dict[str, int]:
-        return {"pixels": getattr(self.image_encoder, "output_dim", 0),
-                "caption": getattr(self.caption_encoder, "output_dim", 0)}
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        pretrained = {id(p) for p in self.text_encoder.model.parameters()}
-        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
-        for p in self.parameters():
-            if p.requires_grad:
-                groups["pretrained" if id(p) in pretrained else "new"].append(p)
-        return groups
+        return EpisodeProcessor(TaggingProcessor(self.text_encoder.tokenizer, None,
+                                                 self.visual_processor(image_store, cache, seed)), self.scheme)
 
     # ------------------------------------------------------------------------------ model
     def forward(self, batch: EpisodeBatch) -> TaggerOutput:
@@ -166,23 +141,12 @@ class EpisodicTagger(MNERModel):
         feats = self.text_encoder(part.words)
         return feats.states, feats.mask
 
-    def visual_tokens(self, visual: VisualInputs | None) -> list[tuple[str, VisualFeatures]]:
-        """The frozen visual tokens of each view of the model, in the model's view order."""
-        if not self.views:
-            return []
-        if visual is None:
-            raise MNERError("this model reads a visual view, but the batch has none (build batches with "
-                            "model.processor())")
-        return [(view, visual.features[view]) for view in self.views]
-
     def visual_nodes(self, visual: VisualInputs | None, proj: nn.ModuleDict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The visual tokens of every view, each projected by ``proj[view]`` to the model's width and
-        concatenated: ``(tokens (B, R, d), mask (B, R))``. A tweet without that view has no token."""
-        tokens, masks = [], []
-        for view, feats in self.visual_tokens(visual):
-            tokens.append(proj[view](feats.tokens.to(proj[view].weight.dtype)))
-            masks.append(feats.mask & visual.present[view][:, None])
-        return torch.cat(tokens, 1), torch.cat(masks, 1)
+        """The frozen visual tokens of every view, each projected by ``proj[view]`` to the model's
+        width and concatenated: ``(tokens (B, R, d), mask (B, R))``. A tweet without that view has
+        no token."""
+        tokens, mask, _ = self.project_visual(self.visual_features(visual), proj)
+        return tokens, mask
 
     def output(self, batch: EpisodeBatch, loss: torch.Tensor | None, emissions: torch.Tensor,
                losses: dict[str, torch.Tensor], transitions: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
@@ -229,11 +193,3 @@ class EpisodicTagger(MNERModel):
             tags.append(row)
             conf.append(c)
         return Decoded(tags, conf if confidences else None)
-
-    # ------------------------------------------------------------------------------ saving
-    def _save_assets(self, folder: Path) -> None:
-        save_encoder_assets(self, folder)
-
-    @classmethod
-    def _from_assets(cls, config: Any, assets: Path, **parts) -> "EpisodicTagger":
-        return cls(config, **load_encoders(config, assets), **parts)

@@ -20,7 +20,6 @@ With ``no_image`` steps 2-5 and 8 vanish: ``H = T`` and the model is the text-on
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,11 +27,10 @@ from torch import nn
 
 from mner.encoders.cache import FeatureCache
 from mner.encoders.caption import CaptionEncoder
-from mner.encoders.features import VisualFeatures
 from mner.encoders.image import ImageEncoder
 from mner.encoders.text import TextEncoder
-from mner.models.assets import load_encoders, save_encoder_assets
 from mner.models.base import TaggerOutput
+from mner.models.encoder_stack import EncoderStack
 from mner.models.maf.config import MAFConfig
 from mner.models.maf.cross_modal_alignment import AlignmentProjection, ContrastiveAlignmentLoss
 from mner.models.maf.cross_modal_interaction import CrossModalInteraction
@@ -41,7 +39,7 @@ from mner.models.maf.cross_modal_matching import (CrossModalMatching, MatchingLo
 from mner.models.maf.fusion_gate import FusionGate
 from mner.models.tagger import CRFTagger
 from mner.processing.tagging import TaggingBatch, TaggingProcessor
-from mner.processing.visual import VisualInputs, VisualProcessor
+from mner.processing.visual import VisualInputs
 
 if TYPE_CHECKING:  # the processor's image store: the model itself never reads files
     from mner.data.images import ImageStore
@@ -49,7 +47,7 @@ if TYPE_CHECKING:  # the processor's image store: the model itself never reads f
 __all__ = ["MAFModel"]
 
 
-class MAFModel(CRFTagger):
+class MAFModel(EncoderStack, CRFTagger):
     model_type = "maf"
     config_class = MAFConfig
 
@@ -66,22 +64,15 @@ class MAFModel(CRFTagger):
     def __init__(self, config: MAFConfig, *, text_encoder: TextEncoder | None = None,
                  image_encoder: ImageEncoder | None = None, caption_encoder: CaptionEncoder | None = None):
         super().__init__(config)
-        self.text_encoder = text_encoder or TextEncoder(config.text_encoder)
+        self.build_text_encoder(text_encoder)
         hidden = self.text_encoder.hidden_size
         d = config.hidden_dim or hidden
-        self.text_proj = nn.Linear(self.text_encoder.output_dim, d)
-        self.views = config.views
-        self.image_encoder = None
-        self.caption_encoder = None
-        if "pixels" in self.views:
-            self.image_encoder = image_encoder or ImageEncoder(config.image_encoder)
-        if "caption" in self.views:
-            self.caption_encoder = caption_encoder or CaptionEncoder(config.caption_encoder)
+        self.text_proj = nn.Linear(self.text_encoder.output_dim, d)   # before the visual encoders: a seed's order
+        self.build_visual_encoders(image_encoder, caption_encoder)
         self.dropout = nn.Dropout(config.dropout)
         num_labels = len(self.label_set)
         if self.views:
-            dims = {"pixels": getattr(self.image_encoder, "output_dim", 0),
-                    "caption": getattr(self.caption_encoder, "output_dim", 0)}
+            dims = self.visual_dims
             self.visual_proj = nn.ModuleDict({v: nn.Linear(dims[v], d) for v in self.views})
             self.interaction = CrossModalInteraction(d, config.interaction_heads, config.ffn_dim,
                                                      config.dropout, config.interaction_layers)
@@ -107,41 +98,18 @@ class MAFModel(CRFTagger):
     def processor(self, image_store: ImageStore | None = None, cache: FeatureCache | None = None,
                   seed: int = 0) -> TaggingProcessor:
         """Words, gold tags (this model's label set) and the visual view(s) of a list of examples."""
-        visual = None
-        if self.views:
-            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
-                                     image_store, cache, seed)
-        return TaggingProcessor(self.text_encoder.tokenizer, self.label_set, visual)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        pretrained = {id(p) for p in self.text_encoder.model.parameters()}
-        if self.image_encoder is not None:
-            pretrained |= {id(p) for p in self.image_encoder.parameters()}
-        groups: dict[str, list[nn.Parameter]] = {"pretrained": [], "new": []}
-        for p in self.parameters():
-            if p.requires_grad:
-                groups["pretrained" if id(p) in pretrained else "new"].append(p)
-        return groups
+        return TaggingProcessor(self.text_encoder.tokenizer, self.label_set,
+                                self.visual_processor(image_store, cache, seed))
 
     # ------------------------------------------------------------------------------ model
     def _visual(self, visual: VisualInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
         """Projected visual tokens (B, R, d), their mask, the raw global vector, presence (B,) and
         the layout of the tokens, view after view: ``((view, R_view), ...)``."""
-        tokens, masks, pooled, present = [], [], [], []
-        for view in self.views:
-            if view == "pixels" and visual.pixel_values is not None:
-                feats = self.image_encoder(visual.pixel_values)
-                feats = VisualFeatures(feats.tokens, feats.mask & visual.present["pixels"][:, None],
-                                       feats.pooled * visual.present["pixels"][:, None].to(feats.pooled.dtype))
-            else:
-                feats = visual.features[view]
-            dtype = self.text_proj.weight.dtype
-            tokens.append(self.visual_proj[view](feats.tokens.to(dtype)))
-            masks.append(feats.mask)
-            pooled.append(feats.pooled.to(dtype))
-            present.append(visual.present[view])
-        return (torch.cat(tokens, 1), torch.cat(masks, 1), torch.cat(pooled, -1),
-                torch.stack(present, 0).any(0), tuple((v, t.shape[1]) for v, t in zip(self.views, tokens)))
+        features = self.visual_features(visual)
+        tokens, mask, layout = self.project_visual(features, self.visual_proj)
+        pooled = torch.cat([feats.pooled.to(self.text_proj.weight.dtype) for _, feats in features], -1)
+        present = torch.stack([visual.present[v] for v in self.views], 0).any(0)
+        return tokens, mask, pooled, present, layout
 
     def forward(self, batch: TaggingBatch, output_attentions: bool = False) -> TaggerOutput:
         """The output of the module docstring's steps; it carries ``y^_m`` (match probability) and,
@@ -211,12 +179,3 @@ class MAFModel(CRFTagger):
         out = self.output(loss, emissions, mask, losses)
         out.match_probability, out.attentions, out.visual_layout = match, attentions, layout
         return out
-
-
-    # ------------------------------------------------------------------------------ saving
-    def _save_assets(self, folder: Path) -> None:
-        save_encoder_assets(self, folder)
-
-    @classmethod
-    def _from_assets(cls, config: MAFConfig, assets: Path) -> "MAFModel":
-        return cls(config, **load_encoders(config, assets))

@@ -205,14 +205,15 @@ class MOUSINGModel(EpisodicTagger):
             words = self.text_proj(self.dropout(states))                               # word nodes
         nodes, mask, space = words, word_mask, hidden
         if self.views:
+            features = self.visual_features(part.visual)
             if self.clip_space is not None:
-                (_, feats), = self.visual_tokens(part.visual)
+                (_, feats), = features
                 v_tokens = self.clip_space.patches(feats.tokens.to(words.dtype))
-                v_mask = feats.mask & part.visual.present["pixels"][:, None]
+                v_mask = feats.mask
                 v_space = None
             else:
-                v_tokens, v_mask = self.visual_nodes(part.visual, self.visual_proj)     # visual nodes
-                v_space = (self.visual_tokens(part.visual)[0][1].tokens.to(hidden.dtype)
+                v_tokens, v_mask, _ = self.project_visual(features, self.visual_proj)   # visual nodes
+                v_space = (features[0][1].tokens.to(hidden.dtype)
                            if cfg.graph.space in ("encoder", "frozen") else None)
             nodes, mask = torch.cat([words, v_tokens], 1), torch.cat([word_mask, v_mask], 1)
             space = torch.cat([hidden, v_space], 1) if v_space is not None else None
