@@ -43,7 +43,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from maf_benchmark import git_commit, machine  # noqa: E402  (one definition of the cell metadata)
+import cells as cellmeta  # noqa: E402  (bench/cells.py: what every cell records, shared with maf_benchmark.py)
+from cells import git_commit, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "fewshot"
@@ -111,6 +112,63 @@ O_BIASES = (-1.0, -0.5, -0.25, -0.1, 0.0, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
 # Training budget per cell (2 CPU cores): episodes per epoch x epochs, episodes per step.
 TRAIN = {"epochs": 4, "train_episodes": 100, "batch_size": 2, "eval_batch_size": 8,
          "learning_rate": 5e-5, "head_learning_rate": 1e-3}
+
+
+# The code a few-shot cell runs (data and episodes, encoders, every model, processing, tagging,
+# training, the few-shot experiment, evaluation and diagnostics), hashed into its code fingerprint;
+# serving, batch tagging, the CLI and the significance test can change without making a cell stale.
+CODE = cellmeta.Fingerprint(
+    ("mner/__init__.py", "mner/config.py", "mner/crf.py", "mner/errors.py", "mner/data/", "mner/encoders/",
+     "mner/models/", "mner/processing/", "mner/tagging/", "mner/training/", "mner/fewshot/"),
+    ("mner/tagging/significance.py", "mner/fewshot/pipeline.py"))
+#: same-host re-runs of stored cells at newer code (every figure identical): the evidence that two
+#: code versions train alike (:class:`cells.Versions`)
+EQUIVALENCE_FILE = ROOT / "bench" / "results" / "fewshot-equivalence.json"
+
+
+def code_versions() -> cellmeta.Versions:
+    versions = cellmeta.Versions(CODE)
+    if EQUIVALENCE_FILE.is_file():
+        versions.add_evidence(json.loads(EQUIVALENCE_FILE.read_text()))
+    return versions
+
+
+def _version_lines(cells: list[dict]) -> list[str]:
+    """The page's paragraph on the code versions of the cells (see :mod:`cells`)."""
+    versions = code_versions()
+    current = cellmeta.code_fingerprint(CODE)
+    groups: dict[str | None, list[dict]] = {}
+    for c in cells:
+        groups.setdefault(versions.of(c), []).append(c)
+    parts = []
+    for fp, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        commits = sorted({c.get("git_commit") or "unknown" for c in members})
+        same = " (the code here now)" if fp == current else (
+            f" (counts as the code here now)" if versions.same(fp, current) else "")
+        parts.append(f"`{fp or 'unknown'}`{same}: {len(members)} cells, commit(s) {', '.join(commits)}")
+    lines = [f"Code versions (`bench/cells.py`: a hash of the source files a few-shot cell runs; a cell stored "
+             f"without one gets it from its commit): " + "; ".join(parts) + f". The code here now is `{current}`."]
+    main_commit = {fp: sorted({c.get("git_commit") for c in members})[0] for fp, members in groups.items() if fp}
+    ordered = sorted(groups, key=lambda fp: -len(groups[fp]))
+    if len(ordered) > 1 and ordered[0]:
+        for fp in ordered[1:]:
+            if fp and not versions.same(fp, ordered[0]):
+                diff = cellmeta.changed_files(CODE, main_commit[fp], main_commit[ordered[0]])
+                if diff is not None:
+                    lines.append(f"`{fp}` ({main_commit[fp]}) and `{ordered[0]}` ({main_commit[ordered[0]]}) differ in "
+                                 f"{len(diff)} file(s): " + ", ".join(f"`{d}`" for d in diff) + ".")
+    pairs: dict[tuple, list[dict]] = {}
+    if EQUIVALENCE_FILE.is_file():
+        for e in json.loads(EQUIVALENCE_FILE.read_text()):
+            a, b = versions.of(e["old"]), versions.of(e["new"])
+            if a and b and a != b and versions.same(a, b):
+                pairs.setdefault((a, e["old"]["git_commit"], b, e["new"]["git_commit"], e["machine"]), []).append(e)
+    for (a, ca, b, cb, where), entries in pairs.items():
+        runs = ", ".join(f"`{e['cell']}` (test F1 {100 * e['new']['test_f1']:.2f})" for e in entries)
+        lines.append(f"Code `{b}` (commit {cb}) counts as `{a}` (commit {ca}): re-run at {cb} on one machine ({where}), "
+                     f"{runs} gave every figure of the stored cell to the last digit "
+                     f"(`{EQUIVALENCE_FILE.relative_to(ROOT)}`).")
+    return [x for line in lines for x in (line, "")][:-1]
 
 
 def cell_name(dataset: str, split: str, model: str, k: int, seed: int) -> str:
@@ -319,7 +377,7 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
         "train_episodes_per_second": (train["epochs"] * train["train_episodes"]) / max(1e-9, sum(summary["seconds_per_epoch"])),
         "test_episodes_per_second": summary.get("test_episodes_per_second"),
         "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
-        "machine": machine(), "git_commit": commit,
+        "machine": machine(), "git_commit": commit, "code_fingerprint": cellmeta.code_fingerprint(CODE),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     from mner.models import load_model
@@ -540,7 +598,7 @@ def report(cells: list[dict]) -> tuple[str, dict]:
               "alone; F1 with the real captions, with the captions shuffled among the test tweets (seeded), and "
               "with none.", ""]
     lines += _diagnostics_rows(cells)
-    lines += ["", "## How each cell was run", "",
+    lines += ["", "## How each cell was run", ""] + _version_lines(cells) + ["",
               "| cell | command | best epoch | dev F1 | test F1 (ours) | test F1 (poster's) | selected on source: epoch, test F1 (ours) | train episodes/s | train + dev s | wall | machine | commit | test episodes sha256 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: c["cell"]):

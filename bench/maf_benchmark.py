@@ -37,14 +37,16 @@ import gzip
 import hashlib
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cells  # noqa: E402  (bench/cells.py: what every cell records, shared with fewshot_benchmark.py)
+from cells import git_commit, machine  # noqa: E402,F401  (re-exported: other bench scripts import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "maf"
@@ -144,6 +146,7 @@ FINGERPRINTED = ("mner/__init__.py", "mner/config.py", "mner/crf.py", "mner/erro
                  "mner/models/maf/", "mner/processing/__init__.py", "mner/processing/tagging.py",
                  "mner/processing/visual.py", "mner/tagging/", "mner/training/")
 NOT_FINGERPRINTED = ("mner/data/episodes.py", "mner/data/sampling.py", "mner/tagging/significance.py")
+CODE = cells.Fingerprint(FINGERPRINTED, NOT_FINGERPRINTED)
 
 
 def cell_name(dataset: str, variant: str, encoder: str, seed: int, patience: int | None = None) -> str:
@@ -164,17 +167,9 @@ def schedule_of(cell: dict) -> str:
 def code_fingerprint(src: Path | None = None) -> str:
     """A hash of the source files of :data:`FINGERPRINTED` (less :data:`NOT_FINGERPRINTED`) in
     ``src`` (default: the folder that holds the mner package this process imports): two cells
-    with the same fingerprint ran the same training code, whatever else was committed between them."""
-    if src is None:
-        import mner
-
-        src = Path(mner.__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for f in sorted((src / "mner").rglob("*.py")):
-        rel = f.relative_to(src).as_posix()
-        if rel.startswith(FINGERPRINTED) and not rel.startswith(NOT_FINGERPRINTED):
-            h.update(rel.encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
+    with the same fingerprint ran the same training code, whatever else was committed between them
+    (:func:`cells.code_fingerprint`)."""
+    return cells.code_fingerprint(CODE, src)
 
 
 def threads_record(deterministic: bool) -> dict:
@@ -182,31 +177,6 @@ def threads_record(deterministic: bool) -> dict:
 
     return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "deterministic_algorithms": deterministic}
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    desc = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
-    if torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name(0)}"
-    return desc
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def experiment(dataset: str, variant: str, encoder: str, seed: int, epochs: int, run_dir: Path,
