@@ -44,21 +44,27 @@ def _run(argv: list) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def _expected(model: Path, rows: list[dict], batch_size: int, shard_size: int) -> list[dict]:
+def _expected(model: Path, rows: list[dict], batch_size: int, shard_size: int, order: str = "length") -> list[dict]:
     """What the pipeline (and the service's match probability) gives for ``rows``, run in the
-    windows mner tag cuts (``batch_size`` rows of a ``shard_size`` shard), rows whose image is
-    missing left out."""
+    windows mner tag cuts (``batch_size`` rows of a ``shard_size`` shard; ``order="length"``: the
+    shard's rows by their number of sub-tokens, ties in file order), rows whose image is missing
+    left out, in file order."""
     from mner.pipeline import Pipeline
     from mner.explain.predictor import InferenceItem, Predictor
 
+    from mner.data.tokenize import tokenize_text
+
     images = sample_paths()["images"]
-    predictor = Predictor(Pipeline.from_pretrained(model, device="cpu"))
+    pipe = Pipeline.from_pretrained(model, device="cpu")
+    subwords = pipe.model.text_encoder.tokenizer.tokenizer
+    predictor = Predictor(pipe)
     out = []
     for s in range(0, len(rows), shard_size):
-        shard = rows[s:s + shard_size]
+        shard = list(enumerate(rows[s:s + shard_size], start=s))
+        if order == "length":  # sub-tokens under the model's tokenizer, [CLS] and [SEP] included
+            shard.sort(key=lambda ir: len(subwords(tokenize_text(ir[1]["text"])[0], is_split_into_words=True)["input_ids"]))
         for w in range(0, len(shard), batch_size):
-            window = [(s + w + k, r) for k, r in enumerate(shard[w:w + batch_size])
-                      if (images / r["image"]).is_file()]
+            window = [(i, r) for i, r in shard[w:w + batch_size] if (images / r["image"]).is_file()]
             if not window:
                 continue
             items = [InferenceItem(r["text"], image=Image.open(images / r["image"]).convert("RGB"), caption=r["caption"])
@@ -66,7 +72,7 @@ def _expected(model: Path, rows: list[dict], batch_size: int, shard_size: int) -
             for (i, r), res in zip(window, predictor(items)):
                 ents = [{k: e[k] for k in ("text", "type", "start", "end", "confidence")} for e in res["entities"]]
                 out.append({"id": r["id"], "row": i + 1, "entities": ents, "match_probability": res["match_probability"]})
-    return out
+    return sorted(out, key=lambda r: r["row"])
 
 
 # ------------------------------------------------------------------------------ local engine
@@ -90,6 +96,58 @@ def test_local_engine_gives_the_pipelines_entities_row_by_row(setup):
     out2 = setup["tmp"] / "local-workers"
     run_tag(tag_options(setup["model"], setup["files"]["jsonl"], out2, workers=1, threads=1))
     assert read_output(out2) == rows
+
+
+def test_windows_in_input_order_write_the_same_rows(setup):
+    """--window-order input cuts consecutive rows (the pipeline run window by window agrees to the
+    last digit); the length order writes the same rows in the same file order."""
+    out = setup["tmp"] / "input-order"
+    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], out, window_order="input"))
+    rows, errors = output_and_errors(out)
+    expected = _expected(setup["model"], setup["rows"], batch_size=4, shard_size=5, order="input")
+    assert [{k: r[k] for k in ("id", "row", "entities", "match_probability")} for r in rows] == expected
+    run_tag(tag_options(setup["model"], setup["files"]["jsonl"], setup["tmp"] / "length-order"))
+    by_length, errors_by_length = output_and_errors(setup["tmp"] / "length-order")
+    assert [r["row"] for r in rows] == sorted(r["row"] for r in rows) == [r["row"] for r in by_length]
+    assert _entity_keys(rows) == _entity_keys(by_length) and errors == errors_by_length
+    for a, b in zip(rows, by_length):
+        assert [e["confidence"] for e in a["entities"]] == pytest.approx([e["confidence"] for e in b["entities"]],
+                                                                          abs=2e-4)
+
+
+def test_length_windows_group_rows_of_similar_length(setup):
+    from mner.batch.job import window_plan, windows
+    from mner.batch.prepare import row_lengths
+    from mner.batch.sources import Record
+    from mner.data.example import Example
+    from mner.pipeline import Pipeline
+
+    records = [Record(i + 1, i + 1, "") for i in range(7)]
+    got = [[r.row for r in w] for w in windows(records, 3, "length", [30, 5, 18, 5, 40, 12, 2])]
+    assert got == [[7, 2, 4], [6, 3, 1], [5]]                        # shortest first, ties in file order
+    assert [[r.row for r in w] for w in windows(records, 3, "input")] == [[1, 2, 3], [4, 5, 6], [7]]
+    assert windows([], 3, "length", []) == [[]]
+    with pytest.raises(MNERError, match="window order"):
+        windows(records, 3, "random")
+
+    lines = ['{"text": "Paris"}', '{"text": "New York at night"}', 'not json', '{"text": ""}',
+             '{"text": "zzzqqq xkcd", "id": "%s"}' % ("x" * 80)]
+    jsonl = [Record(i + 1, i + 1, line) for i, line in enumerate(lines)]
+    chars = row_lengths("jsonl", jsonl, Columns())
+    assert chars == [6, 18, 0, 0, 12]                                # the words' characters; 0: cannot be tagged
+    pipe = Pipeline.from_pretrained(setup["model"], device="cpu")
+    subwords = pipe.model.text_encoder.tokenizer.tokenizer
+    assert window_plan(tag_options(setup["model"], [], Path(".")), pipe).tokenizer is subwords
+    counted = row_lengths("jsonl", jsonl, Columns(), subwords)
+    expected = [len(subwords(w, is_split_into_words=True)["input_ids"]) for w in
+                (["Paris"], ["New", "York", "at", "night"], ["zzzqqq", "xkcd"])]
+    assert [counted[i] for i in (0, 1, 4)] == expected and counted[2] == counted[3] == 0
+    assert expected[2] > 4                                           # rare words: more sub-tokens than words
+    cols = Columns(text="body", tokens="words")
+    table = [Record(1, None, {"body": "ab cd", "id": "x" * 50}), Record(2, None, {"words": ["ab", "c"]})]
+    assert row_lengths("parquet", table, cols) == [6, 5]
+    conll = [Record(1, 3, Example("e", ("New", "York")))]
+    assert row_lengths("text", conll, Columns()) == [9]
 
 
 def _entity_keys(rows: list[dict]) -> list[tuple]:

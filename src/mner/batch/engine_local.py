@@ -26,9 +26,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from mner.batch.job import Collector, Outcome, TagOptions, cpu_cores, default_workers, tag_window, windows
+from mner.batch.job import Collector, Outcome, TagOptions, WindowPlan, cpu_cores, default_workers, tag_window
 from mner.batch.prepare import PrepareSettings, prepare_rows
-from mner.batch.sources import Record, Shard, read_shard
+from mner.batch.sources import Record, Shard
 from mner.errors import MNERError, is_user_error
 
 __all__ = ["LocalPlan", "plan_local", "run_local"]
@@ -67,19 +67,18 @@ def plan_local(opts: TagOptions, settings: PrepareSettings, device) -> LocalPlan
     return LocalPlan(workers, threads, False, str(device))
 
 
-def _windows(pending: Sequence[Shard], settings: PrepareSettings, batch_size: int
-             ) -> Iterator[tuple[Shard, int, int, Sequence[Record]]]:
+def _windows(pending: Sequence[Shard], cut: WindowPlan) -> Iterator[tuple[Shard, int, int, Sequence[Record]]]:
     for shard in pending:
-        parts = windows(read_shard(shard, settings.columns), batch_size)
+        parts = cut(shard)
         for w, part in enumerate(parts):
             yield shard, w, len(parts), part
 
 
 def run_local(opts: TagOptions, settings: PrepareSettings, plan: LocalPlan, pipe, pending: Sequence[Shard],
-              collector: Collector, log: Callable[[str], None]) -> None:
+              collector: Collector, log: Callable[[str], None], cut: WindowPlan) -> None:
     """Tag the windows of ``pending`` into ``collector``. ``pipe``: the model, used when it runs in
     this process (``plan.replicas`` false); None otherwise."""
-    work = _windows(pending, settings, opts.batch_size)
+    work = _windows(pending, cut)
     if plan.replicas:
         log(f"local: {plan.workers} worker process(es), each holding one model replica ({plan.device}) "
             f"and running it on {plan.threads} torch thread(s)")

@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mner.batch.job import Collector, TagOptions
+from mner.batch.job import Collector, TagOptions, WindowPlan
 from mner.batch.prepare import PrepareSettings
 from mner.batch.sources import Shard
 from mner.errors import MNERError
@@ -53,17 +53,16 @@ def import_ray():
 
 
 # ---------------------------------------------------------------------------- step 1: tasks
-def _prepare_shard(batch: dict[str, np.ndarray], settings: bytes, batch_size: int):
+def _prepare_shard(batch: dict[str, np.ndarray], settings: bytes, cut: bytes):
     """One shard spec in, one row per window of it out: ``shard``, ``window``, ``windows`` and the
     pickled :class:`~mner.batch.prepare.Prepared` (rows with decoded images)."""
-    from mner.batch.job import windows
     from mner.batch.prepare import prepare_rows
-    from mner.batch.sources import read_shard
 
     conf: PrepareSettings = pickle.loads(settings)
+    windows_of = pickle.loads(cut)
     for spec in batch["shard"]:
         shard = Shard.from_dict(json.loads(spec))
-        parts = windows(read_shard(shard, conf.columns), batch_size)
+        parts = windows_of(shard)
         for w, part in enumerate(parts):
             prepared = prepare_rows(shard.path, shard.format, part, conf)
             yield {"shard": np.array([spec], dtype=object), "window": np.array([w]),
@@ -169,7 +168,7 @@ def _quiet_ray_data() -> None:
 
 
 def run_ray(opts: TagOptions, settings: PrepareSettings, model_dir: Path, pending: Sequence[Shard],
-            collector: Collector, log: Callable[[str], None]) -> None:
+            collector: Collector, log: Callable[[str], None], cut: WindowPlan) -> None:
     ray = import_ray()
     from mner.batch.manifest import model_fingerprint
 
@@ -222,7 +221,7 @@ def run_ray(opts: TagOptions, settings: PrepareSettings, model_dir: Path, pendin
         # (decoding would then stall the model)
         window_bytes = (256 << 20) + opts.batch_size * (1 << 20)
         ds = ds.map_batches(_prepare_shard, batch_size=1, num_cpus=1, memory=window_bytes,
-                            fn_kwargs={"settings": pickle.dumps(settings), "batch_size": opts.batch_size})
+                            fn_kwargs={"settings": pickle.dumps(settings), "cut": pickle.dumps(cut)})
         ds = ds.map_batches(_Tagger, batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency),
                             num_cpus=actor_cpus, num_gpus=gpus,
                             fn_constructor_kwargs={"checkpoint": str(model_dir), "shipped": shipped, "sha": sha,

@@ -4,11 +4,15 @@ each process loads (:func:`load_pipeline`, :func:`bound_pipeline`), the windows 
 (:class:`Collector`). The run itself, which picks the engine, is :mod:`mner.batch.run`: the engines
 import this module, and it imports no engine.
 
-The unit of work is a *window*: ``batch_size`` consecutive rows of a shard. Its rows are prepared
-(parsed, tokenized, images decoded: :func:`mner.batch.prepare.prepare_rows`) on the CPU side and
-its taggable rows go through the model as one batch (:func:`tag_window`). Windows depend only on
-the shard and the batch size, so both engines run the model on exactly the same batches and
-write the same rows.
+The unit of work is a *window*: ``batch_size`` rows of a shard. Its rows are prepared (parsed,
+tokenized, images decoded: :func:`mner.batch.prepare.prepare_rows`) on the CPU side and its
+taggable rows go through the model as one batch (:func:`tag_window`). By default a shard's rows
+are cut into windows by length (``window_order="length"``: shortest first, ties in file order; a
+row's length is its number of sub-tokens under the model's tokenizer,
+:func:`mner.batch.prepare.row_lengths`), so that a batch pads its tweets to a similar length;
+``"input"`` cuts consecutive rows. Either way the shard is written in file order, and windows
+depend only on the shard, the batch size and the order (:class:`WindowPlan`), so both engines
+run the model on exactly the same batches and write the same rows.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from mner.batch.prepare import PrepareSettings, Prepared, describe_exception, failure
+from mner.batch.prepare import PrepareSettings, Prepared, describe_exception, failure, row_lengths
 from mner.batch.shards import OutputFolder
-from mner.batch.sources import Columns, InputWatch, Record, Shard
+from mner.batch.sources import Columns, InputWatch, Record, Shard, read_shard
 from mner.data.images import DEFAULT_MAX_PIXELS
 from mner.errors import MNERError
 
-__all__ = ["ENGINES", "Outcome", "TagOptions", "tag_window", "windows"]
+__all__ = ["ENGINES", "Outcome", "TagOptions", "WINDOW_ORDERS", "WindowPlan", "tag_window", "window_plan", "windows"]
 
 ENGINES = ("local", "ray")
+#: how a shard's rows are cut into model batches (see the module docstring)
+WINDOW_ORDERS = ("length", "input")
 
 
 @dataclass
@@ -40,6 +46,7 @@ class TagOptions:
     format: str = "parquet"
     batch_size: int = 32
     shard_size: int = 1000
+    window_order: str = "length"        # "length": batches of rows of similar length; "input": consecutive rows
     columns: Columns = field(default_factory=Columns)
     image_root: Path | None = None
     image_policy: str = "error"
@@ -91,8 +98,45 @@ class Outcome:
     read: int
 
 
-def windows(records: Sequence[Record], batch_size: int) -> list[Sequence[Record]]:
+def windows(records: Sequence[Record], batch_size: int, order: str = "length",
+            lengths: Sequence[int] | None = None) -> list[Sequence[Record]]:
+    """The windows of a shard's ``records`` (see the module docstring): ``batch_size`` rows each, in
+    length order (``order="length"``, shortest first by ``lengths``, ties in file order) or file
+    order (``"input"``)."""
+    if order not in WINDOW_ORDERS:
+        raise MNERError(f"window order {order!r}: choose one of {', '.join(WINDOW_ORDERS)}")
+    if order == "length":
+        if lengths is None or len(lengths) != len(records):
+            raise ValueError("length-ordered windows need one length per record")
+        records = [records[i] for i in sorted(range(len(records)), key=lambda i: lengths[i])]  # stable: ties keep file order
     return [records[i:i + batch_size] for i in range(0, len(records), batch_size)] or [records]
+
+
+@dataclass
+class WindowPlan:
+    """How a shard's rows are cut into windows (see the module docstring); picklable, made once per
+    run (:func:`window_plan`) and used where the windows are cut: the main process (local engine) or
+    the Ray tasks that read the shards. ``tokenizer``: the model's sub-word tokenizer, which
+    measures the rows (:func:`mner.batch.prepare.row_lengths`)."""
+
+    batch_size: int
+    order: str = "length"
+    columns: Columns = field(default_factory=Columns)
+    tokenizer: Any = None
+
+    def __call__(self, shard: Shard) -> list[Sequence[Record]]:
+        """The windows of one shard, read from its file: what both engines tag."""
+        records = read_shard(shard, self.columns)
+        lengths = row_lengths(shard.format, records, self.columns, self.tokenizer) if self.order == "length" else None
+        return windows(records, self.batch_size, self.order, lengths)
+
+
+def window_plan(opts: TagOptions, pipe) -> WindowPlan:
+    """The run's :class:`WindowPlan`, with the tokenizer of ``pipe``'s model (a few-shot pipeline's
+    episode processor wraps the tagging processor that holds it)."""
+    processor = getattr(pipe.processor, "tagging", pipe.processor)
+    words = getattr(processor, "tokenizer", None)
+    return WindowPlan(opts.batch_size, opts.window_order, opts.columns, getattr(words, "tokenizer", None))
 
 
 def tag_window(pipeline, prepared: Prepared) -> Outcome:
@@ -117,6 +161,11 @@ def tag_window(pipeline, prepared: Prepared) -> Outcome:
                                       describe_exception(err)))
         failed.sort(key=lambda f: f["row"] if isinstance(f.get("row"), int) else 0)
     return Outcome(rows, failed, dict(prepared.dropped), dict(prepared.blanked), prepared.read)
+
+
+def _file_order(row: dict[str, Any]) -> int:
+    """A written row's (or failure's) place in its shard: its row number in the file."""
+    return row["row"] if isinstance(row.get("row"), int) else 0
 
 
 class Collector:
@@ -164,8 +213,8 @@ class Collector:
     def commit(self, shard: Shard, parts: list[Outcome]) -> None:
         if self.watch is not None:  # a shard read from a file that changed is not committed
             self.watch.check(shard.path)
-        rows = [r for p in parts for r in p.rows]
-        failed = [f for p in parts for f in p.failed]
+        rows = sorted((r for p in parts for r in p.rows), key=_file_order)  # windows may be cut by length
+        failed = sorted((f for p in parts for f in p.failed), key=_file_order)
         counts: dict[str, Any] = {"read": sum(p.read for p in parts), "tagged": len(rows), "failed": len(failed)}
         by: dict[str, dict[str, int]] = {"failed": {}, "dropped": {}, "blanked": {}}
         for f in failed:

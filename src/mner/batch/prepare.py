@@ -38,7 +38,8 @@ from mner.data.example import surrogate_problem
 from mner.data.images import DEFAULT_MAX_PIXELS, MAX_ASPECT, ImageError, ImageStore, resize_shorter
 from mner.data.tokenize import tokenize_text
 
-__all__ = ["POLICIES", "REASONS", "PrepareSettings", "Prepared", "describe_exception", "prepare_rows", "presize"]
+__all__ = ["POLICIES", "REASONS", "PrepareSettings", "Prepared", "describe_exception", "prepare_rows", "presize",
+           "row_lengths"]
 
 POLICIES = ("error", "blank", "drop")
 #: Why a row is not tagged, besides ``image-<kind>``.
@@ -235,6 +236,27 @@ def prepare_rows(path: str, fmt: str, records: Sequence[Record], settings: Prepa
             out.failed.append(_failure(path, rec, _id_of(rec, fmt, settings.columns), "internal-error",
                                        describe_exception(err)))
     return out
+
+
+def row_lengths(fmt: str, records: Sequence[Record], columns: Columns, tokenizer: Any = None) -> list[int]:
+    """The length of each row, the key of length-ordered windows (:class:`mner.batch.job.WindowPlan`):
+    its sub-tokens under the model's tokenizer (``tokenizer``, a Hugging Face tokenizer; special
+    tokens included: what the text encoder pads), or the characters of its words without one; 0
+    for a row that cannot be tagged. Only the order of the rows depends on it, never what is written."""
+    words: list[list[str] | None] = []
+    for rec in records:
+        try:
+            words.append(list(_fields(rec, fmt, columns)["tokens"]) or None)
+        except Exception:  # noqa: BLE001 - a row that cannot be tagged: prepare_rows says why
+            words.append(None)
+    lengths = [sum(len(w) + 1 for w in ws) if ws else 0 for ws in words]
+    tok = tokenizer
+    rows = [i for i, ws in enumerate(words) if ws]
+    if tok is not None and rows:
+        ids = tok([words[i] for i in rows], is_split_into_words=True, add_special_tokens=True)["input_ids"]
+        for i, row_ids in zip(rows, ids):
+            lengths[i] = len(row_ids)
+    return lengths
 
 
 def _id_of(rec: Record, fmt: str, columns: Columns) -> str | None:

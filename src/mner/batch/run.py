@@ -6,13 +6,15 @@ manifest and the final counts. The only module of ``batch/`` that imports an eng
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mner.batch.job import ENGINES, Collector, TagOptions, check_task, load_pipeline, prepare_settings
+from mner.batch.job import (ENGINES, WINDOW_ORDERS, Collector, TagOptions, check_task, load_pipeline, prepare_settings,
+                            window_plan)
 from mner.batch.manifest import model_fingerprint, new_manifest
 from mner.batch.prepare import POLICIES
 from mner.batch.shards import OUTPUT_FORMATS, OutputFolder
@@ -35,6 +37,8 @@ def _check(opts: TagOptions) -> None:
         raise MNERError(f"unknown image policy {opts.image_policy!r}; choose one of {', '.join(POLICIES)}")
     if opts.batch_size < 1 or opts.shard_size < 1:
         raise MNERError("--batch-size and --shard-size must be >= 1")
+    if opts.window_order not in WINDOW_ORDERS:
+        raise MNERError(f"unknown window order {opts.window_order!r}; choose one of {', '.join(WINDOW_ORDERS)}")
     if opts.image_root is not None and not Path(opts.image_root).is_dir():
         raise MNERError(f"--image-root {opts.image_root}: no such folder")
     if opts.ray_address and opts.engine != "ray":
@@ -49,6 +53,8 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
     from mner.backends import resolve_backend
 
     _check(opts)
+    if opts.strict and opts.window_order != "input":  # --strict names the file's first row that cannot be tagged
+        opts = dataclasses.replace(opts, window_order="input")
     started = time.time()
     # the folder the manifest fingerprints (and the ray engine ships): a checkpoint's model folder, or
     # an export folder (mner export), which runs on ONNX Runtime
@@ -67,6 +73,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
         torch.set_num_threads(opts.threads)
     pipe = load_pipeline(opts, device="cpu" if opts.engine == "ray" else None)
     settings = prepare_settings(opts, pipe)
+    cut = window_plan(opts, pipe)
     manifest = new_manifest(model_fingerprint(model_dir), inputs, opts.output_options(), len(shards))
     folder = OutputFolder(opts.out, opts.format)
     try:
@@ -76,7 +83,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
         todo = sum(s.count for s in pending)
         log(f"mner tag: {total} rows in {len(inputs)} file(s), {len(shards)} shard(s) of up to {opts.shard_size}"
             + (f"; {len(shards) - len(pending)} finished earlier, {todo} rows to go" if len(pending) < len(shards) else "")
-            + f"; engine {opts.engine}, batch size {opts.batch_size}")
+            + f"; engine {opts.engine}, batch size {opts.batch_size}, windows in {opts.window_order} order")
         if getattr(pipe, "task", "supervised") == "episodic":
             log(f"support: {len(pipe.support)} tweets, types {', '.join(pipe.types)}")
         if not settings.pixels:
@@ -96,12 +103,12 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
                     if plan.replicas:  # each worker loads its own copy: this one would only hold memory
                         pipe = None
                         gc.collect()
-                    run_local(opts, settings, plan, pipe, pending, collector, log)
+                    run_local(opts, settings, plan, pipe, pending, collector, log, cut)
                 else:
                     from mner.batch.engine_ray import run_ray
 
                     del pipe
-                    run_ray(opts, settings, model_dir, pending, collector, log)
+                    run_ray(opts, settings, model_dir, pending, collector, log, cut)
             watch.check_all()
             status = "complete"
         except KeyboardInterrupt:
@@ -114,7 +121,7 @@ def run_tag(opts: TagOptions, log: Callable[[str], None] = _default_log) -> dict
             if progress is not None:
                 progress.close()
             seconds = time.time() - t0
-            run = {"engine": opts.engine, "batch_size": opts.batch_size, "started": time.strftime(
+            run = {"engine": opts.engine, "batch_size": opts.batch_size, "window_order": opts.window_order, "started": time.strftime(
                 "%Y-%m-%dT%H:%M:%S%z", time.localtime(started)), "seconds": round(seconds, 3),
                 "rows": collector.rows_done, "shards": collector.shards_done, "status": status}
             manifest = folder.finish(status, run)

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32, help="tweets per model batch (default 32)")
     p.add_argument("--shard-size", type=positive_int, default=1000,
                    help="rows per output shard, the unit of resuming (default 1000)")
+    p.add_argument("--window-order", default="length", choices=("length", "input"),
+                   help="how a shard's rows are cut into model batches: length (default: rows of similar "
+                        "length together, less padding) or input (consecutive rows); the output is in file "
+                        "order either way")
     _add_decoding(p.add_argument_group("few-shot checkpoints (with --support): decoding"))
     g = p.add_argument_group("input columns (CSV, Parquet, JSONL)")
     for role, default in (("text", "text"), ("tokens", "tokens"), ("image", "image"), ("id", "id"),
@@ -63,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"larger images are refused as possible decompression bombs (default {DEFAULT_MAX_PIXELS})")
     g = p.add_argument_group("running")
     g.add_argument("--strict", action="store_true",
-                   help="stop at the first row that cannot be tagged (default: list it in errors.jsonl, go on)")
+                   help="stop at the first row that cannot be tagged, in file order (windows in input order; "
+                        "default: list it in errors.jsonl, go on)")
     g.add_argument("--max-errors", type=nonnegative_int, default=None, metavar="N",
                    help="stop once more than N rows of this run could not be tagged (default: no limit; every "
                         "such row is listed in errors.jsonl and the run ends with exit code 1)")
@@ -105,7 +110,8 @@ def cmd_tag(args) -> int:
                       explicit=tuple(k for k, v in names.items() if v is not None))
     opts = TagOptions(
         checkpoint=args.checkpoint, inputs=args.inputs, out=args.out, engine=args.engine, format=args.format,
-        batch_size=args.batch_size, shard_size=args.shard_size, columns=columns, image_root=args.image_root,
+        batch_size=args.batch_size, shard_size=args.shard_size, window_order=args.window_order,
+        columns=columns, image_root=args.image_root,
         image_policy=args.image_policy, max_image_pixels=args.max_image_pixels, strict=args.strict,
         max_errors=args.max_errors,
         overwrite=args.overwrite, workers=args.workers, threads=args.threads, device=args.device, backend=args.backend,
