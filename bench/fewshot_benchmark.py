@@ -16,14 +16,21 @@ Every MOUSING cell (the model and its ablations) also stores its diagnostics on 
 (``mner.fewshot.diagnose``): word-visual edges, intervention masks in training and at test, the
 agreement of the two views, and F1 with real, shuffled and no captions.
 
-A finished cell is stored in ``bench/results/fewshot/<cell>.json`` (committed) and skipped next
-time; the page ``docs/results/mousing.md`` is regenerated from all stored cells after each one.
+A finished cell is stored in ``bench/results/fewshot/<cell>.json`` (committed), with its test
+predictions on both protocols (``bench/results/fewshot/predictions/<cell>.jsonl.gz``: one line per
+test episode, its protocol, index and the tags of its query tweets; :func:`stored_predictions`
+reads them back and checks they score the cell's F1), and skipped next time, unless
+``--rerun-stale`` and it ran another code version or configuration than the benchmark's now
+(:mod:`runner`, shared with ``maf_benchmark.py``); a run folder of another code version is not
+resumed. The page ``docs/results/mousing.md`` and the README's few-shot block are regenerated from
+all stored cells after each one.
 NNShot and StructShot share one trained encoder: the ``nnshot`` cell also stores the ``structshot``
 cell (the same checkpoint decoded with StructShot's abstract transitions, tau chosen on dev).
 The cells of the earlier code (BIO baselines, a graph measured after the learned projections) are
 kept in ``bench/results/fewshot-v1/``; the page no longer reads them.
 
     .venv/bin/python bench/fewshot_benchmark.py --datasets twitter2017 --models mousing --splits Per+Loc
+    .venv/bin/python bench/fewshot_benchmark.py --rerun-stale --datasets twitter2017 --splits Org+Others --models mousing
     .venv/bin/python bench/fewshot_benchmark.py --report          # only rebuild the page
 
 The output ends with one JSON line: the cells run now and the table's average F1 per model.
@@ -44,10 +51,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cells as cellmeta  # noqa: E402  (bench/cells.py: what every cell records, shared with maf_benchmark.py)
+import runner  # noqa: E402  (bench/runner.py: the loop that runs cells, shared with maf_benchmark.py)
 from cells import git_commit, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "fewshot"
+PREDICTIONS = "predictions"  # the folder of the stored test predictions, inside RESULTS
 PAGE = ROOT / "docs" / "results" / "mousing.md"
 DATA = Path(os.environ.get("MNER_DATA", ROOT.parent / "shared" / "data"))
 EPISODES = ROOT / "runs" / "episodes"
@@ -126,6 +135,14 @@ CODE = cellmeta.Fingerprint(
 EQUIVALENCE_FILE = ROOT / "bench" / "results" / "fewshot-equivalence.json"
 
 
+#: the parts of a cell's experiment that depend on the checkout's location (its output folder, the data
+#: and episode files): left out when a stored cell's configuration is compared with the benchmark's now
+VOLATILE = ("training.output_dir", "data.corpus", "episodes.dev", "episodes.test", "episodes.dev_source")
+#: what a stored cell's configuration meant where it did not name a key: the seed-37 cells ran before
+#: ``o_distance`` was written out, when its default was ``prototype`` (what :data:`MOUSING` pins)
+IMPLIED = {"model.o_distance": "prototype"}
+
+
 def code_versions() -> cellmeta.Versions:
     versions = cellmeta.Versions(CODE)
     if EQUIVALENCE_FILE.is_file():
@@ -192,9 +209,12 @@ def episode_files(dataset: str, split: str, k: int) -> dict[str, Path]:
     return files
 
 
-def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir: Path, train: dict) -> dict:
+def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir: Path, train: dict,
+               files: dict[str, Path] | None = None) -> dict:
+    """The experiment of a cell (``files``: its episode files; default: written by the protocol if
+    missing)."""
     model_type, mcfg = MODELS[model]
-    files = episode_files(dataset, split, k)
+    files = episode_files(dataset, split, k) if files is None else files
     return {
         "model_type": model_type,
         "model": {"text_encoder": {"name": "minilm"}, "caption_encoder": {"name": "minilm"}, **mcfg},
@@ -209,11 +229,14 @@ def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir:
     }
 
 
-def _score(model, episodes, batch_size: int) -> tuple[dict, float]:
+def _score(model, episodes, batch_size: int, keep: list | None = None) -> tuple[dict, float]:
+    """The model's scores on ``episodes`` and its episodes per second; ``keep`` receives the tags."""
     from mner.fewshot.evaluation import predict_episodes, score_episodes
 
     preds = predict_episodes(model, episodes, model.processor(), batch_size)
     rep = score_episodes(episodes, preds)
+    if keep is not None:
+        keep.extend(preds.tags)
     return ({"precision": rep.micro.precision, "recall": rep.micro.recall, "f1": rep.micro.f1,
              "per_type": {t: s.f1 for t, s in rep.per_type.items()},
              "episode_counts": _episode_counts(episodes, preds)}, preds.episodes_per_second)
@@ -232,20 +255,73 @@ def _episode_counts(episodes, preds) -> list[list[int]]:
     return out
 
 
-def _tests(model, cfg: dict, batch_size: int = 8) -> dict:
-    """The model scored on both protocols' test files of its cell."""
+def _test_files(cfg: dict) -> dict[str, Path]:
+    """The test episode files of a cell's two protocols: ``ours`` and ``poster``."""
+    test = Path(cfg["episodes"]["test"])
+    return {"ours": test, "poster": test.with_name(test.name.replace("test-k", "test-poster-k"))}
+
+
+def _tests(model, cfg: dict, batch_size: int = 8, tags: dict | None = None) -> dict:
+    """The model scored on both protocols' test files of its cell; ``tags`` receives each protocol's
+    predicted tags (per episode, per query tweet)."""
     from mner.data.episodes import read_episodes
 
-    test = Path(cfg["episodes"]["test"])
-    poster = test.with_name(test.name.replace("test-k", "test-poster-k"))
     out = {}
-    for name, path in (("ours", test), ("poster", poster)):
-        scores, eps = _score(model, read_episodes(path), batch_size)
+    for name, path in _test_files(cfg).items():
+        keep: list = []
+        scores, eps = _score(model, read_episodes(path), batch_size, keep)
         out[name] = {**scores, "episodes_per_second": eps, "sha256": sha256(path)}
+        if tags is not None:
+            tags[name] = keep
     return out
 
 
-def structshot_cell(base: dict, run_dir: Path) -> dict:
+def store_predictions(tags: dict[str, list], target: Path) -> dict:
+    """Store a cell's test predictions (``tags``: protocol -> per episode, per query tweet, the tags)
+    as ``target``: one JSON line per episode, ``{"protocol", "episode", "tags"}``, gzip with no
+    timestamp (the same predictions give the same bytes); return the cell's record of the file."""
+    lines = [json.dumps({"protocol": protocol, "episode": i, "tags": [list(t) for t in episode]},
+                        ensure_ascii=False, separators=(",", ":"))
+             for protocol, episodes in tags.items() for i, episode in enumerate(episodes)]
+    return cellmeta.store_gzip(("\n".join(lines) + "\n").encode("utf-8"), target, ROOT,
+                               **{f"{p}_episodes": len(e) for p, e in tags.items()})
+
+
+def stored_predictions(cell: dict, episodes_dir: Path | None = None) -> dict[str, list] | str:
+    """A cell's stored test predictions, protocol -> per episode the tags of its query tweets, checked:
+    the file is the one the cell recorded (sha256), the episode files are the ones it was scored on
+    (``episodes_dir``: where they are now, default the cell's own paths), and each protocol's tags
+    score the cell's F1 exactly. Otherwise, why not."""
+    from mner.data.episodes import read_episodes
+    from mner.fewshot.evaluation import EpisodePredictions, score_episodes
+
+    rec = cell.get("predictions")
+    if not rec:
+        return "no stored predictions (cells stored before they were kept: re-run)"
+    data = cellmeta.StoredFile.from_dict(rec, cell["cell"]).read(ROOT)
+    if isinstance(data, str):
+        return data
+    tags: dict[str, list] = {}
+    for line in data.decode("utf-8").splitlines():
+        row = json.loads(line)
+        tags.setdefault(row["protocol"], []).append([list(t) for t in row["tags"]])
+    for protocol, path in _test_files(cell["config"]).items():
+        if episodes_dir is not None:
+            path = episodes_dir / path.name
+        key = "test" if protocol == "ours" else "test_poster"
+        if not path.is_file() or sha256(path) != cell[key]["sha256"]:
+            return f"{path}: not the episode file the cell was scored on"
+        eps = read_episodes(path)
+        try:
+            rep = score_episodes(eps, EpisodePredictions(tags=tags.get(protocol, [])))
+        except ValueError as exc:
+            return f"{rec['path']}: {protocol}: {exc}"
+        if rep.micro.f1 != cell[key]["f1"]:
+            return f"{rec['path']}: {protocol} scores {100 * rep.micro.f1:.4f}, the cell says {100 * cell[key]['f1']:.4f}"
+    return tags
+
+
+def structshot_cell(base: dict, run_dir: Path, results: Path = RESULTS) -> dict:
     """StructShot from the NNShot cell's best checkpoint: tau chosen on the dev episodes (and, for the
     source-selected checkpoint, on the source-type dev episodes)."""
     from mner.data.episodes import read_episodes
@@ -267,13 +343,16 @@ def structshot_cell(base: dict, run_dir: Path) -> dict:
         return model, tau, tuning
 
     model, tau, tuning = choose(run_dir / "best", dev)
-    tests = _tests(model, cfg)
+    tags: dict = {}
+    tests = _tests(model, cfg, tags=tags)
     out = dict(base)
-    out.update({"cell": base["cell"].replace("__nnshot__", "__structshot__"), "model": "structshot",
+    name = base["cell"].replace("__nnshot__", "__structshot__")
+    out.update({"cell": name, "model": "structshot",
                 "test": tests["ours"], "test_poster": tests["poster"], "dev_f1": tuning[str(tau)], "temperature": tau,
                 "dev_f1_by_temperature": tuning, "temperature_grid": list(TEMPERATURES),
                 "test_episodes_per_second": tests["ours"]["episodes_per_second"],
                 "command": base["command"] + "  (the nnshot cell stores this one)"})
+    out["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{name}.jsonl.gz")
     sel = base.get("selected_on_source")
     if sel is not None:
         smodel, stau, stuning = choose(run_dir / "best-source_f1", read_episodes(cfg["episodes"]["dev_source"]))
@@ -303,6 +382,7 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     scores, eps = _score(model, test, 8)
     name = base["model"] + "-cal"
     out = dict(base)
+    out.pop("predictions", None)  # the base model's, not this decoding's (this cell keeps its counts only)
     out.update({"cell": base["cell"].replace(f"__{base['model']}__", f"__{name}__"), "model": name,
                 "test": scores, "dev_f1": tuning[str(bias)], "o_bias": bias, "dev_f1_by_o_bias": tuning,
                 "o_bias_grid": list(O_BIASES),
@@ -351,13 +431,19 @@ def derive_missing(models: list[str], datasets: list[str], train: dict) -> list[
 
 
 def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dict,
-             derive: bool = True, calibrate: bool = False) -> list[dict]:
+             derive: bool = True, calibrate: bool = False, raw: dict | None = None,
+             results: Path = RESULTS, fingerprint: str | None = None) -> list[dict]:
+    """Train one cell and return its records (the NNShot cell's StructShot too). ``raw`` replaces the
+    cell's experiment (tests: a tiny model); ``results`` is where its predictions go; ``fingerprint``:
+    of the code this process imported (default: of the files now)."""
     from mner.fewshot.experiment import load_fewshot, train_fewshot
 
     name = cell_name(dataset, split, model, k, seed)
-    run_dir = ROOT / "runs" / "bench-fewshot" / name
-    raw = experiment(dataset, split, model, k, seed, run_dir, train)
+    if raw is None:
+        raw = experiment(dataset, split, model, k, seed, ROOT / "runs" / "bench-fewshot" / name, train)
+    run_dir = Path(raw["training"]["output_dir"])
     commit = git_commit()
+    fingerprint = fingerprint or cellmeta.code_fingerprint(CODE)
     t0 = time.perf_counter()
     summary = train_fewshot(load_fewshot(raw))
     wall = time.perf_counter() - t0
@@ -367,24 +453,30 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
     from mner.data.episodes import read_episodes
 
     test_eps = read_episodes(test_file)
+    try:
+        shown = test_file.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        shown = str(test_file)
     cell = {
         "cell": name, "dataset": dataset, "split": split, "model": model, "k": k, "seed": seed,
         "command": command, "config": raw, "summary": summary,
         "test": None, "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
-        "episodes": {"test": str(test_file.relative_to(ROOT)), "test_sha256": sha256(test_file),
+        "episodes": {"test": shown, "test_sha256": sha256(test_file),
                      "dev_sha256": sha256(Path(raw["episodes"]["dev"])), "test_count": len(test_eps)},
         "train_episodes": train["epochs"] * train["train_episodes"],
         "train_episodes_per_second": (train["epochs"] * train["train_episodes"]) / max(1e-9, sum(summary["seconds_per_epoch"])),
         "test_episodes_per_second": summary.get("test_episodes_per_second"),
         "seconds_per_epoch": summary["seconds_per_epoch"], "wall_seconds": wall,
-        "machine": machine(), "git_commit": commit, "code_fingerprint": cellmeta.code_fingerprint(CODE),
+        "machine": machine(), "git_commit": commit, "code_fingerprint": fingerprint,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     from mner.models import load_model
 
     best = load_model(run_dir / "best")
-    tests = _tests(best, raw)
+    tags: dict = {}
+    tests = _tests(best, raw, tags=tags)
     cell["test"], cell["test_poster"] = tests["ours"], tests["poster"]
+    cell["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{name}.jsonl.gz")
     cell["test_f1_at_training"] = summary["test_f1"]   # the same model and file; caption features recomputed
     source = json.loads((run_dir / "best-source_f1" / "config.json").read_text()).get("trained", {})
     sel = {"epoch": source.get("epoch"), "dev_source_f1": (source.get("dev") or {}).get("source_f1")}
@@ -399,14 +491,15 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
     cell["wall_seconds"] = time.perf_counter() - t0
     cells = [cell]
     if derive and model == "nnshot":
-        cells.append(structshot_cell(cell, run_dir))
+        cells.append(structshot_cell(cell, run_dir, results))
     if derive and calibrate and f"{model}-cal" in CALIBRATED:
         cells.append(calibrated_cell(cell, run_dir))
     return cells
 
 
-def load_cells() -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+def load_cells(results: Path | None = None) -> list[dict]:
+    """The stored cells, each checked against the schema (:class:`cells.Cell`)."""
+    return cellmeta.load_cells(RESULTS if results is None else results)
 
 
 def _ms(values: list[float]) -> str:
@@ -524,6 +617,7 @@ def significance_rows(by: dict, dataset: str, k: int, figures: dict) -> list[str
         groups = [s for s in SPLITS for _ in range(len(ca[0]) // len(SPLITS))]
         res = grouped_randomization(ca, cb, groups, resamples=10_000, seed=0)
         figures[f"{dataset}/k{k}/{protocol}/p_mousing_vs_{best}"] = res.p_value
+        figures[f"{dataset}/k{k}/{protocol}/gain_mousing_vs_{best}"] = round(100 * res.difference, 2)
         lines.append(f"| {dataset} | {k} | {'ours' if protocol == 'ours' else 'the poster' + chr(39) + 's'} | "
                      f"{NAMES[best]} | {100 * res.f1_a:.2f} | {100 * res.f1_b:.2f} | {100 * res.difference:+.2f} | "
                      f"{res.p_value:.4f} | {len(seeds)} ({', '.join(map(str, seeds))}) | {res.n_sequences} |")
@@ -617,11 +711,73 @@ def report(cells: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", figures
 
 
+README_START, README_END = "<!-- fewshot-results: start (bench/fewshot_benchmark.py) -->", "<!-- fewshot-results: end -->"
+
+
+def readme_block(cells: list[dict], figures: dict) -> str:
+    """The README's few-shot block: each model's average F1 over the six splits (K = 5, selected on
+    dev episodes) on both datasets under both protocols, the poster's numbers, the seeds, and
+    MOUSING against the best baseline with its p-value (from :func:`report`'s ``figures``)."""
+    def avg(dataset: str, protocol: str, model: str) -> str:
+        v = figures.get(f"{dataset}/k5/{protocol}/dev/{model}")
+        return "-" if v is None else f"{v:.2f}"
+
+    def seeds(model: str) -> str:
+        found = sorted({c["seed"] for c in cells if c["model"] == model and c["k"] == 5})
+        return ", ".join(map(str, found)) or "-"
+
+    lines = [README_START,
+             "| model (average over the six splits) | Twitter-2015: ours | the poster's protocol | poster's numbers "
+             "| Twitter-2017: ours | the poster's protocol | poster's numbers | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in BASELINES + ("mousing",):
+        paper = [POSTER.get(d, {}).get(model) for d in ("twitter2015", "twitter2017")]
+        lines.append(f"| {NAMES[model]} | {avg('twitter2015', 'ours', model)} | {avg('twitter2015', 'poster', model)} | "
+                     f"{paper[0][-1] if paper[0] else '-'} | {avg('twitter2017', 'ours', model)} | "
+                     f"{avg('twitter2017', 'poster', model)} | {paper[1][-1] if paper[1] else '-'} | {seeds(model)} |")
+    tests = []
+    for dataset in ("twitter2015", "twitter2017"):
+        for protocol in ("ours", "poster"):
+            key = next((k for k in figures if k.startswith(f"{dataset}/k5/{protocol}/p_mousing_vs_")), None)
+            if key is None:
+                continue
+            best = key.rsplit("_vs_", 1)[1]
+            gain = figures[f"{dataset}/k5/{protocol}/gain_mousing_vs_{best}"]
+            tests.append(f"Twitter-{dataset[-4:]}, {'our protocol' if protocol == 'ours' else 'the poster' + chr(39) + 's'}: "
+                         f"{gain:+.2f} against {NAMES[best]} (p = {figures[key]:.4f})")
+    lines += ["", "MOUSING against the best baseline (paired approximate randomization over the test episodes, "
+              "`docs/results/mousing.md`): " + ("; ".join(tests) if tests else "not measured yet") + ".",
+              README_END]
+    return "\n".join(lines)
+
+
 def write_report() -> dict:
-    text, figures = report(load_cells())
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text)
+    cells = load_cells()
+    text, figures = report(cells)
+    runner.write_page(PAGE, text)
+    runner.replace_block(ROOT / "README.md", README_START, README_END, readme_block(cells, figures))
     return figures
+
+
+def plans(args: argparse.Namespace, train: dict, current: str) -> list[runner.Plan]:
+    """The cells of the command line, in order (seed, K, dataset, model, split)."""
+    out = []
+    for seed in args.seeds:
+        for k in args.k:
+            for dataset in args.datasets:
+                for model in args.models:
+                    for split in args.splits:
+                        name = cell_name(dataset, split, model, k, seed)
+                        files = {key: Path(key) for key in ("dev", "dev_source", "test", "test_poster")}
+
+                        def run(dataset=dataset, split=split, model=model, k=k, seed=seed) -> list[dict]:
+                            return run_cell(dataset, split, model, k, seed, train, fingerprint=current)
+
+                        out.append(runner.Plan(
+                            name=name, path=RESULTS / f"{name}.json", run=run,
+                            run_dir=ROOT / "runs" / "bench-fewshot" / name,
+                            config=experiment(dataset, split, model, k, seed, Path("."), train, files=files)))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -637,6 +793,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's own; 1 when other jobs share the cores: "
                          "oversubscribed cores slowed an epoch 11x here)")
+    ap.add_argument("--rerun-stale", action="store_true",
+                    help="re-run stored cells of another code version (fingerprint) or configuration than the "
+                         "benchmark's now (the old result is kept in the new cell's 'previous')")
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
     ap.add_argument("--derive", action="store_true",
                     help="only add the O-bias cells (" + ", ".join(CALIBRATED) + ") of stored cells of --models "
@@ -663,27 +822,15 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         RESULTS.mkdir(parents=True, exist_ok=True)
-        for seed in args.seeds:
-            for k in args.k:
-                for dataset in args.datasets:
-                    for model in args.models:
-                        for split in args.splits:
-                            name = cell_name(dataset, split, model, k, seed)
-                            path = RESULTS / f"{name}.json"
-                            if path.is_file():
-                                print(f"== {name}: stored, skipped")
-                                continue
-                            if args.max_cells is not None and len(ran) >= args.max_cells:
-                                continue
-                            print(f"== {name}: training", flush=True)
-                            for cell in run_cell(dataset, split, model, k, seed, train):
-                                (RESULTS / f"{cell['cell']}.json").write_text(json.dumps(cell, indent=2) + "\n")
-                                ran.append(cell["cell"])
-                                print(f"== {cell['cell']}: test F1 {100 * cell['test']['f1']:.2f}", flush=True)
-                            write_report()
+        # the fingerprint of the files when the training code is imported (a later commit changes
+        # neither the code this process runs nor what its cells record)
+        current = cellmeta.code_fingerprint(CODE)
+        ran = runner.run_plans(plans(args, train, current), current=current, versions=code_versions(),
+                               volatile=VOLATILE, implied=IMPLIED, rerun_stale=args.rerun_stale, max_cells=args.max_cells,
+                               after_cell=write_report)
     figures = write_report()
     print(f"results page: {PAGE.relative_to(ROOT)}")
-    print(json.dumps({"ran": ran, "avg_f1": figures}))
+    print(runner.final_line(ran, "avg_f1", figures))
     return 0
 
 

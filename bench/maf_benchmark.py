@@ -33,8 +33,6 @@ row (mean over seeds).
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
 import os
 import statistics
@@ -45,7 +43,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cells  # noqa: E402  (bench/cells.py: what every cell records, shared with fewshot_benchmark.py)
+import cells as cellmeta  # noqa: E402  (bench/cells.py: what every cell records, shared with fewshot_benchmark.py)
+import runner  # noqa: E402  (bench/runner.py: the loop that runs cells, shared with fewshot_benchmark.py)
 from cells import git_commit, machine  # noqa: E402,F401  (re-exported: other bench scripts import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +146,7 @@ FINGERPRINTED = ("mner/__init__.py", "mner/config.py", "mner/crf.py", "mner/erro
                  "mner/models/maf/", "mner/processing/__init__.py", "mner/processing/tagging.py",
                  "mner/processing/visual.py", "mner/tagging/", "mner/training/")
 NOT_FINGERPRINTED = ("mner/data/episodes.py", "mner/data/sampling.py", "mner/tagging/significance.py")
-CODE = cells.Fingerprint(FINGERPRINTED, NOT_FINGERPRINTED)
+CODE = cellmeta.Fingerprint(FINGERPRINTED, NOT_FINGERPRINTED)
 
 
 def cell_name(dataset: str, variant: str, encoder: str, seed: int, patience: int | None = None) -> str:
@@ -170,7 +169,7 @@ def code_fingerprint(src: Path | None = None) -> str:
     ``src`` (default: the folder that holds the mner package this process imports): two cells
     with the same fingerprint ran the same training code, whatever else was committed between them
     (:func:`cells.code_fingerprint`)."""
-    return cells.code_fingerprint(CODE, src)
+    return cellmeta.code_fingerprint(CODE, src)
 
 
 def threads_record(deterministic: bool) -> dict:
@@ -202,15 +201,15 @@ def experiment(dataset: str, variant: str, encoder: str, seed: int, epochs: int,
     return raw
 
 
+#: the parts of a cell's experiment that depend on the checkout's location (its output folder, the
+#: data folder): left out when a stored cell's configuration is compared with the benchmark's now
+VOLATILE = ("training.output_dir", "data.corpus")
+
+
 def comparable_config(raw: dict | None) -> dict | None:
-    """A cell's experiment without what depends on the checkout's location (its output folder and
-    the data folder), to tell whether a stored cell ran the configuration the benchmark runs now."""
-    if raw is None:
-        return None
-    out = json.loads(json.dumps(raw))
-    out.get("training", {}).pop("output_dir", None)
-    out.get("data", {}).pop("corpus", None)
-    return out
+    """A cell's experiment without what depends on the checkout's location (:data:`VOLATILE`), to tell
+    whether a stored cell ran the configuration the benchmark runs now."""
+    return cellmeta.comparable_config(raw, VOLATILE)
 
 
 def current_config(cell: dict) -> dict | None:
@@ -222,11 +221,12 @@ def current_config(cell: dict) -> dict | None:
                       es.get("patience"))
 
 
+#: the code versions of the stored cells and what showed two of them to be one (:class:`cells.Versions`),
+#: filled by :func:`register_equivalents`
+VERSIONS = cellmeta.Versions(CODE)
 #: code versions shown to train exactly as an earlier one: fingerprint -> (the earlier fingerprint it
-#: stands for, the re-run cell that showed it); filled from the stored cells by :func:`register_equivalents`
+#: stands for, the re-run cell that showed it); a view of :data:`VERSIONS` for the page
 EQUIVALENT: dict[str, tuple[str, str]] = {}
-
-
 #: same-machine evidence that two code versions train alike (see :func:`register_equivalents`)
 EQUIVALENCE_FILE = ROOT / "bench" / "results" / "maf-equivalence.json"
 #: fingerprint -> the entry of that evidence that made it equivalent
@@ -236,35 +236,30 @@ EQUIVALENCE_RUNS: dict[str, dict] = {}
 def register_equivalents(cells: list[dict], evidence: list[dict] | None = None) -> dict[str, tuple[str, str]]:
     """A cell re-run (``--rerun-stale``) on new code that gave exactly its stored dev and test F1 shows
     the new code trains as the old did: the two fingerprints are then one version of the table (a
-    refactor keeps the numbers, and the re-run is the evidence). Fills :data:`EQUIVALENT`.
+    refactor keeps the numbers, and the re-run is the evidence). Fills :data:`VERSIONS` and
+    :data:`EQUIVALENT`.
 
     A stored cell may not reproduce on another machine even at its own code (the host's float
     kernels); then the evidence is a pair of re-runs on one machine, the old code and the new, that
     gave the same dev and test F1 to the last bit: ``evidence`` (default: the entries of
     :data:`EQUIVALENCE_FILE`), each ``{"cell", "old": {"code_fingerprint", "dev_f1", "test_f1", ...},
     "new": {...}, ...}``; an entry whose two runs differ shows nothing."""
-    EQUIVALENT.clear()
-    EQUIVALENCE_RUNS.clear()
+    global VERSIONS
     if evidence is None:
         evidence = json.loads(EQUIVALENCE_FILE.read_text()) if EQUIVALENCE_FILE.is_file() else []
-    for e in evidence:
-        old, new = e["old"], e["new"]
-        if (old["code_fingerprint"] != new["code_fingerprint"] and old["dev_f1"] == new["dev_f1"]
-                and old["test_f1"] == new["test_f1"]):
-            EQUIVALENT[new["code_fingerprint"]] = (canonical(old["code_fingerprint"]), e["cell"])
-            EQUIVALENCE_RUNS[new["code_fingerprint"]] = e
-    for c in sorted(cells, key=lambda c: c.get("finished") or ""):
-        prev = c.get("previous") or {}
-        old, new = prev.get("code_fingerprint"), c.get("code_fingerprint")
-        if (old and new and old != new and prev.get("test_f1") == c["test"]["f1"]
-                and prev.get("dev_f1") == c["dev_f1"] and "configuration" not in (prev.get("stale") or [])):
-            EQUIVALENT[new] = (canonical(old), c["cell"])
+    VERSIONS = cellmeta.Versions(CODE)
+    VERSIONS.add_evidence(evidence)
+    VERSIONS.add_reruns(cells)
+    EQUIVALENT.clear()
+    EQUIVALENT.update({new: (old, VERSIONS.shown_by[new]) for new, old in VERSIONS.equivalent.items()})
+    EQUIVALENCE_RUNS.clear()
+    EQUIVALENCE_RUNS.update(VERSIONS.evidence)
     return dict(EQUIVALENT)
 
 
 def canonical(fingerprint: str | None) -> str | None:
     """The fingerprint a code version stands for (itself, unless shown equivalent to an earlier one)."""
-    return EQUIVALENT.get(fingerprint, (fingerprint, ""))[0] if fingerprint else fingerprint
+    return VERSIONS.canonical(fingerprint) if fingerprint else fingerprint
 
 
 def same_code(a: str | None, b: str | None) -> bool:
@@ -274,12 +269,7 @@ def same_code(a: str | None, b: str | None) -> bool:
 def stale_reasons(cell: dict, fingerprint: str) -> list[str]:
     """Why a stored cell is not what the benchmark would produce now: another code version (not shown
     equivalent), another configuration (e.g. after a change of the table's loss weights)."""
-    reasons = []
-    if not same_code(cell.get("code_fingerprint"), fingerprint):
-        reasons.append("code")
-    if comparable_config(cell.get("config")) != comparable_config(current_config(cell)):
-        reasons.append("configuration")
-    return reasons
+    return cellmeta.stale_reasons(cell, fingerprint, VERSIONS, current_config(cell), VOLATILE)
 
 
 def store_predictions(source: Path, target: Path) -> dict:
@@ -296,16 +286,7 @@ def store_predictions(source: Path, target: Path) -> dict:
         after_id = line.startswith("# id = ")
         tweets += after_id
         out.append(line)
-    data = gzip.compress("\n".join(out).encode("utf-8"), compresslevel=9, mtime=0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    try:
-        shown = target.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        shown = str(target)
-    return {"path": shown, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "tweets": tweets}
+    return cellmeta.store_gzip("\n".join(out).encode("utf-8"), target, ROOT, tweets=tweets)
 
 
 def dev_curve(cell: dict, run_result: dict) -> list[float] | str:
@@ -471,7 +452,8 @@ def _wall_and_machine(cell: dict) -> tuple[str, str]:
 
 
 def load_cells(results: Path | None = None) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS if results is None else results).glob("*.json"))]
+    """The stored cells, each checked against the schema (:class:`cells.Cell`)."""
+    return cellmeta.load_cells(RESULTS if results is None else results)
 
 
 def _ms(values: list[float]) -> str:
@@ -516,15 +498,12 @@ class _StoredPredictions:
         rec = cell.get("predictions")
         if not rec:
             return "no stored predictions (re-run)"
-        path = self.root / rec["path"] if not Path(rec["path"]).is_absolute() else Path(rec["path"])
-        if not path.is_file():
-            return f"predictions file missing: {rec['path']}"
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != rec["sha256"]:
-            return f"{rec['path']}: sha256 differs from the cell's record"
+        data = cellmeta.StoredFile.from_dict(rec, cell["cell"]).read(self.root)
+        if isinstance(data, str):
+            return data
         with tempfile.TemporaryDirectory() as tmp:
             plain = Path(tmp) / "test.conll"
-            plain.write_bytes(gzip.decompress(data))
+            plain.write_bytes(data)
             gold = read_conll(plain, tag_column=-2)
             pred = read_conll(plain, tag_column=-1)
         g, p = [ex.tags for ex in gold], [ex.tags for ex in pred]
@@ -1118,27 +1097,34 @@ def write_report() -> dict:
     cells = load_cells()
     tested: dict = {}
     text, figures = report(cells, tested=tested)
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text)
-    readme = ROOT / "README.md"
-    current = readme.read_text() if readme.is_file() else ""
-    if README_START in current and README_END in current:
-        head, rest = current.split(README_START, 1)
-        readme.write_text(head + readme_block(cells, tested) + rest.split(README_END, 1)[1])
+    runner.write_page(PAGE, text)
+    runner.replace_block(ROOT / "README.md", README_START, README_END, readme_block(cells, tested))
     return figures
 
 
-def _fresh_run_dir(run_dir: Path, fingerprint: str) -> None:
-    """A run folder left by another version of the code (or by a run that predates the marker) is
-    removed: resuming it would mix two versions in one cell. Same version: it is resumed."""
-    marker = run_dir / "code_fingerprint"
-    if run_dir.exists() and (not marker.is_file() or marker.read_text().strip() != fingerprint):
-        import shutil
+def plans(args: argparse.Namespace, current: str) -> list[runner.Plan]:
+    """The cells of the command line, in the table's order (seed, encoder, dataset, variant)."""
+    commit = git_commit()
+    out = []
+    for seed in args.seeds:
+        for encoder in args.encoders:
+            for dataset in args.datasets:
+                for variant in args.variants:
+                    name = cell_name(dataset, variant, encoder, seed, args.patience)
+                    epochs = ((args.max_epochs or MAX_EPOCHS) if args.patience is not None
+                              else args.epochs or EPOCHS[(dataset, encoder)])
 
-        print(f"   {run_dir}: left by another code version, removed (not resumed)", flush=True)
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(fingerprint + "\n")
+                    def run(dataset=dataset, variant=variant, encoder=encoder, seed=seed, epochs=epochs) -> list[dict]:
+                        result = run_cell(dataset, variant, encoder, seed, epochs, args.patience,
+                                          deterministic=args.deterministic, fingerprint=current)
+                        result["git_commit"] = commit  # the code this process imported
+                        return [result]
+
+                    out.append(runner.Plan(
+                        name=name, path=RESULTS / f"{name}.json", run=run, run_dir=ROOT / "runs" / "bench" / name,
+                        config=experiment(dataset, variant, encoder, seed, epochs, Path("."), args.patience),
+                        describe=f"training ({epochs} epochs{', early stopping' if args.patience else ''})"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1219,46 +1205,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for module in ("mner.experiment", "mner.evaluation", "mner.models", "mner.training.trainer"):
             importlib.import_module(module)
-        commit = git_commit()
-        for seed in args.seeds:
-            for encoder in args.encoders:
-                for dataset in args.datasets:
-                    for variant in args.variants:
-                        name = cell_name(dataset, variant, encoder, seed, args.patience)
-                        path = RESULTS / f"{name}.json"
-                        if args.patience is not None:
-                            epochs = args.max_epochs or MAX_EPOCHS
-                        else:
-                            epochs = args.epochs or EPOCHS[(dataset, encoder)]
-                        previous = None
-                        if path.is_file():
-                            stored = json.loads(path.read_text())
-                            reasons = stale_reasons(stored, current)
-                            if not (args.rerun_stale and reasons):
-                                print(f"== {name}: stored, skipped"
-                                      + (f" (stale: other {' and '.join(reasons)})" if reasons else ""))
-                                continue
-                            previous = {k: stored.get(k) for k in ("git_commit", "code_fingerprint", "finished")}
-                            previous.update({"test_f1": stored["test"]["f1"], "dev_f1": stored["dev_f1"],
-                                             "torch_threads": stored.get("torch_threads"), "stale": reasons,
-                                             "config": stored.get("config")})
-                        if args.max_cells is not None and len(ran) >= args.max_cells:
-                            continue
-                        print(f"== {name}: training ({epochs} epochs{', early stopping' if args.patience else ''}"
-                              f"{', re-run of ' + _version(previous) if previous else ''})", flush=True)
-                        _fresh_run_dir(ROOT / "runs" / "bench" / name, current)
-                        result = run_cell(dataset, variant, encoder, seed, epochs, args.patience,
-                                          deterministic=args.deterministic, fingerprint=current)
-                        result["git_commit"] = commit
-                        if previous:
-                            result["previous"] = previous
-                        path.write_text(json.dumps(result, indent=2) + "\n")
-                        ran.append(name)
-                        print(f"== {name}: test F1 {100 * result['test']['f1']:.2f}", flush=True)
-                        write_report()
+        ran = runner.run_plans(plans(args, current), current=current, versions=VERSIONS, volatile=VOLATILE,
+                               rerun_stale=args.rerun_stale, max_cells=args.max_cells, after_cell=write_report,
+                               version_of=_version)
     figures = write_report()
     print(f"results page: {PAGE.relative_to(ROOT)}")
-    print(json.dumps({"ran": ran, "test_f1": figures}))
+    print(runner.final_line(ran, "test_f1", figures))
     return 0
 
 

@@ -196,7 +196,7 @@ def _cell(tmp: Path, dataset: str, variant: str, seed: int, gold, pred, *, finge
     report = score(gold, pred)
     cell = {
         "cell": name, "dataset": dataset, "variant": variant, "encoder": "minilm", "seed": seed, "epochs": 10,
-        "command": f"bench {name}", "test": {"precision": report.micro.precision, "recall": report.micro.recall,
+        "command": f"bench {name}", "config": {}, "test": {"precision": report.micro.precision, "recall": report.micro.recall,
                                             "f1": report.f1, "per_type": {t: s.f1 for t, s in report.per_type.items()}},
         "dev_f1": 0.8, "best_epoch": 9, "seconds_per_epoch": [60.0], "wall_seconds": 600.0, "machine": "test box",
         "git_commit": commit, "finished": "2026-01-01T00:00:00+00:00",
@@ -308,19 +308,6 @@ def test_code_fingerprint_covers_the_training_code_only(tmp_path):
     assert bench.code_fingerprint(tmp_path) == before
     (tmp_path / "mner/models/maf/modeling_maf.py").write_text("x = 2\n")
     assert bench.code_fingerprint(tmp_path) != before
-
-
-def test_a_run_folder_of_another_code_version_is_not_resumed(tmp_path, capsys):
-    run = tmp_path / "runs" / "cell"
-    (run / "last").mkdir(parents=True)
-    bench._fresh_run_dir(run, "aaa")  # no marker: an older run, removed
-    assert not (run / "last").exists() and (run / "code_fingerprint").read_text().strip() == "aaa"
-    (run / "last").mkdir()
-    bench._fresh_run_dir(run, "aaa")  # same version: kept for resuming
-    assert (run / "last").is_dir()
-    bench._fresh_run_dir(run, "bbb")
-    assert not (run / "last").exists()
-    assert "left by another code version" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -572,7 +559,7 @@ def test_a_rerun_that_reproduces_its_cell_makes_the_new_code_the_same_version(tm
     moved = dict(rerun, previous=dict(rerun["previous"], test_f1=rerun["test"]["f1"] + 1e-9))
     page, _ = bench.report([old[0], moved], root=tmp_path)
     assert "counts as" not in page and "**This table mixes 2 versions of the code**" in page
-    bench.EQUIVALENT.clear()
+    bench.register_equivalents([], [])  # no state left for the next test
 
 
 def test_two_same_machine_reruns_that_agree_make_the_new_code_the_same_version(tmp_path):
@@ -592,6 +579,4 @@ def test_two_same_machine_reruns_that_agree_make_the_new_code_the_same_version(t
     # runs that differ in the last bit show nothing
     moved = [dict(evidence[0], new=dict(evidence[0]["new"], test_f1=run["test_f1"] + 1e-12))]
     assert bench.register_equivalents(old, moved) == {} and not bench.same_code("new222", "old111")
-    bench.EQUIVALENT.clear()
-    bench.EQUIVALENCE_RUNS.clear()
-
+    bench.register_equivalents([], [])  # no state left for the next test

@@ -1,0 +1,242 @@
+"""One benchmark runner over a typed cell (issue 23, item 6): ``bench/cells.py``'s :class:`Cell`
+schema, ``bench/runner.py``'s loop, and what both benchmark scripts get from them (staleness,
+``--rerun-stale``, stored predictions), on made-up cells and a tiny few-shot model.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fewshot_fixtures import tiny_bert, write_tiny_corpus  # noqa: F401  (fixture)
+from mner.cli import main as mner_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import cells  # noqa: E402
+import fewshot_benchmark as fewshot  # noqa: E402
+import maf_benchmark as maf  # noqa: E402
+import runner  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = cells.Fingerprint(("mner/models/",))
+
+
+def _cell(name: str = "d__m__seed1", f1: float = 0.5, **over) -> dict:
+    c = {"cell": name, "dataset": "d", "model": "m", "seed": 1, "command": f"bench {name}",
+         "config": {"training": {"output_dir": "/x/run", "lr": 1e-3}, "data": {"corpus": "/x/data"}},
+         "test": {"precision": 0.5, "recall": 0.5, "f1": f1, "per_type": {"PER": f1}, "episode_counts": [[1, 2, 2]]},
+         "dev_f1": 0.4, "best_epoch": 2, "seconds_per_epoch": [1.5, 1.5], "wall_seconds": 3.0,
+         "machine": "cpu", "git_commit": "abc1234", "code_fingerprint": "fp-old", "finished": "2026-12-07T00:00:00+00:00"}
+    c.update(over)
+    return c
+
+
+def test_every_stored_cell_has_the_schema_and_reads_back_to_its_bytes():
+    paths = sorted((ROOT / "bench" / "results").glob("*/*.json"))
+    assert len(paths) > 100
+    for path in paths:
+        cell = cells.Cell.load(path)
+        assert isinstance(cell.test, cells.Scores) and 0 <= cell.test.f1 <= 1
+        assert json.dumps(cell.to_dict(), indent=2) + "\n" == path.read_text(), path
+
+
+def test_a_malformed_cell_is_refused_naming_the_file_and_the_field(tmp_path):
+    path = tmp_path / "d__m__seed1.json"
+    path.write_text(json.dumps(_cell(test={"precision": 0.5, "recall": 0.5, "f1": "high"})))
+    with pytest.raises(cells.CellError, match=r"d__m__seed1\.json, test: field 'f1' is str"):
+        cells.Cell.load(path)
+    bad = _cell()
+    del bad["command"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(cells.CellError, match=r"d__m__seed1\.json: missing field\(s\) command"):
+        cells.Cell.load(path)
+    path.write_text(json.dumps(_cell(seed=True)))  # a bool is not a seed
+    with pytest.raises(cells.CellError, match="field 'seed' is bool"):
+        cells.Cell.load(path)
+    path.write_text(json.dumps(_cell(name="other")))
+    with pytest.raises(cells.CellError, match="holds cell 'other'"):
+        cells.Cell.load(path)
+    path.write_text("{")
+    with pytest.raises(cells.CellError, match="not JSON"):
+        cells.Cell.load(path)
+
+
+def test_the_typed_fields_and_the_benchmarks_own_keep_their_order():
+    d = _cell(predictions={"path": "p.gz", "sha256": "0" * 64, "bytes": 3, "tweets": 2})
+    cell = cells.Cell.from_dict(d)
+    assert cell.predictions.extra == {"tweets": 2} and cell.extra["dataset"] == "d"
+    assert list(cell.to_dict()) == list(d) and cell.to_dict() == d
+    cell.previous = {"test_f1": 0.4}  # a new field goes after the others
+    assert list(cell.to_dict())[-1] == "previous"
+
+
+def test_staleness_is_code_or_configuration_and_ignores_where_the_cell_ran(tmp_path):
+    versions = cells.Versions(SPEC)
+    stored = _cell()
+    now = json.loads(json.dumps(stored["config"]))
+    now["training"]["output_dir"], now["data"]["corpus"] = "/elsewhere/run", "/elsewhere/data"
+    volatile = ("training.output_dir", "data.corpus")
+    assert cells.stale_reasons(stored, "fp-old", versions, now, volatile) == []
+    assert cells.stale_reasons(stored, "fp-new", versions, now, volatile) == ["code"]
+    now["training"]["lr"] = 5e-5
+    assert cells.stale_reasons(stored, "fp-old", versions, now, volatile) == ["configuration"]
+    # a key the stored cell did not name, written out later with the value it meant then, is no change
+    named = dict(stored["config"], model={"o_distance": "prototype"})
+    assert cells.stale_reasons(stored, "fp-old", versions, named, volatile) == ["configuration"]
+    implied = {"model.o_distance": "prototype"}
+    assert cells.stale_reasons(dict(stored, config=dict(stored["config"], model={})), "fp-old", versions, named,
+                               volatile, implied) == []
+    assert cells.stale_reasons(stored, "fp-old", versions, dict(named, model={"o_distance": "nearest"}), volatile,
+                               implied) == ["configuration"]
+    # a re-run that gave the stored figures at new code makes the two versions one
+    versions.add_reruns([_cell(code_fingerprint="fp-new", previous={"code_fingerprint": "fp-old", "test_f1": 0.5,
+                                                                    "dev_f1": 0.4, "stale": ["code"]})])
+    assert cells.stale_reasons(stored, "fp-new", versions, stored["config"], volatile) == []
+    assert versions.shown_by["fp-new"] == "d__m__seed1"
+
+
+def _plan(results: Path, name: str, f1: float, calls: list, config: dict | None = None, record=None) -> runner.Plan:
+    def run():
+        calls.append(name)
+        return [record if record is not None else _cell(name, f1, code_fingerprint="fp-new")]
+
+    stored_config = _cell()["config"]
+    return runner.Plan(name=name, path=results / f"{name}.json", config=config or stored_config,
+                       run_dir=results.parent / "runs" / name, run=run)
+
+
+def test_the_runner_skips_stored_cells_reruns_stale_ones_and_keeps_the_old_result(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a__m__seed1.json").write_text(json.dumps(_cell("a__m__seed1", 0.5), indent=2) + "\n")
+    calls: list = []
+    built = []
+    plans = [_plan(results, "a__m__seed1", 0.6, calls), _plan(results, "b__m__seed1", 0.7, calls),
+             _plan(results, "c__m__seed1", 0.8, calls)]
+    versions = cells.Versions(SPEC)
+    ran = runner.run_plans(plans, current="fp-new", versions=versions, max_cells=1,
+                           after_cell=lambda: built.append(1))
+    out = capsys.readouterr().out
+    assert ran == ["b__m__seed1"] and calls == ["b__m__seed1"] and built == [1]
+    assert "a__m__seed1: stored, skipped (stale: other code)" in out
+    assert (tmp_path / "runs" / "b__m__seed1" / "code_fingerprint").read_text().strip() == "fp-new"
+    assert cells.Cell.load(results / "b__m__seed1.json").test.f1 == 0.7
+    # --rerun-stale: the stale stored cell is re-run, the old result kept in "previous"
+    calls.clear()
+    ran = runner.run_plans(plans, current="fp-new", versions=versions, rerun_stale=True)
+    assert calls == ["a__m__seed1", "c__m__seed1"] and ran == ["a__m__seed1", "c__m__seed1"]
+    again = cells.Cell.load(results / "a__m__seed1.json")
+    assert again.test.f1 == 0.6 and again.previous["test_f1"] == 0.5 and again.previous["stale"] == ["code"]
+    assert again.previous["code_fingerprint"] == "fp-old"
+
+
+def test_the_runner_refuses_to_store_a_record_without_the_schema(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    bad = _cell("a__m__seed1")
+    del bad["machine"]
+    with pytest.raises(cells.CellError, match="missing field"):
+        runner.run_plans([_plan(results, "a__m__seed1", 0.5, [], record=bad)], current="fp",
+                         versions=cells.Versions(SPEC))
+    assert not (results / "a__m__seed1.json").exists()
+
+
+def test_a_run_folder_of_another_code_version_is_not_resumed(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "last").mkdir(parents=True)
+    runner.fresh_run_dir(run, "aaa")  # no marker: an older run, removed
+    assert not (run / "last").exists() and "removed" in capsys.readouterr().out
+    (run / "last").mkdir()
+    runner.fresh_run_dir(run, "aaa")  # same version: kept for resuming
+    assert (run / "last").exists()
+    runner.fresh_run_dir(run, "bbb")
+    assert not (run / "last").exists()
+
+
+def test_the_readme_blocks_are_replaced_between_their_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- s -->\nold\n<!-- e -->\nafter\n")
+    assert runner.replace_block(readme, "<!-- s -->", "<!-- e -->", "<!-- s -->\nnew\n<!-- e -->")
+    assert readme.read_text() == "intro\n<!-- s -->\nnew\n<!-- e -->\nafter\n"
+    assert not runner.replace_block(tmp_path / "none.md", "<!-- s -->", "<!-- e -->", "x")
+
+
+def test_both_benchmarks_read_their_cells_through_the_schema_and_share_the_runner():
+    assert maf.load_cells() and fewshot.load_cells()
+    for bench in (maf, fewshot):
+        assert bench.runner is runner and bench.cellmeta is cells
+        assert "training.output_dir" in bench.VOLATILE
+    assert "fewshot-results: start" in (ROOT / "README.md").read_text()
+    assert "maf-results: start" in (ROOT / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny few-shot cell: its test predictions are stored, replay to its F1, and a changed file is caught
+
+
+def _episodes(corpus: Path, captions: Path, split: str, types: str, n: int, seed: int, out: Path) -> Path:
+    assert mner_main(["fewshot", "episodes", str(corpus), "--split", split, "--types", types, "--k", "1",
+                      "--episodes", str(n), "--seed", str(seed), "--captions", str(captions), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_fewshot_cell(tiny_bert, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fewshot_cell")
+    corpus = write_tiny_corpus(tmp / "corpus")
+    ids = [line[6:].strip() for split in ("train", "valid", "test")
+           for line in (corpus / f"{split}.txt").read_text().splitlines() if line.startswith("IMGID:")]
+    captions = tmp / "captions.txt"
+    captions.write_text("".join(f"{i}.jpg :a photo of people in a city\n" for i in ids))
+    eps = tmp / "episodes"
+    eps.mkdir()
+    files = {"dev": _episodes(corpus, captions, "valid", "PER,OTHER", 3, 1, eps / "dev-k1.jsonl"),
+             "dev_source": _episodes(corpus, captions, "valid", "LOC,ORG", 3, 1, eps / "dev-source-k1.jsonl"),
+             "test": _episodes(corpus, captions, "test", "PER,OTHER", 4, 1, eps / "test-k1.jsonl")}
+    _episodes(corpus, captions, "test", "PER,OTHER", 3, 2, eps / "test-poster-k1.jsonl")
+    raw = {"model_type": "nnshot",
+           "model": {"text_encoder": {"name": str(tiny_bert), "casing_dim": 4}, "caption_encoder": {"name": str(tiny_bert)}},
+           "data": {"corpus": str(corpus), "captions": str(captions), "feature_cache": None},
+           "episodes": {"target_types": ["PER", "OTHER"], "k": 1, "train_episodes": 4,
+                        **{k: str(v) for k, v in files.items()}},
+           "training": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 2, "eval_batch_size": 2,
+                        "learning_rate": 1e-3, "seed": 3, "progress": False, "tensorboard": False, "cpu": True,
+                        "log_every": 1}}
+    records = fewshot.run_cell("tiny", "Per+Others", "nnshot", 1, 3, fewshot.TRAIN, raw=raw, results=tmp / "results")
+    return records, eps
+
+
+def test_a_fewshot_cell_stores_its_predictions_and_they_score_back(tiny_fewshot_cell, tmp_path):
+    records, eps = tiny_fewshot_cell
+    assert [r["model"] for r in records] == ["nnshot", "structshot"]
+    for record in records:
+        cell = cells.Cell.from_dict(record)   # both records have the schema
+        assert cell.code_fingerprint == cells.code_fingerprint(fewshot.CODE)
+        assert cell.predictions.extra == {"ours_episodes": 4, "poster_episodes": 3}
+        tags = fewshot.stored_predictions(record)
+        assert isinstance(tags, dict), tags
+        assert len(tags["ours"]) == 4 and len(tags["poster"]) == 3
+    # the predictions replay to the cell's F1 exactly; a changed tag, file or F1 is caught
+    record = copy.deepcopy(records[0])
+    record["test"]["f1"] += 0.01
+    assert "ours scores" in fewshot.stored_predictions(record)
+    path = Path(records[0]["predictions"]["path"])
+    path = path if path.is_absolute() else ROOT / path
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    row = json.loads(lines[0])
+    row["tags"][0] = ["B-PER" if t == "O" else "O" for t in row["tags"][0]]
+    forged = tmp_path / "forged.jsonl.gz"
+    rec = cells.store_gzip(("\n".join([json.dumps(row)] + lines[1:]) + "\n").encode(), forged, tmp_path)
+    record = copy.deepcopy(records[0])
+    record["predictions"] = {**record["predictions"], **rec, "path": str(forged)}
+    assert "ours scores" in fewshot.stored_predictions(record)
+    record["predictions"]["sha256"] = "0" * 64
+    assert "sha256 differs" in fewshot.stored_predictions(record)
+    # the same predictions give the same bytes
+    again = fewshot.store_predictions(fewshot.stored_predictions(records[0]), tmp_path / "again.jsonl.gz")
+    assert again["sha256"] == records[0]["predictions"]["sha256"]
