@@ -397,6 +397,55 @@ def _current(path: Path) -> bool:
     return path.is_file() and json.loads(path.read_text()).get("o_bias_grid") == list(O_BIASES)
 
 
+def add_predictions(runs_dir: Path | None = None, datasets: list[str] | None = None,
+                    models: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Give stored cells recorded before test predictions were kept theirs, from the best checkpoint
+    of their run folder (``<runs_dir>/<cell>/best``; StructShot: the NNShot cell's, decoded with the
+    cell's tau) where it is still here and is the model that made the cell: its F1 on both protocols'
+    test episodes (the files of :data:`EPISODES`, which must have the cell's sha256) must be the
+    cell's, exactly. Returns the cells filled and, for the others, why not."""
+    from mner.models import load_model
+
+    runs_dir = ROOT / "runs" / "bench-fewshot" if runs_dir is None else runs_dir
+    added, missing = [], {}
+    for path in sorted(RESULTS.glob("*.json")):
+        cell = cellmeta.Cell.load(path).to_dict()
+        if (cell.get("predictions") or (datasets and cell["dataset"] not in datasets)
+                or (models and cell["model"] not in models and DERIVED.get(cell["model"]) not in models)):
+            continue
+        if cell["model"] in CALIBRATED:
+            missing[cell["cell"]] = "an O-bias cell (superseded decoding): not filled"
+            continue
+        base = cell["cell"].replace("__structshot__", "__nnshot__")
+        checkpoint = runs_dir / base / "best"
+        if not (checkpoint / "config.json").is_file():
+            missing[cell["cell"]] = f"no checkpoint {checkpoint}"
+            continue
+        cfg = json.loads(json.dumps(cell["config"]))
+        cfg["episodes"]["test"] = str(EPISODES / cell["dataset"] / cell["split"] / Path(cfg["episodes"]["test"]).name)
+        files = _test_files(cfg)
+        wrong = [f.name for f, key in ((files["ours"], "test"), (files["poster"], "test_poster"))
+                 if not f.is_file() or sha256(f) != cell[key]["sha256"]]
+        if wrong:
+            missing[cell["cell"]] = f"episode files {', '.join(wrong)} under {EPISODES} are not the cell's (mner fewshot protocol)"
+            continue
+        model = load_model(checkpoint)
+        if cell["model"] == "structshot":
+            model.config.decoder, model.config.temperature = "structshot", cell["temperature"]
+        tags: dict = {}
+        tests = _tests(model, cfg, tags=tags)
+        if tests["ours"]["f1"] != cell["test"]["f1"] or tests["poster"]["f1"] != cell["test_poster"]["f1"]:
+            missing[cell["cell"]] = (f"{checkpoint} scores {100 * tests['ours']['f1']:.4f} / {100 * tests['poster']['f1']:.4f}, "
+                                     f"the cell says {100 * cell['test']['f1']:.4f} / {100 * cell['test_poster']['f1']:.4f}: "
+                                     "not the model that made it")
+            continue
+        cell["predictions"] = store_predictions(tags, RESULTS / PREDICTIONS / f"{cell['cell']}.jsonl.gz")
+        cellmeta.Cell.from_dict(cell, str(path)).store(path)
+        added.append(cell["cell"])
+        print(f"== {cell['cell']}: predictions added from {checkpoint}", flush=True)
+    return added, missing
+
+
 def derive_missing(models: list[str], datasets: list[str], train: dict) -> list[dict]:
     """The derived cells of stored cells that lack them (cells stored before the derivation existed).
 
@@ -800,6 +849,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--derive", action="store_true",
                     help="only add the O-bias cells (" + ", ".join(CALIBRATED) + ") of stored cells of --models "
                          "that lack them (retraining a checkpoint no longer on this machine)")
+    ap.add_argument("--add-predictions", action="store_true",
+                    help="give stored cells of --datasets / --models without stored predictions those of the best "
+                         "checkpoint in their run folder (--runs/<cell>/best), where it scores the cell's F1 exactly")
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-fewshot",
+                    help="the folder of the cells' run folders (default runs/bench-fewshot)")
     ap.add_argument("--max-cells", type=int, default=None, help="stop after this many new cells")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -809,7 +863,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     train = dict(TRAIN, epochs=args.epochs, train_episodes=args.train_episodes)
     ran = []
-    if args.derive:
+    if args.add_predictions:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        ran, missing = add_predictions(args.runs, args.datasets, args.models)
+        for name, why in missing.items():
+            print(f"== {name}: no predictions ({why})")
+    elif args.derive:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()

@@ -240,3 +240,32 @@ def test_a_fewshot_cell_stores_its_predictions_and_they_score_back(tiny_fewshot_
     # the same predictions give the same bytes
     again = fewshot.store_predictions(fewshot.stored_predictions(records[0]), tmp_path / "again.jsonl.gz")
     assert again["sha256"] == records[0]["predictions"]["sha256"]
+
+
+def test_older_fewshot_cells_get_their_predictions_from_their_checkpoint(tiny_fewshot_cell, tmp_path, monkeypatch):
+    """``--add-predictions``: a stored cell without predictions gets those of its run folder's best
+    checkpoint (StructShot: NNShot's, with the cell's tau), only where they score the cell's F1."""
+    records, eps = tiny_fewshot_cell
+    results, runs, episodes = tmp_path / "results", tmp_path / "runs", tmp_path / "episodes"
+    results.mkdir()
+    (episodes / "tiny" / "Per+Others").mkdir(parents=True)
+    for f in eps.glob("test*.jsonl"):
+        (episodes / "tiny" / "Per+Others" / f.name).write_bytes(f.read_bytes())
+    runs.mkdir()
+    (runs / records[0]["cell"]).symlink_to(Path(records[0]["config"]["training"]["output_dir"]))
+    monkeypatch.setattr(fewshot, "RESULTS", results)
+    monkeypatch.setattr(fewshot, "EPISODES", episodes)
+    kept = {}
+    for record in records:
+        old = {k: v for k, v in record.items() if k != "predictions"}
+        kept[record["cell"]] = record["predictions"]["sha256"]
+        (results / f"{record['cell']}.json").write_text(json.dumps(old, indent=2) + "\n")
+    wrong = dict(records[0], cell="tiny__Per+Loc__nnshot__k1__seed3", split="Per+Loc")  # another split's cell
+    wrong.pop("predictions")
+    (results / f"{wrong['cell']}.json").write_text(json.dumps(wrong, indent=2) + "\n")
+    added, missing = fewshot.add_predictions(runs)
+    assert sorted(added) == sorted(kept) and "no checkpoint" in missing[wrong["cell"]]
+    for name, sha in kept.items():
+        cell = cells.Cell.load(results / f"{name}.json")
+        assert cell.predictions.sha256 == sha   # the same predictions as the run that made the cell
+    assert fewshot.add_predictions(runs)[0] == []  # filled cells are left alone
