@@ -207,25 +207,6 @@ def test_mner_predict_runs_an_export_like_its_checkpoint(checkpoints, exports, c
 
 
 # ============================================================================== refusals
-def test_export_refuses_a_fewshot_checkpoint_in_one_line(tmp_path, capsys):
-    from fewshot_fixtures import fewshot_model
-    from tiny_models import make_tiny_bert
-
-    bert = make_tiny_bert(tmp_path / "bert", max_position_embeddings=64)
-    folder = fewshot_model(bert, "protobert").save_pretrained(tmp_path / "protobert")
-    code = main(["export", str(folder), "--out", str(tmp_path / "out")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("mner: error:") and "few-shot" in err and "\n" not in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
-    support = tmp_path / "support.jsonl"
-    support.write_text(json.dumps({"tokens": ["john", "in", "paris"], "tags": ["B-PER", "O", "B-LOC"]}) + "\n")
-    code = main(["predict", str(folder), "--support", str(support), "--text", "mary in london",
-                 "--backend", "onnxruntime"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "not exported yet" in err and "\n" not in err
-
-
 def test_export_refuses_a_folder_that_is_not_an_export(checkpoints, tmp_path, capsys):
     other = tmp_path / "notes"
     other.mkdir()

@@ -187,19 +187,20 @@ class Pipeline:
         from mner.backends import resolve_backend
         from mner.tasks import TASKS, checkpoint_task
 
-        if resolve_backend(path, backend) == "onnxruntime":
-            from mner.backends.onnx_runtime import OnnxTagger
-
-            TASKS["supervised"].check_support(path, None, support, "support=")
-            return cls(OnnxTagger.from_pretrained(path), batch_size=batch_size, device=device,
-                       fuse_images=fuse_images)
+        onnx = resolve_backend(path, backend) == "onnxruntime"
         task, model_type = checkpoint_task(path)
         task.check_support(path, model_type, support, "support=")
         if task.needs_support:
             from mner.fewshot.pipeline import FewShotPipeline
 
             return FewShotPipeline.from_pretrained(path, support, format=support_format, images=support_images,
-                                                   device=device, batch_size=batch_size)
+                                                   device=device, batch_size=batch_size,
+                                                   backend="onnxruntime" if onnx else "torch")
+        if onnx:
+            from mner.backends.onnx_runtime import OnnxTagger
+
+            return cls(OnnxTagger.from_pretrained(path), batch_size=batch_size, device=device,
+                       fuse_images=fuse_images)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_model(path, map_location=device), batch_size=batch_size, device=device,
                    fuse_images=fuse_images)

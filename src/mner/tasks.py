@@ -112,8 +112,8 @@ TASKS: dict[str, Task] = {
 def task_of(model: Any) -> Task:
     """The task of a model, or of a model class."""
     cls = model if isinstance(model, type) else type(model)
-    if getattr(model, "backend", "torch") != "torch":  # an exported model (mner export): a fixed-label tagger
-        return TASKS["supervised"]
+    if getattr(model, "backend", "torch") != "torch":  # an exported model (mner export): its export says
+        return TASKS[getattr(model, "task", "supervised")]
     for task in TASKS.values():
         if task.accepts(cls):
             return task
@@ -131,13 +131,18 @@ def task_of_type(model_type: str) -> Task:
 
 def checkpoint_task(path: str | Path) -> tuple[Task, str | None]:
     """The task of the model in ``path`` and its model type, read from its ``config.json`` without
-    loading a weight. An ONNX export folder (``mner export``) is a supervised model (type None);
-    a folder that is neither raises the loader's one-line :class:`~mner.models.CheckpointError`."""
+    loading a weight. An ONNX export folder (``mner export``) has the task and type its export
+    records (exports written before few-shot models were exported: supervised, type None); a folder
+    that is neither raises the loader's one-line :class:`~mner.models.CheckpointError`."""
     from mner.backends import is_export_folder
     from mner.models import checkpoint_class
 
     if is_export_folder(path):
-        return TASKS["supervised"], None
+        from mner.backends.onnx_runtime import read_export_config
+
+        exp = read_export_config(path)
+        task = exp.get("task", "supervised")
+        return TASKS[task], (exp.get("model_type") if task == "episodic" else None)
     cls = checkpoint_class(path)
     return task_of(cls), cls.model_type
 

@@ -35,8 +35,20 @@ products (text and caption encoders). The head (small, and where the tags are de
 convolutional image encoder (dynamic int8 convolutions have no fast CPU kernel) stay in fp32;
 ``mner_export.json`` lists what was quantized.
 
-Few-shot models (MOUSING and its baselines) are not exported yet: their labels and prototypes come
-with each support set, and this first part covers the taggers with a label set of their own.
+Few-shot models (MOUSING, ProtoMAF, ProtoBERT, NNShot / StructShot) have no label set of their own:
+their classes come with each support set. Their export holds the per-tweet half of the model, the
+part whose output depends on the tweet alone (:meth:`~mner.models.episodic.EpisodicTagger.encode`),
+as ONNX graphs: ``text_encoder.onnx`` and the visual encoders as above, and ``encoder.onnx``, the
+model's own ``encode`` from the text transformer's states (and, for MOUSING's ``graph.space:
+frozen``, the sub-token ids its frozen text model reads) and the visual features to the word
+representations (``rep0``, ``rep1``, ...; MOUSING: both views of its graph update). The episode
+step, which builds the classes from the support's representations and scores the query
+(prototypes, nearest neighbours, CRF), stays in PyTorch (:meth:`~mner.models.episodic.EpisodicTagger.head`):
+its weights are saved as ``head.safetensors`` (everything but the encoders) beside the encoders'
+assets, and it is small. The support set is encoded once by the exported graphs, then every batch
+of queries (:class:`mner.fewshot.pipeline.FewShotPipeline`). MOUSING with ``intervention.mode:
+random`` is refused: its test-time masks are drawn by PyTorch's generator, seeded per tweet, which a
+graph cannot replay.
 """
 
 from __future__ import annotations
@@ -60,8 +72,9 @@ from mner.errors import MNERError, UsageError
 from mner.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, atomic_folder, read_config,
                                     resolve_model_dir, save_state_dict)
 
-__all__ = ["DEFAULT_OPSET", "INT8_GRAPHS", "INT8_GRAPH_CHOICES", "INT8_OP_TYPES", "QUANTIZATIONS", "export_checkpoint", "file_sha256",
-           "head_inputs", "quantize_export", "require_onnx"]
+__all__ = ["DEFAULT_OPSET", "ENCODER_MODULES", "HEAD_WEIGHTS", "INT8_GRAPHS", "INT8_GRAPH_CHOICES", "INT8_OP_TYPES",
+           "QUANTIZATIONS", "encoder_inputs", "export_checkpoint", "file_sha256", "head_inputs", "quantize_export",
+           "require_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +90,14 @@ INT8_QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "D
                       "MatMulIntegerToFloat")
 #: The graphs ``--quantize int8`` quantizes: the transformers (see the module docstring).
 INT8_GRAPHS = ("text_encoder", "caption_encoder")
-#: The graphs ``--int8-graphs`` may name.
-INT8_GRAPH_CHOICES = ("text_encoder", "caption_encoder", "image_encoder", "head")
+#: The graphs ``--int8-graphs`` may name (``encoder``: a few-shot model's per-tweet graph).
+INT8_GRAPH_CHOICES = ("text_encoder", "caption_encoder", "image_encoder", "head", "encoder")
 CRF_NAME = "crf.safetensors"
+#: A few-shot export's PyTorch weights of the episode step (all but the encoders' weights).
+HEAD_WEIGHTS = "head.safetensors"
+#: The modules of a few-shot model whose work the exported graphs do: their weights are not in
+#: :data:`HEAD_WEIGHTS` (``graph_text``: MOUSING's frozen text model when it has no caption encoder).
+ENCODER_MODULES = ("text_encoder", "caption_encoder", "image_encoder", "graph_text")
 
 
 def require_onnx() -> None:
@@ -107,6 +125,12 @@ def head_inputs(views: tuple[str, ...]) -> list[str]:
     for view in views:
         names += [f"{view}_tokens", f"{view}_mask", f"{view}_pooled"]
     return names
+
+
+def encoder_inputs(views: tuple[str, ...]) -> list[str]:
+    """The input names of a few-shot export's ``encoder.onnx`` (before the exporter drops those a
+    model does not read), in order, for a model with visual ``views``."""
+    return ["input_ids", *head_inputs(views)]
 
 
 def head_outputs(match: bool) -> list[str]:
@@ -162,18 +186,11 @@ class _Head(nn.Module):
 
     def forward(self, token_states, attention_mask, word_starts, word_ends, word_mask, casing, *visual):
         from mner.processing.tagging import TaggingBatch
-        from mner.processing.visual import VisualInputs
 
         # input_ids and replaced are not read when the states are given: the mask stands in for them
         words = WordBatch(attention_mask, attention_mask, word_starts, word_ends, word_mask, casing,
                           word_mask, token_states=token_states)
-        features, present = {}, {}
-        for k, view in enumerate(self.views):
-            tokens, mask, pooled = visual[3 * k: 3 * k + 3]
-            features[view] = VisualFeatures(tokens, mask, pooled)
-            present[view] = mask.any(dim=1)
-        inputs = VisualInputs(features, None, present) if self.views else None
-        out = self.model(TaggingBatch([], words, None, inputs))
+        out = self.model(TaggingBatch([], words, None, _visual_inputs(self.views, visual)))
         if self.outputs_match:  # MAF's y^_m, an output of the graph as of the model's forward
             return out.emissions, out.match_probability
         return out.emissions
@@ -181,6 +198,41 @@ class _Head(nn.Module):
     @property
     def outputs_match(self) -> bool:
         return bool(getattr(self.model, "outputs_match", False))
+
+
+class _Encode(nn.Module):
+    """A few-shot model's own ``encode`` (eval mode) from the text transformer's states (and the
+    sub-token ids, for a frozen text model of MOUSING's graph) and the visual features to its
+    per-word representations; the ``None`` entries of its tuple are left out (``nones``: where)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.views = tuple(model.views)
+        self.nones: tuple[int, ...] = ()
+
+    def forward(self, input_ids, token_states, attention_mask, word_starts, word_ends, word_mask, casing, *visual):
+        from mner.processing.tagging import TaggingBatch
+
+        words = WordBatch(input_ids, attention_mask, word_starts, word_ends, word_mask, casing, word_mask,
+                          token_states=token_states)
+        out = self.model.encode(TaggingBatch([], words, None, _visual_inputs(self.views, visual)), False)
+        self.nones = tuple(i for i, o in enumerate(out) if o is None)
+        return tuple(o for o in out if o is not None)
+
+
+def _visual_inputs(views: tuple[str, ...], visual: tuple):
+    """The processor's :class:`VisualInputs` from a graph's flat visual inputs (tokens, mask, pooled per view)."""
+    from mner.processing.visual import VisualInputs
+
+    if not views:
+        return None
+    features, present = {}, {}
+    for k, view in enumerate(views):
+        tokens, mask, pooled = visual[3 * k: 3 * k + 3]
+        features[view] = VisualFeatures(tokens, mask, pooled)
+        present[view] = mask.any(dim=1)
+    return VisualInputs(features, None, present)
 
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
@@ -193,20 +245,22 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
                                     output_names=output_names, dynamic_shapes=dynamic, opset_version=opset,
                                     verbose=False, report=False)
     program.save(str(path), external_data=False)
-    _check_dynamic(path, dynamic)
+    _check_dynamic(path, dynamic, input_names)
 
 
-def _check_dynamic(path: Path, dynamic: tuple) -> None:
+def _check_dynamic(path: Path, dynamic: tuple, input_names: list[str]) -> None:
     """Refuse a graph whose input axes meant to be dynamic came out fixed: the exporter falls back
     to a static shape when the traced code specialises an axis, and such a graph would refuse every
-    other batch size at run time."""
+    other batch size at run time. (An input the graph does not read is dropped by the exporter.)"""
     import onnx
 
     flat: list[dict] = []
     for spec in dynamic:
         flat.extend(spec if isinstance(spec, tuple) else (spec,))
+    specs = dict(zip(input_names, flat))
     graph = onnx.load(str(path), load_external_data=False).graph
-    for value, spec in zip(graph.input, flat):
+    for value in graph.input:
+        spec = specs.get(value.name, {})
         dims = value.type.tensor_type.shape.dim
         fixed = [axis for axis in spec if dims[axis].HasField("dim_value")]
         if fixed:
@@ -244,6 +298,7 @@ def _example_batch(model):
                 Example("export-2", ("Paris", "at", "night"), caption="a city at night")]
     images = [Image.new("RGB", (40, 30), (200, 30, 40)), Image.new("RGB", (30, 40), (20, 90, 220))]
     processor = model.processor()
+    processor = getattr(processor, "tagging", processor)  # a few-shot model's: its tweets' processor
     return processor(examples, images=images if "pixels" in model.views else None)
 
 
@@ -314,9 +369,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
     the graphs ``int8_graphs`` (default: both transformer encoders; those the model lacks are skipped,
     but one of them must be there).
 
-    Refused with a one-line :class:`MNERError`: a few-shot model, an ``out`` that is the checkpoint
-    itself or an existing folder that is not an export, a missing onnx extra."""
+    Refused with a one-line :class:`MNERError`: a model of neither task, MOUSING with random test-time
+    masks, an ``out`` that is the checkpoint itself or an existing folder that is not an export, a
+    missing onnx extra."""
     from mner.models import MODELS
+    from mner.models.episodic import EpisodicTagger
     from mner.models.tagger import CRFTagger
 
     log = log or (lambda message: None)
@@ -327,9 +384,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
     cls = MODELS.get(model_type)
     if cls is None:
         raise CheckpointError(f"{folder}: unknown model type {model_type!r}; this mner knows {sorted(MODELS)}")
-    if not issubclass(cls, CRFTagger):
-        raise MNERError(f"{folder}: a {model_type!r} few-shot model; mner export covers the models with a label "
-                        "set of their own (maf: text-only, caption and pixels views) for now, not few-shot models")
+    episodic = issubclass(cls, EpisodicTagger)
+    if not (issubclass(cls, CRFTagger) or episodic):
+        raise MNERError(f"{folder}: a {model_type!r} model belongs to no task mner export knows")
+    intervention = (read_config(folder).get("config") or {}).get("intervention") or {}
+    if episodic and isinstance(intervention, dict) and intervention.get("mode") == "random":
+        raise MNERError(f"{folder}: MOUSING with intervention.mode random draws its test-time masks with PyTorch's "
+                        "generator (seeded per tweet), which an ONNX graph cannot replay; run it with the torch backend")
     out = Path(out)
     if out.exists() and out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
         raise UsageError(f"--out {out}: inside the checkpoint {folder}; choose a folder of its own")
@@ -347,7 +408,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
 
     model = load_model(folder, map_location="cpu").eval()
     views = tuple(model.views)
-    present = ["text_encoder", *(f"{'image' if v == 'pixels' else v}_encoder" for v in views), "head"]
+    present = ["text_encoder", *(f"{'image' if v == 'pixels' else v}_encoder" for v in views),
+               "encoder" if episodic else "head"]
     if quantize == "int8" and not set(int8_graphs) & set(present):
         raise UsageError(f"{folder}: this model has no {' or '.join(int8_graphs)} graph to quantize "
                          f"(it has {', '.join(present)})")
@@ -389,17 +451,32 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
             _export(_Image(enc), (pixels,), tmp / "image_encoder.onnx", ["pixel_values"], ["tokens", "pooled"],
                     ({0: B},), opset)
             graphs["image_encoder"] = {"file": "image_encoder.onnx"}
-        log("export: emission head")
         states = text(words).tokens  # (in windows when the example is longer than one call)
         head_args = (states, words.attention_mask, words.word_starts, words.word_ends, words.word_mask,
                      words.casing, *visual_args)
         head_dynamic = ({0: B, 1: S}, {0: B, 1: S}, {0: B, 1: W}, {0: B, 1: W}, {0: B, 1: W}, {0: B, 1: W})
         if visual_dynamic:  # the visual inputs are the head's *args: one nested entry
             head_dynamic += (tuple(visual_dynamic),)
-        head = _Head(model)
-        _export(head, head_args, tmp / "head.onnx", head_inputs(views), head_outputs(head.outputs_match),
-                head_dynamic, opset)
-        graphs["head"] = {"file": "head.onnx"}
+        encoding = None
+        if episodic:
+            log("export: per-tweet encoder (the episode step stays in PyTorch)")
+            encode = _Encode(model)
+            reps = encode(words.input_ids, *head_args)
+            # the sub-token ids are read by MOUSING's frozen text model, which takes one window: the
+            # sequence axis is traced up to the transformer's limit (the runtime refuses longer ids)
+            S_enc = torch.export.Dim("encoder_sequence", max=text.max_length)
+            enc_dynamic = ({0: B, 1: S_enc}, {0: B, 1: S_enc}, {0: B, 1: S_enc}, *head_dynamic[2:])
+            _export(encode, (words.input_ids, *head_args), tmp / "encoder.onnx", encoder_inputs(views),
+                    [f"rep{i}" for i in range(len(reps))], enc_dynamic, opset)
+            graphs["encoder"] = {"file": "encoder.onnx"}
+            encoding = {"outputs": len(reps) + len(encode.nones), "none": list(encode.nones),
+                        "max_length": text.max_length}
+        else:
+            log("export: emission head")
+            head = _Head(model)
+            _export(head, head_args, tmp / "head.onnx", head_inputs(views), head_outputs(head.outputs_match),
+                    head_dynamic, opset)
+            graphs["head"] = {"file": "head.onnx"}
 
         quantization = None
         if quantize == "int8":
@@ -410,10 +487,15 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
             info["outputs"] = [o.name for o in graph.graph.output]
             info["sha256"] = file_sha256(tmp / info["file"])
 
-        transitions, start, end = model.crf.scores()
-        save_state_dict({"transitions": transitions, "start": start, "end": end}, tmp / CRF_NAME)
         shutil.copyfile(folder / CONFIG_NAME, tmp / CONFIG_NAME)
-        _copy_tokenizers(model, tmp / "assets")
+        if episodic:  # the episode step's weights, and the encoders' assets to build the model around them
+            save_state_dict({k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] not in ENCODER_MODULES},
+                            tmp / HEAD_WEIGHTS)
+            model._save_assets(tmp / "assets")
+        else:
+            transitions, start, end = model.crf.scores()
+            save_state_dict({"transitions": transitions, "start": start, "end": end}, tmp / CRF_NAME)
+            _copy_tokenizers(model, tmp / "assets")
         settings = {"text_encoder": {"max_length": text.max_length, "window_size": text.window_size,
                                      "window_overlap": text.window_overlap}}
         if "caption" in views:
@@ -431,8 +513,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
             "backend": "onnxruntime",
             "model_type": model_type,
             "variant": getattr(model.config, "variant", None),
+            "task": "episodic" if episodic else "supervised",
             "views": list(views),
-            "labels": list(model.label_set.labels),
+            "labels": None if episodic else list(model.label_set.labels),
             "quantization": quantization,
             "opset": opset,
             "exporter": "torch.onnx.export(dynamo=True)",
@@ -442,7 +525,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
                        "weights_sha256": file_sha256(folder / WEIGHTS_NAME),
                        "config_sha256": file_sha256(folder / CONFIG_NAME)},
             "graphs": graphs,
-            "crf": CRF_NAME,
+            **({"head_weights": HEAD_WEIGHTS, "encoding": encoding, "scheme": model.scheme} if episodic
+               else {"crf": CRF_NAME}),
             **settings,
         }
         (tmp / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -10,6 +10,12 @@ cache (and its float16 storage) and the image transforms are the same code; so a
 windows (:func:`~mner.encoders.text.run_in_windows`) and the CRF decoding
 (:func:`~mner.models.base.decode_output`).
 
+:class:`OnnxEpisodicTagger` is the same for a few-shot export: the tweets' processor with the exported
+encoders, ``encode`` (a tweet's word representations) by the exported graphs, and the episode step
+(``head``: prototypes, distances, CRF; ``decode_output``) by the model's own PyTorch code and weights,
+so :class:`~mner.fewshot.pipeline.FewShotPipeline` runs it as it runs the PyTorch model, encoding
+the support set once.
+
 Threads: each session runs ``threads`` intra-op threads (default: torch's current setting, so the
 one-thread settings of ``mner tag`` and the tests apply to both backends alike).
 """
@@ -35,7 +41,8 @@ from mner.errors import MNERError
 from mner.models.base import Decoded, TaggerOutput, decode_output
 from mner.models.checkpoint import CONFIG_NAME, CheckpointError, load_state_dict, read_config
 
-__all__ = ["OnnxCaptionEncoder", "OnnxImageEncoder", "OnnxTagger", "read_export_config"]
+__all__ = ["OnnxCaptionEncoder", "OnnxEpisodicTagger", "OnnxImageEncoder", "OnnxTagger", "load_exported",
+           "read_export_config"]
 
 
 def read_export_config(folder: str | Path) -> dict[str, Any]:
@@ -141,19 +148,16 @@ class OnnxImageEncoder(nn.Module):
         return VisualFeatures(tokens=tokens, mask=mask, pooled=pooled)
 
 
-class OnnxTagger(nn.Module):
-    """A fixed-label tagger from an export folder (see the module docstring).
-
-    ``OnnxTagger.from_pretrained(folder)``; ``tagger(batch)`` -> :class:`TaggerOutput` (emissions,
-    word mask, the CRF's constrained scores, the labels); ``tagger.decode(batch)`` -> tags."""
+class _Exported(nn.Module):
+    """What the two exported models share: the export's config, one ONNX Runtime session per graph,
+    the word tokenizer, the text transformer's windows, the exported visual encoders."""
 
     backend = "onnxruntime"
 
-    def __init__(self, folder: str | Path, threads: int | None = None):
+    def _open(self, folder: str | Path, threads: int | None) -> type:
+        """Read ``folder`` and open its sessions; returns the model class of its ``config.json``."""
         from mner.models import MODELS
-        from mner.tagging.labels import LabelSet
 
-        super().__init__()
         folder = Path(folder)
         self.folder = folder
         self.export_config = exp = read_export_config(folder)
@@ -162,16 +166,13 @@ class OnnxTagger(nn.Module):
         if cls is None:
             raise CheckpointError(f"{folder / CONFIG_NAME}: unknown model type {raw['model_type']!r}")
         self.model_type = raw["model_type"]
-        self.config = from_dict(cls.config_class, cls.upgrade_config(dict(raw["config"])), "config")
-        self.label_set = LabelSet(tuple(self.config.labels))
+        self._raw_config = raw["config"]
         self.views = tuple(exp["views"])
         self.quantization = exp.get("quantization")
         threads = threads or torch.get_num_threads()
         graphs = exp["graphs"]
         self.threads = threads
         self.sessions = {name: _Session(folder / info["file"], threads) for name, info in graphs.items()}
-        crf = load_state_dict(folder / exp["crf"])
-        self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
         self.tokenizer = WordTokenizer.from_pretrained(str(folder / "assets" / "text_encoder"))
         text = exp["text_encoder"]
         self.max_length, self.window_size = int(text["max_length"]), int(text["window_size"])
@@ -186,27 +187,23 @@ class OnnxTagger(nn.Module):
         if "pixels" in self.views:
             self.image_encoder = OnnxImageEncoder(self.sessions["image_encoder"], exp["image_encoder"],
                                                   graphs["image_encoder"]["sha256"][:16])
+        return cls
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, threads: int | None = None) -> "OnnxTagger":
+    def from_pretrained(cls, folder: str | Path, threads: int | None = None):
         from mner.backends.onnx_export import require_onnx
 
         require_onnx()
         return cls(folder, threads=threads)
 
-    # ------------------------------------------------------------------------------ data
-    def processor(self, image_store=None, cache=None, seed: int = 0):
-        """The torch backend's processor, with the exported encoders (see the module docstring)."""
-        from mner.processing.tagging import TaggingProcessor
+    def _visual_processor(self, image_store=None, cache=None, seed: int = 0):
         from mner.processing.visual import VisualProcessor
 
-        visual = None
-        if self.views:
-            visual = VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder,
-                                     image_store, cache, seed)
-        return TaggingProcessor(self.tokenizer, self.label_set, visual)
+        if not self.views:
+            return None
+        return VisualProcessor(self.config.visual_view, self.image_encoder, self.caption_encoder, image_store, cache,
+                               seed)
 
-    # ------------------------------------------------------------------------------ model
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The text transformer's sub-token states; inputs over its limit run in overlapping windows."""
         def run(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -218,15 +215,58 @@ class OnnxTagger(nn.Module):
                               num_suffix=self.tokenizer.num_suffix, window_size=self.window_size,
                               overlap=self.window_overlap, pad_token_id=self.tokenizer.pad_token_id)
 
-    def forward(self, batch) -> TaggerOutput:
+    def _word_feed(self, batch) -> dict[str, torch.Tensor]:
+        """The inputs the head / encoder graph reads of a :class:`TaggingBatch`: the text transformer's
+        states, the word pooling and casing, and each view's features."""
         words = batch.words
-        feed = {"token_states": self.token_states(words.input_ids, words.attention_mask),
+        feed = {"input_ids": words.input_ids, "token_states": self.token_states(words.input_ids, words.attention_mask),
                 "attention_mask": words.attention_mask, "word_starts": words.word_starts,
                 "word_ends": words.word_ends, "word_mask": words.word_mask, "casing": words.casing}
         for view in self.views:
             feats = batch.visual.features[view]
             feed.update({f"{view}_tokens": feats.tokens.float(), f"{view}_mask": feats.mask,
                          f"{view}_pooled": feats.pooled.float()})
+        return feed
+
+    def extra_repr(self) -> str:
+        q = self.quantization
+        return f"{self.folder}, {self.model_type}, views={list(self.views)}, " + (
+            f"int8 ({', '.join(q['graphs'])})" if q else "fp32")
+
+
+class OnnxTagger(_Exported):
+    """A fixed-label tagger from an export folder (see the module docstring).
+
+    ``OnnxTagger.from_pretrained(folder)``; ``tagger(batch)`` -> :class:`TaggerOutput` (emissions,
+    word mask, the CRF's constrained scores, the labels); ``tagger.decode(batch)`` -> tags."""
+
+    task = "supervised"
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        from mner.tagging.labels import LabelSet
+
+        super().__init__()
+        cls = self._open(folder, threads)
+        exp = self.export_config
+        if exp.get("task", "supervised") != "supervised":
+            raise CheckpointError(f"{folder}: the export of a few-shot model; it tags the types of a support set "
+                                  "(OnnxEpisodicTagger, Pipeline.from_pretrained(..., support=...))")
+        self.config = from_dict(cls.config_class, cls.upgrade_config(dict(self._raw_config)), "config")
+        self.label_set = LabelSet(tuple(self.config.labels))
+        crf = load_state_dict(Path(folder) / exp["crf"])
+        self.transitions, self.start, self.end = crf["transitions"], crf["start"], crf["end"]
+
+    # ------------------------------------------------------------------------------ data
+    def processor(self, image_store=None, cache=None, seed: int = 0):
+        """The torch backend's processor, with the exported encoders (see the module docstring)."""
+        from mner.processing.tagging import TaggingProcessor
+
+        return TaggingProcessor(self.tokenizer, self.label_set, self._visual_processor(image_store, cache, seed))
+
+    # ------------------------------------------------------------------------------ model
+    def forward(self, batch) -> TaggerOutput:
+        words = batch.words
+        feed = self._word_feed(batch)
         head = self.sessions["head"]
         outputs = dict(zip(head.outputs, head(**feed)))
         emissions = outputs["emissions"]
@@ -253,7 +293,80 @@ class OnnxTagger(nn.Module):
             raise MNERError("the onnxruntime backend takes image features from its processor, not pixels")
         return decode_output(self(batch.without_tags()), confidences, who=type(self).__name__)
 
-    def extra_repr(self) -> str:
-        q = self.quantization
-        return f"{self.folder}, {self.model_type}, views={list(self.views)}, " + (
-            f"int8 ({', '.join(q['graphs'])})" if q else "fp32")
+
+class OnnxEpisodicTagger(_Exported):
+    """A few-shot tagger from an export folder (see the module docstring): ``encode`` by the exported
+    graphs, ``head`` and ``decode_output`` by the model's own PyTorch code (``self.model``, built
+    around the saved episode-step weights; its encoders are never run). Its ``config`` is the
+    model's, so decoding options set on it (``min_confidence``, ``o_bias``) act as on the torch model."""
+
+    task = "episodic"
+
+    def __init__(self, folder: str | Path, threads: int | None = None):
+        from mner.backends.onnx_export import ENCODER_MODULES
+
+        super().__init__()
+        cls = self._open(folder, threads)
+        folder, exp = Path(folder), self.export_config
+        if exp.get("task") != "episodic":
+            raise CheckpointError(f"{folder}: the export of a model with its own entity types; load it with OnnxTagger")
+        config = from_dict(cls.config_class, cls.upgrade_config(dict(self._raw_config)), "config")
+        model = cls._from_assets(config, folder / "assets")       # encoders with random weights: never run
+        state = load_state_dict(folder / exp["head_weights"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        stray = [k for k in missing if k.split(".", 1)[0] not in ENCODER_MODULES]
+        if unexpected or stray:
+            raise CheckpointError(f"{folder / exp['head_weights']}: weights do not fit the config (missing "
+                                  f"{stray[:5]}, unexpected {unexpected[:5]}); export the checkpoint again")
+        self.model = model.eval()
+        self.encoding = exp["encoding"]
+        self.reads_ids = "input_ids" in self.sessions["encoder"].inputs
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def scheme(self) -> str:
+        return self.model.scheme
+
+    def processor(self, image_store=None, cache=None, seed: int = 0):
+        """The few-shot model's episode processor, over the tweets' processor with the exported encoders."""
+        from mner.processing.episodes import EpisodeProcessor
+        from mner.processing.tagging import TaggingProcessor
+
+        return EpisodeProcessor(TaggingProcessor(self.tokenizer, None, self._visual_processor(image_store, cache, seed)),
+                                self.model.scheme)
+
+    def encode(self, part, train: bool = False) -> tuple:
+        """The word representations of one side of an episode batch (a tweet's depend on it alone), by
+        the exported graphs: the model's ``encode`` in eval mode."""
+        if train:
+            raise MNERError("an ONNX export runs inference only; train the PyTorch checkpoint")
+        if self.reads_ids and part.words.input_ids.shape[1] > int(self.encoding["max_length"]):
+            raise MNERError(f"a tweet of {part.words.input_ids.shape[1]} sub-tokens exceeds the text model's "
+                            f"{self.encoding['max_length']}; graph.space frozen reads tweets up to that length")
+        reps = iter(self.sessions["encoder"](**self._word_feed(part)))
+        return tuple(None if i in self.encoding["none"] else next(reps) for i in range(self.encoding["outputs"]))
+
+    def head(self, batch, support: tuple, query: tuple) -> TaggerOutput:
+        return self.model.head(batch, support, query)
+
+    def forward(self, batch) -> TaggerOutput:
+        return self.head(batch, self.encode(batch.support), self.encode(batch.query))
+
+    def decode_output(self, out: TaggerOutput, confidences: bool = False) -> Decoded:
+        return self.model.decode_output(out, confidences)
+
+    @torch.no_grad()
+    def decode(self, batch, confidences: bool = False, output_attentions: bool = False) -> Decoded:
+        """Tags of the batch's query tweets, as the PyTorch model decodes them."""
+        return self.decode_output(self(batch.without_tags()), confidences)
+
+
+def load_exported(folder: str | Path, threads: int | None = None) -> OnnxTagger | OnnxEpisodicTagger:
+    """The exported model of ``folder``: a fixed-label :class:`OnnxTagger` or a few-shot
+    :class:`OnnxEpisodicTagger`, by the export's task."""
+    exp = read_export_config(folder)
+    cls = OnnxEpisodicTagger if exp.get("task") == "episodic" else OnnxTagger
+    return cls.from_pretrained(folder, threads=threads)

@@ -273,11 +273,11 @@ def bound_pipeline(path: str, support_set: tuple, decoding: dict, batch_size: in
     import torch
 
     from mner.fewshot.decoding import apply_decoding
-    from mner.fewshot.pipeline import FewShotPipeline
-    from mner.models import load_model
+    from mner.fewshot.pipeline import FewShotPipeline, load_fewshot_model
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(path, map_location=device)
+    model = load_fewshot_model(path, None, device)   # an export folder runs on ONNX Runtime
+    device = "cpu" if getattr(model, "backend", "torch") != "torch" else (
+        device or ("cuda" if torch.cuda.is_available() else "cpu"))
     apply_decoding(model, decoding or {})
     examples, images = support_set
     return FewShotPipeline(model, examples, batch_size, device, image_store, support_images=images)
@@ -294,9 +294,10 @@ def check_task(opts: TagOptions):
         name = next(iter(opts.decoding))
         raise MNERError(f"--{name.replace('_', '-')}: a decoding option of few-shot checkpoints; {opts.checkpoint} "
                         "is a model with a fixed set of entity types: leave it out")
-    if task.needs_support and opts.backend == "onnxruntime":
-        raise MNERError(f"--backend onnxruntime: {opts.checkpoint} is a few-shot checkpoint, and few-shot models "
-                        "are not exported yet; leave --backend out (torch)")
+    if task.needs_support:   # the backend of the few-shot pipelines the workers build: by what the folder is
+        from mner.backends import resolve_backend
+
+        resolve_backend(opts.checkpoint, opts.backend)   # a pairing that cannot run: one line
     return task, model_type
 
 

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(CRF decoding and span building stay in mner). DIR also holds the tokenizer files, the "
                     "CRF scores and mner_export.json (backend, quantization, opset, sha256 of the checkpoint's "
                     "weights). mner predict DIR (and Pipeline.from_pretrained(DIR)) run it with ONNX Runtime. "
-                    "Few-shot models are not exported yet.")
+                    "A few-shot checkpoint's per-tweet encoder is exported the same way and its episode step "
+                    "(prototypes, CRF) kept in PyTorch: mner predict DIR --support FILE runs it.")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--out", type=Path, required=True, help="the export folder (new, or an earlier export: replaced)")
     p.add_argument("--quantize", default=None, choices=QUANTIZATIONS,

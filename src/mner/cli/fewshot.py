@@ -293,11 +293,12 @@ def cmd_evaluate(args) -> int:
     from mner.data.images import ImageStore
     from mner.errors import UsageError
     from mner.fewshot.evaluation import predict_episodes, score_episodes
-    from mner.models import load_model
-    from mner.models.episodic import EpisodicTagger
+    from mner.fewshot.pipeline import load_fewshot_model
+    from mner.tasks import task_of
 
-    model = load_model(args.checkpoint)
-    if not isinstance(model, EpisodicTagger):
+    # an export folder (mner export) runs on ONNX Runtime
+    model = load_fewshot_model(args.checkpoint, getattr(args, "backend", None), "cpu")
+    if task_of(model).name != "episodic":
         raise UsageError(f"{args.checkpoint}: a {model.model_type!r} model is not a few-shot model; "
                          "use mner evaluate")
     _apply_decoding(model, args)

@@ -225,9 +225,6 @@ def cmd_predict(args) -> int:
     if args.output is not None and args.output.is_dir():
         raise UsageError(f"--output {args.output}: is a folder; give a file name")
     fewshot = _needs_support(args)
-    if fewshot and args.backend == "onnxruntime":
-        raise UsageError(f"--backend onnxruntime: {args.checkpoint} is a few-shot checkpoint, and few-shot "
-                         "models are not exported yet; leave --backend out (torch)")
     # one pipeline for any checkpoint; a few-shot one is bound to the support set (its image ids in --image-dir)
     pipe = Pipeline.from_pretrained(args.checkpoint, batch_size=args.batch_size, backend=args.backend,
                                     support=args.support, support_format=args.support_format,

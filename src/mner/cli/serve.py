@@ -128,26 +128,23 @@ def cmd_serve(args) -> int:
     from mner.models import MODELS
     from mner.models.checkpoint import read_config, resolve_model_dir
     from mner.models.tagger import CRFTagger
-    from mner.tasks import TASKS, checkpoint_task
+    from mner.tasks import checkpoint_task
 
     # an export folder (mner export) runs on ONNX Runtime: the pipeline detects it (a wrong --backend: one line)
     if resolve_backend(args.checkpoint, args.backend) == "torch":
         args.checkpoint = resolve_model_dir(args.checkpoint)        # a model folder or a run's best/
-        model_type = read_config(args.checkpoint).get("model_type")
-        task, model_type = checkpoint_task(args.checkpoint)
-        task.check_support(args.checkpoint, model_type, args.support)   # a few-shot model serves a support set
-        if task.needs_support:
-            if args.fewshot is not None:
-                raise UsageError(f"--fewshot {args.fewshot}: {args.checkpoint} is itself a few-shot model, and it "
-                                 "answers the New types tab (POST /fewshot/predict): leave --fewshot out")
-            from mner.fewshot.pipeline import read_support
+    elif args.device not in (None, "cpu"):
+        raise UsageError(f"--device {args.device}: the onnxruntime backend (an export folder) runs on the CPU")
+    task, model_type = checkpoint_task(args.checkpoint)
+    task.check_support(args.checkpoint, model_type, args.support)   # a few-shot model serves a support set
+    if task.needs_support:
+        if args.fewshot is not None:
+            raise UsageError(f"--fewshot {args.fewshot}: {args.checkpoint} is itself a few-shot model, and it "
+                             "answers the New types tab (POST /fewshot/predict): leave --fewshot out")
+        from mner.fewshot.pipeline import read_support
 
-            read_support(args.support, args.support_format)   # a malformed support file: one line, before listening
-            args.support = args.support.resolve()
-    else:
-        if args.device not in (None, "cpu"):
-            raise UsageError(f"--device {args.device}: the onnxruntime backend (an export folder) runs on the CPU")
-        TASKS["supervised"].check_support(args.checkpoint, None, args.support)
+        read_support(args.support, args.support_format)   # a malformed support file: one line, before listening
+        args.support = args.support.resolve()
     if args.workers < 1:
         raise UsageError("--workers must be 1 or more")
     if args.fewshot is not None:

@@ -29,7 +29,7 @@ from mner.pipeline import Pipeline, Prediction
 from mner.tagging import convert_tags
 from mner.tagging.schemes import parse_tag
 
-__all__ = ["FewShotPipeline", "read_support", "support_tags", "support_types"]
+__all__ = ["FewShotPipeline", "load_fewshot_model", "read_support", "support_tags", "support_types"]
 
 
 def support_tags(ex: Example, lines: Sequence[int] | None = None) -> list[str]:
@@ -71,15 +71,20 @@ class FewShotPipeline(Pipeline):
     def __init__(self, model, support: Sequence[Example], batch_size: int = 16,
                  device: str | torch.device | None = None, image_store: ImageStore | None = None,
                  support_images: Sequence | None = None, cache_support: bool = True):
-        from mner.models.episodic import EpisodicTagger
+        from mner.tasks import task_of
 
-        if not isinstance(model, EpisodicTagger):
+        if task_of(model).name != "episodic":
             raise MNERError(f"a {model.model_type!r} model is not a few-shot model; use mner.Pipeline for it")
         if batch_size < 1:
             raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = fuse_image_encoders(model.eval())  # frozen conv backbones folded (mner.Pipeline's default)
-        self.backend = "torch"
+        #: ``torch``, or ``onnxruntime`` for an exported few-shot model (:class:`~mner.backends.onnx_runtime.OnnxEpisodicTagger`)
+        self.backend = getattr(model, "backend", "torch")
         self.fuse_images = True
+        if self.backend != "torch":
+            if device is not None and torch.device(device).type != "cpu":
+                raise MNERError(f"the {self.backend} backend runs on the CPU; leave the device out (got {device})")
+            device = "cpu"
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.batch_size = batch_size
@@ -115,13 +120,13 @@ class FewShotPipeline(Pipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path, support: str | Path | Sequence[Example], *,
                         format: str = "auto", images: str | Path | None = None,
-                        device: str | torch.device | None = None, batch_size: int = 16) -> "FewShotPipeline":
-        from mner.models import load_model
-
+                        device: str | torch.device | None = None, batch_size: int = 16,
+                        backend: str | None = None) -> "FewShotPipeline":
+        """``backend``: ``torch`` or ``onnxruntime`` (an export folder of ``mner export``); None picks
+        it by what ``path`` is."""
         if isinstance(support, (str, Path)):
             support = read_support(support, format)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(load_model(path, map_location=device), support, batch_size, device,
+        return cls(load_fewshot_model(path, backend, device), support, batch_size, device,
                    ImageStore(images) if images is not None else None)
 
     def support_images(self) -> list | None:
@@ -184,6 +189,20 @@ class FewShotPipeline(Pipeline):
     def info(self) -> dict[str, Any]:
         return {"model_type": self.model.model_type, "task": self.task, "types": list(self.types),
                 "support": len(self.support), "views": list(self.views), "backend": self.backend}
+
+
+def load_fewshot_model(path: str | Path, backend: str | None = None, device: str | torch.device | None = None):
+    """The few-shot model of ``path``: the PyTorch checkpoint, or with the ``onnxruntime`` backend (an
+    export folder) its :class:`~mner.backends.onnx_runtime.OnnxEpisodicTagger` (on the CPU)."""
+    from mner.backends import resolve_backend
+
+    if resolve_backend(path, backend) == "onnxruntime":
+        from mner.backends.onnx_runtime import OnnxEpisodicTagger
+
+        return OnnxEpisodicTagger.from_pretrained(path)
+    from mner.models import load_model
+
+    return load_model(path, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def read_support(path: str | Path, format: str = "auto") -> list[Example]:
