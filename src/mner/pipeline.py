@@ -43,7 +43,7 @@ from mner.models import load_model
 from mner.models.base import Decoded, MNERModel
 from mner.tagging import get_spans
 
-__all__ = ["InputFile", "Pipeline", "Prediction", "input_examples", "read_input_file"]
+__all__ = ["InputFile", "Pipeline", "Prediction", "backend_device", "input_examples", "read_input_file"]
 
 TextInput = str | Sequence[str]
 ImageInput = str | Path | Image.Image | None
@@ -137,6 +137,17 @@ class Prediction:
     visual_layout: tuple[tuple[str, int], ...] = ()
 
 
+def backend_device(model, device: str | torch.device | None) -> tuple[str, torch.device]:
+    """A pipeline's backend (``torch``, or ``onnxruntime`` for an exported model: :mod:`mner.backends`)
+    and device (default: the model's); an exported model runs on the CPU, another device is refused."""
+    backend = getattr(model, "backend", "torch")
+    if backend != "torch":
+        if device is not None and torch.device(device).type != "cpu":
+            raise MNERError(f"the {backend} backend runs on the CPU; leave the device out (got {device})")
+        device = "cpu"
+    return backend, torch.device(device) if device is not None else next(model.parameters()).device
+
+
 class Pipeline:
     """A trained tagger ready for raw inputs (see the module docstring)."""
 
@@ -148,15 +159,9 @@ class Pipeline:
         if batch_size < 1:
             raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
-        #: ``torch``, or ``onnxruntime`` for an exported model (:class:`~mner.backends.onnx_runtime.OnnxTagger`)
-        self.backend: str = getattr(model, "backend", "torch")
         # opens image paths given to the pipeline (as given: no folder; its max_pixels applies)
         self.image_store = image_store or ImageStore(None)
-        if self.backend != "torch":
-            if device is not None and torch.device(device).type != "cpu":
-                raise MNERError(f"the {self.backend} backend runs on the CPU; leave the device out (got {device})")
-            device = "cpu"
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.backend, self.device = backend_device(model, device)
         self.model.to(self.device)
         self.batch_size = batch_size
         # examples -> tensors; images given to the pipeline (PIL, or paths resolved by the

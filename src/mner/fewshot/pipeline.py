@@ -25,7 +25,7 @@ from mner.data.example import Example
 from mner.data.images import ImageStore, to_rgb
 from mner.encoders.image import fuse_image_encoders
 from mner.errors import MNERError
-from mner.pipeline import Pipeline, Prediction
+from mner.pipeline import Pipeline, Prediction, backend_device
 from mner.tagging import convert_tags
 from mner.tagging.schemes import parse_tag
 
@@ -78,14 +78,9 @@ class FewShotPipeline(Pipeline):
         if batch_size < 1:
             raise MNERError(f"batch_size must be >= 1, got {batch_size}")
         self.model = fuse_image_encoders(model.eval())  # frozen conv backbones folded (mner.Pipeline's default)
-        #: ``torch``, or ``onnxruntime`` for an exported few-shot model (:class:`~mner.backends.onnx_runtime.OnnxEpisodicTagger`)
-        self.backend = getattr(model, "backend", "torch")
         self.fuse_images = True
-        if self.backend != "torch":
-            if device is not None and torch.device(device).type != "cpu":
-                raise MNERError(f"the {self.backend} backend runs on the CPU; leave the device out (got {device})")
-            device = "cpu"
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        # ``torch``, or ``onnxruntime`` for an exported few-shot model (:class:`~mner.backends.onnx_runtime.OnnxEpisodicTagger`)
+        self.backend, self.device = backend_device(model, device)
         self.model.to(self.device)
         self.batch_size = batch_size
         # resolves the support's image ids (inside its folder, when it has one)
