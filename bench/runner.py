@@ -85,9 +85,11 @@ def run_plans(plans: Iterable[Plan], *, current: str, versions: cells.Versions, 
         if plan.run_dir is not None:
             fresh_run_dir(plan.run_dir, current)
         for record in plan.run():
+            path = plan.path.with_name(f"{record['cell']}.json")
             if previous and record["cell"] == plan.name:
                 record["previous"] = previous
-            path = plan.path.with_name(f"{record['cell']}.json")
+            elif previous and path.is_file():   # a cell stored with it (StructShot with NNShot): its own old result
+                record["previous"] = previous_of(cells.Cell.load(path).to_dict(), previous["stale"])
             cells.Cell.from_dict(record, str(path)).store(path)
             ran.append(record["cell"])
             print(f"== {record['cell']}: test F1 {100 * record['test']['f1']:.2f}", flush=True)

@@ -135,6 +135,24 @@ def test_the_runner_skips_stored_cells_reruns_stale_ones_and_keeps_the_old_resul
     assert again.previous["code_fingerprint"] == "fp-old"
 
 
+
+def test_a_rerun_keeps_the_old_result_of_every_cell_it_stores(tmp_path):
+    """NNShot's cell stores StructShot's: a re-run keeps each one's own old figures."""
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, f1 in (("a__nnshot__seed1", 0.5), ("a__structshot__seed1", 0.55)):
+        (results / f"{name}.json").write_text(json.dumps(_cell(name, f1), indent=2) + "\n")
+    plan = _plan(results, "a__nnshot__seed1", 0.6, [])
+    plan.run = lambda: [_cell("a__nnshot__seed1", 0.6, code_fingerprint="fp-new"),
+                        _cell("a__structshot__seed1", 0.65, code_fingerprint="fp-new"),
+                        _cell("a__new__seed1", 0.7, code_fingerprint="fp-new")]
+    runner.run_plans([plan], current="fp-new", versions=cells.Versions(SPEC), rerun_stale=True)
+    got = {n: cells.Cell.load(results / f"{n}.json") for n in ("a__nnshot__seed1", "a__structshot__seed1", "a__new__seed1")}
+    assert got["a__nnshot__seed1"].previous["test_f1"] == 0.5
+    assert got["a__structshot__seed1"].previous["test_f1"] == 0.55 and got["a__structshot__seed1"].test.f1 == 0.65
+    assert got["a__new__seed1"].previous is None
+
+
 def test_the_runner_refuses_to_store_a_record_without_the_schema(tmp_path):
     results = tmp_path / "results"
     results.mkdir()
