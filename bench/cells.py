@@ -381,6 +381,15 @@ def store_gzip(data: bytes, target: Path, root: Path = ROOT, **holds: int) -> di
     return {"path": shown, "sha256": hashlib.sha256(packed).hexdigest(), "bytes": len(packed), **holds}
 
 
+def _parent(tree: dict, dotted: str) -> tuple[dict | None, str]:
+    """The dict that holds the dotted key ``a.b.c`` of ``tree`` (None where a level is missing), and ``c``."""
+    *parents, last = dotted.split(".")
+    node: Any = tree
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), last
+
+
 def comparable_config(raw: dict | None, volatile: Iterable[str], implied: dict[str, Any] | None = None) -> dict | None:
     """A cell's configuration without what depends on where it ran (``volatile``: dotted keys such as
     ``training.output_dir``), and with ``implied`` (dotted key -> value: what a key meant when a cell
@@ -390,19 +399,13 @@ def comparable_config(raw: dict | None, volatile: Iterable[str], implied: dict[s
         return None
     out = json.loads(json.dumps(raw))
     for dotted, value in (implied or {}).items():
-        *parents, last = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.setdefault(last, value)
+        parent, last = _parent(out, dotted)
+        if parent is not None:
+            parent.setdefault(last, value)
     for dotted in volatile:
-        *parents, last = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
+        parent, last = _parent(out, dotted)
+        if parent is not None:
+            parent.pop(last, None)
     return out
 
 
