@@ -154,7 +154,8 @@ def test_the_caption_features_go_through_the_same_cache(exports):
 def test_int8_export_quantizes_the_encoders_and_keeps_the_schema(checkpoints, int8_caption):
     config = json.loads((int8_caption / EXPORT_CONFIG).read_text())
     q = config["quantization"]
-    assert q["weights"] == "int8" and q["per_channel"] is True
+    assert q["weights"] == "int8" and q["per_channel"] is True and q["method"] == "dynamic" and q["static"] is None
+    assert q["methods"] == {"text_encoder": "dynamic", "caption_encoder": "dynamic"}
     assert q["graphs"] == ["text_encoder", "caption_encoder"] and "head" in q["fp32_graphs"]
     for name in ("text_encoder", "caption_encoder"):
         ops = {node.op_type for node in onnx.load(str(int8_caption / config["graphs"][name]["file"])).graph.node}
@@ -245,12 +246,11 @@ def test_int8_variants_are_made_from_the_fp32_export(checkpoints, exports, tmp_p
         quantize_export(out, tmp_path / "again")
     with pytest.raises(MNERError, match="has no graph image_encoder"):
         quantize_export(source, tmp_path / "again", graphs=("image_encoder",))
-    # the convolutional image encoder has nothing dynamic int8 covers: it stays fp32 and is said to
-    pixels = exports["pixels"]
-    conv = quantize_export(pixels, tmp_path / "conv-int8", graphs=("image_encoder",))
-    q = json.loads((conv / EXPORT_CONFIG).read_text())["quantization"]
-    assert q["graphs"] == [] and "image_encoder" in q["fp32_graphs"] and "kept fp32" in q["not_quantized"]["image_encoder"]
-    assert (conv / "image_encoder.onnx").read_bytes() == (pixels / "image_encoder.onnx").read_bytes()
+    # the convolutional image encoder has nothing dynamic int8 covers: it is quantized statically, from
+    # calibration images (tests/test_onnx_static_int8.py), and refused without them
+    with pytest.raises(MNERError, match="add --calibration"):
+        quantize_export(exports["pixels"], tmp_path / "conv-int8", graphs=("image_encoder",))
+    assert not (tmp_path / "conv-int8").exists()
 
 
 def test_mner_serve_serves_an_export(checkpoints, exports, capsys):

@@ -31,9 +31,13 @@ the source checkpoint's weights file.
 
 ``--quantize int8``: ONNX Runtime's dynamic quantization (``quantize_dynamic``: int8 weights,
 per output channel by default, activations quantized on the fly) of the transformer graphs' matrix
-products (text and caption encoders). The head (small, and where the tags are decided) and a
-convolutional image encoder (dynamic int8 convolutions have no fast CPU kernel) stay in fp32;
-``mner_export.json`` lists what was quantized.
+products (text and caption encoders). The head (small, and where the tags are decided) stays in
+fp32. The image encoder, whose convolutions dynamic int8 does not cover (and has no fast CPU
+kernel for), is quantized only when ``--int8-graphs`` names it, and then statically, from
+calibration images the user points at (``--calibration``; :mod:`mner.backends.calibration`):
+int8 weights and uint8 activations with ranges measured beforehand, as QDQ pairs. Asked without
+calibration images, it is refused. ``mner_export.json`` lists what was quantized, each graph's
+method, and the calibration images (names, one sha256 over them).
 
 Few-shot models (MOUSING, ProtoMAF, ProtoBERT, NNShot / StructShot) have no label set of their own:
 their classes come with each support set. Their export holds the per-tweet half of the model, the
@@ -62,10 +66,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from PIL import Image
 from torch import nn
 
 from mner import __version__
 from mner.backends import EXPORT_CONFIG, EXPORT_FORMAT, is_export_folder
+from mner.backends.calibration import DEFAULT_CALIBRATION_SIZE, CalibrationSet, calibration_set
 from mner.encoders.features import VisualFeatures
 from mner.encoders.tokenization import WordBatch
 from mner.errors import MNERError, UsageError
@@ -73,8 +79,8 @@ from mner.models.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, CheckpointError, 
                                     resolve_model_dir, save_state_dict)
 
 __all__ = ["DEFAULT_OPSET", "ENCODER_MODULES", "HEAD_WEIGHTS", "INT8_GRAPHS", "INT8_GRAPH_CHOICES", "INT8_OP_TYPES",
-           "QUANTIZATIONS", "encoder_inputs", "export_checkpoint", "file_sha256", "head_inputs", "quantize_export",
-           "require_onnx"]
+           "QUANTIZATIONS", "STATIC_INT8_GRAPHS", "encoder_inputs", "export_checkpoint", "file_sha256", "head_inputs",
+           "quantize_export", "require_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +98,8 @@ INT8_QUANTIZED_OPS = ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "D
 INT8_GRAPHS = ("text_encoder", "caption_encoder")
 #: The graphs ``--int8-graphs`` may name (``encoder``: a few-shot model's per-tweet graph).
 INT8_GRAPH_CHOICES = ("text_encoder", "caption_encoder", "image_encoder", "head", "encoder")
+#: The graphs int8 quantizes statically, from calibration images (the others: dynamically).
+STATIC_INT8_GRAPHS = ("image_encoder",)
 CRF_NAME = "crf.safetensors"
 #: A few-shot export's PyTorch weights of the episode step (all but the encoders' weights).
 HEAD_WEIGHTS = "head.safetensors"
@@ -289,8 +297,6 @@ def _example_batch(model):
     """A real batch of two made-up tweets (with captions and images for the visual views) from the
     model's own processor: the example inputs the graphs are traced with. Lengths differ between
     the axes and none is 1, so that no dynamic axis is specialised to its example size."""
-    from PIL import Image
-
     from mner.data.example import Example
 
     examples = [Example("export-1", ("Obama", "meets", "Merkel", "in", "Berlin", "today", "!"),
@@ -302,46 +308,89 @@ def _example_batch(model):
     return processor(examples, images=images if "pixels" in model.views else None)
 
 
-def _quantize_graphs(folder: Path, graphs: dict[str, dict], names, per_channel: bool,
-                     log: Callable[[str], None]) -> dict:
-    """Dynamic int8 quantization, in place, of the graphs ``names`` of ``folder`` (those it has);
+def _calibration(names, calibration: str | Path | None, images: str | Path | None,
+                 size: int) -> CalibrationSet | None:
+    """The calibration images of the static int8 graphs among ``names``, found before any work is
+    done; a static graph without them, or calibration images with none, is refused in one line."""
+    static = [name for name in names if name in STATIC_INT8_GRAPHS]
+    if static and calibration is None:
+        raise UsageError(f"--int8-graphs {static[0]}: quantized statically, from calibration images: add "
+                         "--calibration DIR (a folder of images) or --calibration DATA --calibration-images DIR "
+                         "(e.g. the training split and its image folder)")
+    if calibration is None:
+        if images is not None:
+            raise UsageError("--calibration-images: the image folder of --calibration DATA: add --calibration DATA")
+        return None
+    if not static:
+        raise UsageError(f"--calibration: the images that calibrate {' and '.join(STATIC_INT8_GRAPHS)}: add "
+                         f"--quantize int8 --int8-graphs ... {STATIC_INT8_GRAPHS[0]}")
+    return calibration_set(calibration, images, size)
+
+
+def _quantize_graphs(folder: Path, graphs: dict[str, dict], names, per_channel: bool, log: Callable[[str], None],
+                     calibration: CalibrationSet | None = None,
+                     transform: Callable[[Image.Image], torch.Tensor] | None = None) -> dict:
+    """Int8 quantization, in place, of the graphs ``names`` of ``folder`` (those it has): dynamic, or
+    static from ``calibration``'s images through ``transform`` for :data:`STATIC_INT8_GRAPHS`;
     returns the ``quantization`` entry of :data:`EXPORT_CONFIG`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     import onnx
 
-    done, unchanged = [], {}
+    from mner.backends.calibration import quantize_image_encoder
+
+    done, unchanged, methods = [], {}, {}
+    dynamic = static = None
     for name in names:
         if name not in graphs:
             continue
-        log(f"quantize: {name} (dynamic int8, {'per channel' if per_channel else 'per tensor'})")
         path = folder / graphs[name]["file"]
         fp32 = path.with_suffix(".fp32.onnx")
         path.rename(fp32)
+        if name in STATIC_INT8_GRAPHS:
+            log(f"quantize: {name} (static int8, QDQ, calibrated on {len(calibration.files)} images)")
+            with _quiet_exporter():
+                static = quantize_image_encoder(fp32, path, calibration.pixels(transform), per_channel)
+            static["calibration"] = calibration.record()
+            fp32.unlink()
+            done.append(name)
+            methods[name] = "static"
+            continue
+        log(f"quantize: {name} (dynamic int8, {'per channel' if per_channel else 'per tensor'})")
+        dynamic = {"activations": "uint8 (dynamic)", "op_types": list(INT8_OP_TYPES)}
         with _quiet_exporter():
             quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=per_channel,
                              op_types_to_quantize=list(INT8_OP_TYPES))
-        # a graph with nothing dynamic int8 covers (a convolutional image encoder: Conv is not among
-        # INT8_OP_TYPES) comes out with no integer operator: it stays fp32 and is listed as such
+        # a graph with nothing dynamic int8 covers comes out with no integer operator: it stays fp32
+        # and is listed as such
         integer = sum(node.op_type in INT8_QUANTIZED_OPS for node in onnx.load(str(path), load_external_data=False).graph.node)
         if integer:
             fp32.unlink()
             done.append(name)
+            methods[name] = "dynamic"
         else:
             path.unlink()
             fp32.rename(path)
             unchanged[name] = f"no {' or '.join(INT8_OP_TYPES)} operator that dynamic int8 quantizes; kept fp32"
             log(f"quantize: {name} has no {' or '.join(INT8_OP_TYPES)} operator; kept fp32")
-    return {"method": "dynamic", "weights": "int8", "activations": "uint8 (dynamic)", "per_channel": per_channel,
-            "op_types": list(INT8_OP_TYPES), "graphs": done, "fp32_graphs": [g for g in graphs if g not in done],
-            "not_quantized": unchanged}
+    return {"method": "+".join(m for m in ("dynamic", "static") if m in methods.values()) or "none",
+            "methods": methods, "weights": "int8", "per_channel": per_channel, "graphs": done,
+            "fp32_graphs": [g for g in graphs if g not in done], "not_quantized": unchanged,
+            "dynamic": dynamic, "static": static}
 
 
 def quantize_export(source: str | Path, out: str | Path, *, per_channel: bool = True,
-                    graphs: tuple[str, ...] = INT8_GRAPHS, log: Callable[[str], None] | None = None) -> Path:
+                    graphs: tuple[str, ...] = INT8_GRAPHS, calibration: str | Path | None = None,
+                    calibration_images: str | Path | None = None, calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+                    log: Callable[[str], None] | None = None) -> Path:
     """An int8 copy of the fp32 export ``source`` in ``out``: the graphs ``graphs`` (those the export
-    has) dynamically quantized, the others as they are; ``mner_export.json`` says which. Quantizing is
-    ONNX to ONNX, so variants (per channel or per tensor, which graphs) need no new export from torch."""
+    has) quantized, the others as they are; ``mner_export.json`` says which and how. The image
+    encoder is quantized statically, from ``calibration_size`` images of ``calibration`` (and
+    ``calibration_images``; see :func:`mner.backends.calibration.calibration_set`) through the
+    exported model's own image transform. Quantizing is ONNX to ONNX, so variants (per channel or per
+    tensor, which graphs) need no new export from torch."""
+    from mner.backends.onnx_runtime import load_exported
+
     log = log or (lambda message: None)
     source, out = Path(source), Path(out)
     config = json.loads((source / EXPORT_CONFIG).read_text(encoding="utf-8"))
@@ -352,9 +401,12 @@ def quantize_export(source: str | Path, out: str | Path, *, per_channel: bool = 
         raise UsageError(f"{source}: has no graph {', '.join(unknown)} (it has {', '.join(config['graphs'])})")
     if out.exists() and not (out.is_dir() and (is_export_folder(out) or not any(out.iterdir()))):
         raise UsageError(f"{out}: exists and is not an mner export; choose a new folder")
+    calib = _calibration(graphs, calibration, calibration_images, calibration_size)
+    # the exported pipeline's own image transform (what it applies before the image encoder graph)
+    transform = load_exported(source, threads=1).image_encoder.eval_transform() if calib is not None else None
     with atomic_folder(out) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        config["quantization"] = _quantize_graphs(tmp, config["graphs"], graphs, per_channel, log)
+        config["quantization"] = _quantize_graphs(tmp, config["graphs"], graphs, per_channel, log, calib, transform)
         for name in config["quantization"]["graphs"]:
             config["graphs"][name]["sha256"] = file_sha256(tmp / config["graphs"][name]["file"])
         (tmp / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -363,15 +415,19 @@ def quantize_export(source: str | Path, out: str | Path, *, per_channel: bool = 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str | None = None,
                       per_channel: bool = True, int8_graphs: tuple[str, ...] = INT8_GRAPHS,
-                      opset: int = DEFAULT_OPSET, log: Callable[[str], None] | None = None) -> Path:
+                      calibration: str | Path | None = None, calibration_images: str | Path | None = None,
+                      calibration_size: int = DEFAULT_CALIBRATION_SIZE, opset: int = DEFAULT_OPSET,
+                      log: Callable[[str], None] | None = None) -> Path:
     """Export the model in ``checkpoint`` (a model folder or a training run) to the folder ``out``
     (see the module docstring); returns ``out``. ``quantize``: None (fp32) or ``"int8"``, applied to
     the graphs ``int8_graphs`` (default: both transformer encoders; those the model lacks are skipped,
-    but one of them must be there).
+    but one of them must be there); the image encoder statically, calibrated on ``calibration_size``
+    images of ``calibration`` (see :func:`mner.backends.calibration.calibration_set`) through the
+    model's own eval transform.
 
     Refused with a one-line :class:`MNERError`: a model of neither task, MOUSING with random test-time
     masks, an ``out`` that is the checkpoint itself or an existing folder that is not an export, a
-    missing onnx extra."""
+    missing onnx extra, the image encoder in int8 without calibration images."""
     from mner.models import MODELS
     from mner.models.episodic import EpisodicTagger
     from mner.models.tagger import CRFTagger
@@ -400,6 +456,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
     unknown = sorted(set(int8_graphs) - set(INT8_GRAPH_CHOICES))
     if unknown:
         raise UsageError(f"--int8-graphs {', '.join(unknown)}: choose among {', '.join(INT8_GRAPH_CHOICES)}")
+    calib = _calibration(int8_graphs if quantize else (), calibration, calibration_images, calibration_size)
     require_onnx()
     import onnx
     import onnxruntime
@@ -480,7 +537,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, quantize: str 
 
         quantization = None
         if quantize == "int8":
-            quantization = _quantize_graphs(tmp, graphs, int8_graphs, per_channel, log)
+            transform = model.image_encoder.eval_transform() if "pixels" in views else None
+            quantization = _quantize_graphs(tmp, graphs, int8_graphs, per_channel, log, calib, transform)
         for name, info in graphs.items():
             graph = onnx.load(str(tmp / info["file"]), load_external_data=False)
             info["inputs"] = [i.name for i in graph.graph.input]

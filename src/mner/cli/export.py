@@ -1,5 +1,6 @@
-"""``mner export CHECKPOINT --out DIR [--quantize int8]``: the model's forward pass up to the emissions
-as ONNX graphs for the onnxruntime backend (:mod:`mner.backends.onnx_export`)."""
+"""``mner export CHECKPOINT --out DIR [--quantize int8 [--int8-graphs ... image_encoder --calibration DATA]]``:
+the model's forward pass up to the emissions as ONNX graphs for the onnxruntime backend
+(:mod:`mner.backends.onnx_export`; static int8 of the image encoder: :mod:`mner.backends.calibration`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from mner.backends.calibration import DEFAULT_CALIBRATION_SIZE
     from mner.backends.onnx_export import DEFAULT_OPSET, INT8_GRAPH_CHOICES, QUANTIZATIONS
+    from mner.cli.data import positive_int
 
     p = sub.add_parser(
         "export", help="export a trained tagger to ONNX (optionally int8) for the onnxruntime backend",
@@ -28,11 +31,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "default: fp32")
     p.add_argument("--int8-graphs", nargs="+", default=None, choices=INT8_GRAPH_CHOICES, metavar="GRAPH",
                    help="with --quantize int8: the graphs to quantize (default: text_encoder caption_encoder; "
-                        f"choices: {', '.join(INT8_GRAPH_CHOICES)}); a graph with no MatMul or Attention operator "
-                        "(a convolutional image encoder) stays fp32, and mner_export.json says so; see "
+                        f"choices: {', '.join(INT8_GRAPH_CHOICES)}); image_encoder is quantized statically "
+                        "(ONNX Runtime quantize_static, QDQ) and needs --calibration; another graph with no MatMul "
+                        "or Attention operator stays fp32, and mner_export.json says so; see "
                         "docs/benchmarks/inference.md for what each costs in F1")
     p.add_argument("--per-tensor", action="store_true",
                    help="with --quantize int8: one scale per weight matrix instead of one per output channel")
+    p.add_argument("--calibration", type=Path, default=None, metavar="DATA",
+                   help="with --int8-graphs ... image_encoder: the images its static int8 is calibrated on: a "
+                        "folder of images, or a data file (or a corpus folder: its train split) whose tweets' "
+                        "images are in --calibration-images DIR; files are read only there")
+    p.add_argument("--calibration-images", type=Path, default=None, metavar="DIR",
+                   help="the image folder of a --calibration data file or corpus folder")
+    p.add_argument("--calibration-size", type=positive_int, default=DEFAULT_CALIBRATION_SIZE, metavar="N",
+                   help=f"calibration images taken, spread evenly over the list (default {DEFAULT_CALIBRATION_SIZE})")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.set_defaults(func=cmd_export)
 
@@ -42,11 +54,13 @@ def cmd_export(args) -> int:
     from mner.backends.onnx_export import INT8_GRAPHS, export_checkpoint
     from mner.errors import UsageError
 
-    if (args.per_tensor or args.int8_graphs) and args.quantize is None:
-        raise UsageError("--per-tensor and --int8-graphs are settings of --quantize int8: add --quantize int8")
+    if (args.per_tensor or args.int8_graphs or args.calibration) and args.quantize is None:
+        raise UsageError("--per-tensor, --int8-graphs and --calibration are settings of --quantize int8: add "
+                         "--quantize int8")
     out = export_checkpoint(args.checkpoint, args.out, quantize=args.quantize, per_channel=not args.per_tensor,
-                            int8_graphs=tuple(args.int8_graphs or INT8_GRAPHS), opset=args.opset,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+                            int8_graphs=tuple(args.int8_graphs or INT8_GRAPHS), calibration=args.calibration,
+                            calibration_images=args.calibration_images, calibration_size=args.calibration_size,
+                            opset=args.opset, log=lambda m: print(m, file=sys.stderr, flush=True))
     config = json.loads((out / EXPORT_CONFIG).read_text(encoding="utf-8"))
     print(json.dumps({"export": str(out), "model_type": config["model_type"], "views": config["views"],
                       "quantization": (config["quantization"] or {}).get("weights", "fp32"),
