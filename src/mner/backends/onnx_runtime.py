@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from accelerate import init_empty_weights
 from torch import nn
 
 from mner.backends import EXPORT_CONFIG, EXPORT_FORMAT
@@ -294,6 +295,20 @@ class OnnxTagger(_Exported):
         return decode_output(self(batch.without_tags()), confidences, who=type(self).__name__)
 
 
+class _RunByGraph(nn.Module):
+    """In an exported few-shot model, the place of an encoder that the ONNX graphs run: no weights."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        # empty: where the model lives, for callers that read a model's device from its parameters (a
+        # model whose weights are all the encoders', as NNShot, has no other)
+        self.device_marker = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, *args: Any, **kwargs: Any):
+        raise RuntimeError(f"{self.name} of an exported model runs in its ONNX graph, not in PyTorch")
+
+
 class OnnxEpisodicTagger(_Exported):
     """A few-shot tagger from an export folder (see the module docstring): ``encode`` by the exported
     graphs, ``head`` and ``decode_output`` by the model's own PyTorch code (``self.model``, built
@@ -311,13 +326,20 @@ class OnnxEpisodicTagger(_Exported):
         if exp.get("task") != "episodic":
             raise CheckpointError(f"{folder}: the export of a model with its own entity types; load it with OnnxTagger")
         config = from_dict(cls.config_class, cls.upgrade_config(dict(self._raw_config)), "config")
-        model = cls._from_assets(config, folder / "assets")       # encoders with random weights: never run
+        # built without weights (parameters on the meta device: accelerate's init_empty_weights), the
+        # episode step's weights assigned, the encoders (run by the graphs) replaced by placeholders:
+        # their parameters are never allocated
+        with init_empty_weights(include_buffers=False):
+            model = cls._from_assets(config, folder / "assets")
         state = load_state_dict(folder / exp["head_weights"])
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         stray = [k for k in missing if k.split(".", 1)[0] not in ENCODER_MODULES]
         if unexpected or stray:
             raise CheckpointError(f"{folder / exp['head_weights']}: weights do not fit the config (missing "
                                   f"{stray[:5]}, unexpected {unexpected[:5]}); export the checkpoint again")
+        for name in ENCODER_MODULES:
+            if isinstance(getattr(model, name, None), nn.Module):
+                setattr(model, name, _RunByGraph(name))
         self.model = model.eval()
         self.encoding = exp["encoding"]
         self.reads_ids = "input_ids" in self.sessions["encoder"].inputs
