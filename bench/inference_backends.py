@@ -14,7 +14,13 @@ load that changes during the run touches them alike.
 * ``p50_ms`` / ``p90_ms``: single-tweet latency (``Pipeline.predict`` on one tweet) over
   ``--latency-n`` tweets, after ``--warmup`` untimed calls;
 * ``f1`` (and precision, recall) on the whole test split, conlleval counting, and ``delta_f1``
-  against torch fp32.
+  against torch fp32;
+* for the ONNX Runtime backends, ``floor_tweets_per_s``: the export's sessions alone, replaying the
+  very calls (same inputs, same order) that one ``Pipeline.predict`` run made of them, so
+  ``pipeline_overhead`` = floor / pipeline throughput is what tokenizing, batching, the feature
+  cache, CRF decoding and span building add above the bare exported forward;
+* with ``--memory``: ``peak_rss_mb``, the peak resident memory of a fresh process that loads the
+  backend and runs the throughput tweets once (each backend in its own process).
 
 Backends: ``torch-fp32`` the checkpoint as trained; ``torch-int8`` the same model after
 ``torch.ao.quantization.quantize_dynamic`` of its text and caption encoders (their ``nn.Linear``
@@ -140,6 +146,50 @@ def latency(pipes: dict, examples, warmup: int) -> dict[str, list[float]]:
     return times
 
 
+class _Recorder:
+    """Stands in for an ONNX Runtime session: runs each call and keeps it, to be replayed."""
+
+    def __init__(self, session, calls: list):
+        self.session, self.calls = session, calls
+
+    def run(self, outputs, feed):
+        self.calls.append((self.session, outputs, feed))
+        return self.session.run(outputs, feed)
+
+
+def floor(pipe, examples, repeats: int) -> float:
+    """Tweets per second of an export's ONNX Runtime sessions alone: the calls one ``pipe.predict``
+    run makes of them (caption cache emptied first) are recorded, then replayed ``repeats`` times;
+    the best replay counts."""
+    calls: list = []
+    sessions = pipe.model.sessions.values()
+    for s in sessions:
+        s.session = _Recorder(s.session, calls)
+    try:
+        reset_cache(pipe)
+        pipe.predict(examples)
+    finally:
+        for s in sessions:
+            s.session = s.session.session
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for session, outputs, feed in calls:
+            session.run(outputs, feed)
+        best = min(best, time.perf_counter() - start)
+    return len(examples) / best
+
+
+def peak_memory(args, backend: str) -> float:
+    """Peak resident memory (MB) of a fresh process that builds ``backend`` and predicts the throughput
+    tweets once (``--memory-child``)."""
+    cmd = [sys.executable, __file__, "--checkpoint", str(args.checkpoint), "--exports", str(args.exports),
+           "--dataset", args.dataset, "--split", args.split, "--n", str(args.n), "--batch-size",
+           str(args.batch_size), "--threads", str(args.threads), "--memory-child", backend]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
+
+
 def score(pipe, examples, batch_size: int) -> dict:
     from mner.evaluation import evaluate_examples, predict_tags
 
@@ -201,6 +251,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     parser.add_argument("--no-f1", action="store_true", help="skip F1 on the whole split")
+    parser.add_argument("--memory", action="store_true",
+                        help="also each backend's peak resident memory, in a fresh process each")
+    parser.add_argument("--memory-child", choices=BACKENDS, help=argparse.SUPPRESS)
     parser.add_argument("--int8-variants", action="store_true",
                         help="instead: the int8 variants (per channel or per tensor, which graphs) against the fp32 "
                              "export: dev and test F1 and throughput, the variant with the best dev F1 named")
@@ -229,14 +282,30 @@ def main(argv=None) -> int:
             ensure_export(checkpoint, args.exports / backend, quantize)
     examples = load_test(args.dataset, args.split)
     speed_set = examples[:args.n]
+    if args.memory_child:
+        import resource
+
+        build(args.memory_child, checkpoint, args.exports, args.batch_size).predict(speed_set)
+        print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+        return 0
     latency_set = examples[:args.warmup + args.latency_n]
+    # before this process grows: Linux keeps a process's peak RSS across fork and exec, so a child
+    # started from a large parent would report the parent's
+    memory = {backend: peak_memory(args, backend) for backend in args.backends} if args.memory else {}
     pipes = {backend: build(backend, checkpoint, args.exports, args.batch_size) for backend in args.backends}
     speed = throughput(pipes, speed_set, args.repeats)
+    floors = {backend: floor(pipe, speed_set, args.repeats) for backend, pipe in pipes.items()
+              if backend.startswith("onnx")}
     times = latency(pipes, latency_set, args.warmup)
     results: dict[str, dict] = {}
     for backend, pipe in pipes.items():
         row = {"tweets_per_s": round(speed[backend], 2), "p50_ms": round(statistics.median(times[backend]), 2),
                "p90_ms": round(statistics.quantiles(times[backend], n=10)[-1], 2)}
+        if backend in floors:
+            row.update(floor_tweets_per_s=round(floors[backend], 2),
+                       pipeline_overhead=round(floors[backend] / speed[backend], 3))
+        if backend in memory:
+            row["peak_rss_mb"] = memory[backend]
         if not args.no_f1:
             row.update({k: round(v, 5) for k, v in score(pipe, examples, args.batch_size).items()})
         results[backend] = row

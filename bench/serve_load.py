@@ -17,12 +17,21 @@ JPEGs), the same for both sides. The last line of the output is one JSON object:
 p50/p95/p99 latency, errors, RSS at start and end, the bare throughput and the ratio.
 
     .venv/bin/python bench/serve_load.py /tmp/qs_after/best --clients 8 --requests 400
+
+``--latency-vs OTHER`` (issue 26: single-tweet latency of ``mner serve`` on another backend): both
+``checkpoint`` and ``OTHER`` (e.g. its ONNX export) are served at once, and one client sends each
+request to one server and then to the other (the first server first on even requests, the other
+on odd ones), so that a load that comes and goes touches both alike; p50/p90 per server and the
+ratio of the p50s (OTHER / checkpoint), after ``--warmup`` uncounted requests to each.
+
+    .venv/bin/python bench/serve_load.py runs/quickstart --latency-vs q-onnx --requests 200 --images DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -144,31 +153,12 @@ def load(base: str, bodies: list[bytes], clients: int, stop_at: float) -> tuple[
     return latencies, errors
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", type=Path)
-    ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--requests", type=int, default=400)
-    ap.add_argument("--image-share", type=float, default=0.5, help="share of requests with an image")
-    ap.add_argument("--images", type=Path, default=None, help="folder of .jpg files (default: synthetic)")
-    ap.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
-    ap.add_argument("--warmup", type=int, default=200, help="uncounted requests before the run")
-    ap.add_argument("--max-batch-size", type=int, default=16)
-    ap.add_argument("--max-wait-ms", type=float, default=5)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the server and the bare pipeline")
-    args = ap.parse_args(argv)
-    if args.requests > 100_000 or args.clients > 256:
-        sys.exit("serve_load: at most 100,000 requests and 256 clients")
-    items = inputs(args.requests, args.image_share, args.images)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
-
-    log(f"bare pipeline on {len(items)} inputs (batches of {args.max_batch_size}, {args.threads} thread(s))")
-    bare_before = bare_throughput(args.checkpoint, items, args.max_batch_size, args.threads)
-    log(f"bare: {bare_before:.1f} items/s")
-
+@contextlib.contextmanager
+def serving(checkpoint: Path, args, env: dict, warm_items) -> str:
+    """``mner serve checkpoint`` on a free loopback port, ready and warmed up with ``warm_items``;
+    yields its base URL; stopped on exit (also on failure or Ctrl-C)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mner", "serve", str(args.checkpoint), "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "mner", "serve", str(checkpoint), "--host", "127.0.0.1", "--port", str(port),
            "--threads", str(args.threads), "--device", "cpu", "--max-batch-size", str(args.max_batch_size),
            "--max-wait-ms", str(args.max_wait_ms), "--max-queue", str(max(256, 2 * args.clients)),
            "--log-level", "warning"]
@@ -188,8 +178,85 @@ def main(argv=None) -> int:
                 if time.time() > deadline:
                     sys.exit("serve_load: the server was not ready within 120 s")
                 time.sleep(0.2)
-            for text, raw in items[:args.max_batch_size]:  # warm-up, as the bare side had
+            for text, raw in warm_items:  # warm-up, as the bare side had
                 c.post("/predict", json={"text": text, "image": None if raw is None else base64.b64encode(raw).decode()})
+        server.base = base
+        yield server
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def latency_pair(args, items, env) -> dict:
+    """Single-request latency of two servers, requests alternating between them (``--latency-vs``)."""
+    bodies = [json.dumps({"text": t, "image": None if r is None else base64.b64encode(r).decode()}).encode()
+              for t, r in items]
+    names = {"checkpoint": args.checkpoint, "other": args.latency_vs}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    answers: dict[str, list] = {name: [] for name in names}
+    with serving(args.checkpoint, args, env, items[:args.max_batch_size]) as a, \
+            serving(args.latency_vs, args, env, items[:args.max_batch_size]) as b:
+        clients = {"checkpoint": httpx.Client(base_url=a.base, timeout=60, headers={"content-type": "application/json"}),
+                   "other": httpx.Client(base_url=b.base, timeout=60, headers={"content-type": "application/json"})}
+        warm = min(args.warmup, len(bodies))
+        log(f"latency: {warm} uncounted, then {len(bodies)} single requests to each server, alternating")
+        for k, body in enumerate(bodies[:warm] + bodies):
+            for name in (("checkpoint", "other") if k % 2 == 0 else ("other", "checkpoint")):
+                t0 = time.perf_counter()
+                r = clients[name].post("/predict", content=body)
+                dt = (time.perf_counter() - t0) * 1000
+                r.raise_for_status()
+                if k >= warm:
+                    times[name].append(dt)
+                    answers[name].append([(e["type"], e["start"], e["end"]) for e in r.json()["entities"]])
+        models = {name: c.get("/model").json() for name, c in clients.items()}
+        for c in clients.values():
+            c.close()
+    result = {"requests": len(bodies), "with_image": sum(r is not None for _, r in items), "threads": args.threads}
+    for name in names:
+        result[name] = {"path": str(names[name]), "backend": models[name].get("backend"),
+                        "p50_ms": round(percentile(times[name], 50), 1), "p90_ms": round(percentile(times[name], 90), 1)}
+    result["p50_other_over_checkpoint"] = round(result["other"]["p50_ms"] / result["checkpoint"]["p50_ms"], 3)
+    result["same_entities"] = round(sum(x == y for x, y in zip(answers["checkpoint"], answers["other"]))
+                                    / max(1, len(bodies)), 4)
+    result["machine"] = (f"{platform.machine()} {psutil.cpu_count()} cpu, {platform.python_implementation()} "
+                         f"{platform.python_version()}, torch {torch.__version__}, load {os.getloadavg()[0]:.1f}")
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--image-share", type=float, default=0.5, help="share of requests with an image")
+    ap.add_argument("--images", type=Path, default=None, help="folder of .jpg files (default: synthetic)")
+    ap.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
+    ap.add_argument("--warmup", type=int, default=200, help="uncounted requests before the run")
+    ap.add_argument("--max-batch-size", type=int, default=16)
+    ap.add_argument("--max-wait-ms", type=float, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the server and the bare pipeline")
+    ap.add_argument("--latency-vs", type=Path, default=None, metavar="OTHER",
+                    help="instead: single-request latency of serving CHECKPOINT and OTHER, requests alternating")
+    args = ap.parse_args(argv)
+    if args.requests > 100_000 or args.clients > 256:
+        sys.exit("serve_load: at most 100,000 requests and 256 clients")
+    items = inputs(args.requests, args.image_share, args.images)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false")
+
+    if args.latency_vs is not None:
+        print(json.dumps(latency_pair(args, items, env)), flush=True)
+        return 0
+    log(f"bare pipeline on {len(items)} inputs (batches of {args.max_batch_size}, {args.threads} thread(s))")
+    bare_before = bare_throughput(args.checkpoint, items, args.max_batch_size, args.threads)
+    log(f"bare: {bare_before:.1f} items/s")
+
+    with serving(args.checkpoint, args, env, items[:args.max_batch_size]) as server:
+        base = server.base
         proc = psutil.Process(server.pid)
         bodies = [json.dumps({"text": t, "image": None if r is None else base64.b64encode(r).decode()}).encode()
                   for t, r in items]
@@ -210,12 +277,6 @@ def main(argv=None) -> int:
             batching = c.get("/model").json().get("batching", {})
         latencies = lat1 + lat2
         errors = {k: err1.get(k, 0) + err2.get(k, 0) for k in set(err1) | set(err2)}
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
     # the bare pipeline again: a load on a shared machine that comes and goes hits both sides
     bare_after = bare_throughput(args.checkpoint, items, args.max_batch_size, args.threads)
     bare = (bare_before + bare_after) / 2

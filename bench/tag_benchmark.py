@@ -26,10 +26,23 @@ view), untrained heads (speed does not depend on the weights); its text-only var
    ``ImageEncoder.fuse_for_inference``) vs the plain backbone, and the largest feature difference.
    Both commands of ratio 1 run the fused encoder: this figure is what every path gained from it.
 
+5. (``--onnx fp32 int8``) ``mner tag`` on the model's ONNX exports (``mner export``, ``--quantize
+   int8``: the text encoder's matrix products in dynamic int8, the image encoder and the head fp32)
+   vs ``mner tag`` on the checkpoint (ratio 1's run): whole commands, the same tweets and defaults
+   (one replica per core, one thread each, for both backends), in ``--tag-rounds`` rounds whose
+   order is reversed every other round. Ratio = median torch tag time / median ONNX tag time; the
+   share of tweets whose entities equal torch's (on untrained heads, whose emissions are nearly
+   flat, int8's small changes flip many tags: F1 on trained models is
+   ``bench/inference_backends.py``'s). And the text-only model's exports through ``Pipeline`` vs
+   the HF pipeline as in ratio 2 (issue 26's targets: >= 2.5x today's ``mner tag``, >= 3x the HF
+   pipeline).
+
 Sanity checks printed with the figures: tag's entities equal predict's (types and offsets; the
 confidences may move in the last digit with another batching) and Ray's rows equal local's.
 
     .venv/bin/python bench/tag_benchmark.py --tweets 10000      # --tweets 1000 for a quick look
+    .venv/bin/python bench/tag_benchmark.py --threads 1 --skip predict ray workers-0 predict-1-thread image-encoder \
+        --onnx fp32 int8 --tag-rounds 2                         # issue 26: the ONNX Runtime backend
 
 The last line of the output is one JSON object of the figures.
 """
@@ -40,6 +53,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -138,7 +152,28 @@ def same_entities(a: list[dict], b: list[dict]) -> float:
     return round(same / max(1, len(a)), 4)
 
 
-def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int, threads: int) -> dict:
+def build_exports(model: Path, kinds: list[str]) -> dict[str, Path]:
+    """``mner export`` of ``model`` for each of ``kinds`` (``fp32``, ``int8``) beside it, made once per
+    checkpoint (an export of other weights is made anew)."""
+    from mner.backends import EXPORT_CONFIG
+    from mner.backends.onnx_export import export_checkpoint, file_sha256
+
+    want = file_sha256(model / "model.safetensors")
+    out = {}
+    for kind in kinds:
+        folder = model.parent / f"{model.name}-onnx-{kind}"
+        config = folder / EXPORT_CONFIG
+        if not config.is_file() or json.loads(config.read_text())["source"]["weights_sha256"] != want:
+            log(f"   exporting {model.name} ({kind}) ...")
+            if folder.exists():
+                shutil.rmtree(folder)
+            export_checkpoint(model, folder, quantize=None if kind == "fp32" else kind)
+        out[kind] = folder
+    return out
+
+
+def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int, threads: int,
+                    exports: dict[str, Path] | None = None) -> dict:
     import torch
     from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
     from transformers.utils import logging as hf_logging
@@ -150,23 +185,38 @@ def text_only_ratio(model: Path, texts: list[str], batch_size: int, repeats: int
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     mner_pipe = Pipeline.from_pretrained(model, device="cpu", batch_size=batch_size)
+    pipes = {"mner": mner_pipe, **{f"onnx-{kind}": Pipeline.from_pretrained(folder, batch_size=batch_size)
+                                   for kind, folder in (exports or {}).items()}}
     path = str(minilm_path())
     torch.manual_seed(0)
     hf_model = AutoModelForTokenClassification.from_pretrained(path, num_labels=len(LABELS)).eval()
     hf_pipe = pipeline("token-classification", model=hf_model, tokenizer=AutoTokenizer.from_pretrained(path),
                        device=-1, aggregation_strategy="first")
     warm = texts[: 2 * batch_size]
-    mner_pipe(warm)
+    for pipe in pipes.values():
+        pipe(warm)
     hf_pipe(warm, batch_size=batch_size)
-    times = {"mner": [], "hf": []}
+    runs = {**{name: (lambda pipe=pipe: pipe(texts)) for name, pipe in pipes.items()},
+            "hf": lambda: hf_pipe(texts, batch_size=batch_size)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    outputs = {}
     for _ in range(repeats):
-        for name, fn in (("mner", lambda: mner_pipe(texts)), ("hf", lambda: hf_pipe(texts, batch_size=batch_size))):
+        for name, fn in runs.items():
             t0 = time.perf_counter()
-            fn()
+            outputs[name] = fn()
             times[name].append(time.perf_counter() - t0)
     ratio = statistics.median(h / m for h, m in zip(times["hf"], times["mner"]))
-    return {"mner_s": statistics.median(times["mner"]), "hf_s": statistics.median(times["hf"]), "ratio": ratio,
-            "tweets": len(texts)}
+    out = {"mner_s": statistics.median(times["mner"]), "hf_s": statistics.median(times["hf"]), "ratio": ratio,
+           "tweets": len(texts)}
+    for name in pipes:
+        if name != "mner":
+            out[name] = {"s": statistics.median(times[name]),
+                         "vs_hf": statistics.median(h / m for h, m in zip(times["hf"], times[name])),
+                         "vs_torch": statistics.median(t / m for t, m in zip(times["mner"], times[name])),
+                         "same_entities_as_torch": same_entities(
+                             [{"entities": row} for row in outputs[name]],
+                             [{"entities": row} for row in outputs["mner"]])}
+    return out
 
 
 def image_encoder_ratio(images: Path, batch_size: int, repeats: int) -> dict:
@@ -219,8 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-tag")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the text-only comparison (default: every core)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["ray", "workers-0", "predict-1-thread"],
-                   help="leave out the Ray ratio or a context run (each costs about one tag run)")
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["predict", "ray", "workers-0", "predict-1-thread", "text-only", "image-encoder"],
+                   help="leave out ratio 1's predict run, the Ray ratio, the text-only ratio or a context run "
+                        "(each costs about one tag run)")
+    p.add_argument("--tag-rounds", type=int, default=1,
+                   help="rounds of the tag runs on the checkpoint and its exports (order reversed every other "
+                        "round; medians)")
+    p.add_argument("--onnx", nargs="*", default=[], choices=["fp32", "int8"],
+                   help="5: mner tag on the model's ONNX exports of these kinds vs mner tag on the checkpoint, "
+                        "and the text-only exports vs the HF pipeline")
     args = p.parse_args(argv)
     cores = os.cpu_count() or 1
     work = args.work
@@ -234,23 +292,44 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict = {"tweets": args.tweets, "batch_size": args.batch_size, "cores": cores}
 
     # 1. tag --engine local vs predict --input, each with the whole machine
-    log("1. mner predict --input ...")
-    t_predict, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
-                                 "--output", str(work / "predict.jsonl"), "--batch-size", str(args.batch_size)],
-                         env_with(cores))
-    log(f"   {t_predict:.1f} s; mner tag --engine local ...")
-    t_local, out = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
-                                 str(work / "tag-local"), "--overwrite", "--no-progress",
-                                 "--batch-size", str(args.batch_size)], env_with(None))
-    local = json.loads(out.strip().splitlines()[-1])
-    log(f"   {t_local:.1f} s ({local['tweets_per_second']} tweets/s inside the run)")
     from mner.batch import read_output
 
-    tagged = read_output(work / "tag-local")
-    predicted = [json.loads(line) for line in (work / "predict.jsonl").read_text().splitlines()]
-    figures.update(predict_s=round(t_predict, 2), tag_local_s=round(t_local, 2),
-                   tag_local_vs_predict=round(t_predict / t_local, 3),
-                   tag_equals_predict=same_entities(tagged, predicted))
+    def tag(model: Path, name: str) -> float:
+        seconds, out = timed(mner + ["tag", str(model), str(inputs), "--image-root", str(images), "--out",
+                                     str(work / name), "--overwrite", "--no-progress",
+                                     "--batch-size", str(args.batch_size)], env_with(None))
+        log(f"   {seconds:.1f} s ({json.loads(out.strip().splitlines()[-1])['tweets_per_second']} tweets/s "
+            f"inside the run)")
+        return seconds
+
+    if "predict" not in args.skip:
+        log("1. mner predict --input ...")
+        t_predict, _ = timed(mner + ["predict", str(maf), "--input", str(inputs), "--image-dir", str(images),
+                                     "--output", str(work / "predict.jsonl"), "--batch-size", str(args.batch_size)],
+                             env_with(cores))
+        log(f"   {t_predict:.1f} s")
+    # 1 and 5: tag on the checkpoint and on its ONNX exports, in --tag-rounds rounds, the order reversed
+    # in every other round (a load that comes and goes touches all); each figure is the median
+    models = {"torch": maf, **{f"onnx_{kind}": folder for kind, folder in build_exports(maf, args.onnx).items()}}
+    tag_times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(args.tag_rounds):
+        for name in (list(models) if r % 2 == 0 else list(models)[::-1]):
+            log(f"{'1' if name == 'torch' else '5'}. mner tag on {name} (round {r + 1}) ...")
+            tag_times[name].append(tag(models[name], f"tag-{name}"))
+    t_local = statistics.median(tag_times["torch"])
+    tagged = read_output(work / "tag-torch")
+    figures.update(tag_local_s=round(t_local, 2), tag_rounds=args.tag_rounds)
+    if "predict" not in args.skip:
+        predicted = [json.loads(line) for line in (work / "predict.jsonl").read_text().splitlines()]
+        figures.update(predict_s=round(t_predict, 2), tag_local_vs_predict=round(t_predict / t_local, 3),
+                       tag_equals_predict=same_entities(tagged, predicted))
+    for name in models:
+        if name != "torch":
+            t_onnx = statistics.median(tag_times[name])
+            figures.update({f"tag_{name}_s": round(t_onnx, 2), f"tag_{name}_vs_tag_torch": round(t_local / t_onnx, 3),
+                            f"tag_{name}_vs_tag_torch_per_round": [round(t / o, 3) for t, o in
+                                                                  zip(tag_times["torch"], tag_times[name])],
+                            f"tag_{name}_equals_torch": same_entities(read_output(work / f"tag-{name}"), tagged)})
     if "workers-0" not in args.skip:
         log("   (context) mner tag --workers 0: one process, torch on every core ...")
         t_single, _ = timed(mner + ["tag", str(maf), str(inputs), "--image-root", str(images), "--out",
@@ -280,17 +359,26 @@ def main(argv: list[str] | None = None) -> int:
                        ray_equals_local=read_output(work / "tag-ray") == tagged)
 
     # 2. text-only mner vs the HF token-classification pipeline, same encoder and batch size
-    n_text = args.text_tweets or min(args.tweets, 4000)
-    log(f"2. text-only mner vs HF pipeline on {n_text} texts, {args.repeats} turns ...")
-    threads = args.threads or cores
-    text = text_only_ratio(text_only, texts[:n_text], args.batch_size, args.repeats, threads=threads)
-    figures.update(text_tweets=n_text, text_threads=threads, mner_text_s=round(text["mner_s"], 2), hf_pipeline_s=round(text["hf_s"], 2),
-                   mner_text_vs_hf_pipeline=round(text["ratio"], 3))
+    if "text-only" not in args.skip:
+        n_text = args.text_tweets or min(args.tweets, 4000)
+        log(f"2. text-only mner vs HF pipeline on {n_text} texts, {args.repeats} turns ...")
+        threads = args.threads or cores
+        text = text_only_ratio(text_only, texts[:n_text], args.batch_size, args.repeats, threads=threads,
+                               exports=build_exports(text_only, args.onnx))
+        figures.update(text_tweets=n_text, text_threads=threads, mner_text_s=round(text["mner_s"], 2),
+                       hf_pipeline_s=round(text["hf_s"], 2), mner_text_vs_hf_pipeline=round(text["ratio"], 3))
+        for kind in args.onnx:
+            row = text[f"onnx-{kind}"]
+            figures.update({f"text_onnx_{kind}_s": round(row["s"], 2),
+                            f"text_onnx_{kind}_vs_hf_pipeline": round(row["vs_hf"], 3),
+                            f"text_onnx_{kind}_vs_torch": round(row["vs_torch"], 3),
+                            f"text_onnx_{kind}_equals_torch": row["same_entities_as_torch"]})
     # 4. (context) the image encoder alone: fused vs plain
-    log("4. image encoder, fused vs plain ...")
-    enc = image_encoder_ratio(images, args.batch_size, args.repeats)
-    figures.update(image_encoder_fused_vs_plain=round(enc["ratio"], 3),
-                   image_encoder_max_feature_diff=float(f"{enc['max_feature_diff']:.3g}"))
+    if "image-encoder" not in args.skip:
+        log("4. image encoder, fused vs plain ...")
+        enc = image_encoder_ratio(images, args.batch_size, args.repeats)
+        figures.update(image_encoder_fused_vs_plain=round(enc["ratio"], 3),
+                       image_encoder_max_feature_diff=float(f"{enc['max_feature_diff']:.3g}"))
     figures["seconds"] = round(time.perf_counter() - started, 1)
     figures["machine"] = machine()
     figures["data"] = data
