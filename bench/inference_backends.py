@@ -157,10 +157,9 @@ class _Recorder:
         return self.session.run(outputs, feed)
 
 
-def floor(pipe, examples, repeats: int) -> float:
-    """Tweets per second of an export's ONNX Runtime sessions alone: the calls one ``pipe.predict``
-    run makes of them (caption cache emptied first) are recorded, then replayed ``repeats`` times;
-    the best replay counts."""
+def record_calls(pipe, examples) -> list:
+    """The calls (session, outputs, feed) one ``pipe.predict`` run of an export makes of its ONNX
+    Runtime sessions, in order (caption cache emptied first)."""
     calls: list = []
     sessions = pipe.model.sessions.values()
     for s in sessions:
@@ -171,13 +170,59 @@ def floor(pipe, examples, repeats: int) -> float:
     finally:
         for s in sessions:
             s.session = s.session.session
+    return calls
+
+
+def replay(run, calls, repeats: int) -> float:
+    """The best of ``repeats`` timed replays of ``calls`` through ``run(session, outputs, feed)``."""
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        for session, outputs, feed in calls:
-            session.run(outputs, feed)
+        for call in calls:
+            run(*call)
         best = min(best, time.perf_counter() - start)
-    return len(examples) / best
+    return best
+
+
+def floor(pipe, examples, repeats: int) -> float:
+    """Tweets per second of an export's ONNX Runtime sessions alone: the calls one ``pipe.predict``
+    run makes of them are recorded, then replayed ``repeats`` times; the best replay counts."""
+    calls = record_calls(pipe, examples)
+    return len(examples) / replay(lambda session, outputs, feed: session.run(outputs, feed), calls, repeats)
+
+
+def openvino_floor(pipe, examples, repeats: int, threads: int) -> dict:
+    """The same replay as :func:`floor` with each graph of the export compiled by OpenVINO (CPU,
+    ``threads`` inference threads, latency hint) instead of run by ONNX Runtime: tweets per second,
+    the ONNX Runtime floor measured in turn with it, and the largest output difference between the
+    two runtimes over every call."""
+    import numpy as np
+    import openvino as ov
+
+    calls = record_calls(pipe, examples)
+    core = ov.Core()
+    compiled = {}
+    for s in pipe.model.sessions.values():
+        compiled[id(s.session)] = core.compile_model(str(s.path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                                          "PERFORMANCE_HINT": "LATENCY",
+                                                                          "INFERENCE_PRECISION_HINT": "f32"})
+
+    def run_ov(session, outputs, feed):
+        result = compiled[id(session)](feed)
+        return [result[name] for name in outputs]
+
+    diff = 0.0
+    for session, outputs, feed in calls:
+        for a, b in zip(session.run(outputs, feed), run_ov(session, outputs, feed)):
+            diff = max(diff, float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max()))
+    ort_s, ov_s = [], []
+    for _ in range(repeats):  # in turns
+        ort_s.append(replay(lambda session, outputs, feed: session.run(outputs, feed), calls, 1))
+        ov_s.append(replay(run_ov, calls, 1))
+    return {"openvino_floor_tweets_per_s": round(len(examples) / min(ov_s), 2),
+            "onnxruntime_floor_tweets_per_s": round(len(examples) / min(ort_s), 2),
+            "openvino_vs_onnxruntime_floor": round(min(ort_s) / min(ov_s), 3),
+            "openvino_max_output_diff": float(f"{diff:.3g}"), "openvino": ov.__version__}
 
 
 def peak_memory(args, backend: str) -> float:
@@ -254,6 +299,9 @@ def main(argv=None) -> int:
     parser.add_argument("--memory", action="store_true",
                         help="also each backend's peak resident memory, in a fresh process each")
     parser.add_argument("--memory-child", choices=BACKENDS, help=argparse.SUPPRESS)
+    parser.add_argument("--openvino", action="store_true",
+                        help="instead: the ONNX exports' graphs run by OpenVINO vs ONNX Runtime, the floor replay of "
+                             "the throughput tweets (needs the openvino extra: pip install -e '.[openvino]')")
     parser.add_argument("--int8-variants", action="store_true",
                         help="instead: the int8 variants (per channel or per tensor, which graphs) against the fp32 "
                              "export: dev and test F1 and throughput, the variant with the best dev F1 named")
@@ -282,6 +330,17 @@ def main(argv=None) -> int:
             ensure_export(checkpoint, args.exports / backend, quantize)
     examples = load_test(args.dataset, args.split)
     speed_set = examples[:args.n]
+    if args.openvino:
+        from mner.pipeline import Pipeline
+
+        rows = {}
+        for backend in [b for b in args.backends if b.startswith("onnx")]:
+            pipe = Pipeline.from_pretrained(args.exports / backend, batch_size=args.batch_size)
+            rows[backend] = openvino_floor(pipe, speed_set, max(2, args.repeats), args.threads)
+            print(f"{backend}: {json.dumps(rows[backend])}", file=sys.stderr, flush=True)
+        print(json.dumps({"checkpoint": str(checkpoint), "n_speed": len(speed_set), "batch_size": args.batch_size,
+                          "threads": args.threads, "cpu": cpu_model(), "cores": os.cpu_count(), "openvino": rows}))
+        return 0
     if args.memory_child:
         import resource
 
