@@ -16,7 +16,8 @@ load that changes during the run touches them alike.
 * ``f1`` (and precision, recall) on the whole test split, conlleval counting, and ``delta_f1``
   against torch fp32;
 * for the ONNX Runtime backends, ``floor_tweets_per_s``: the export's sessions alone, replaying the
-  very calls (same inputs, same order) that one ``Pipeline.predict`` run made of them, so
+  very calls (same inputs, same order) that one ``Pipeline.predict`` run made of them, right after
+  each of the pipeline's throughput runs (the best replay), so
   ``pipeline_overhead`` = floor / pipeline throughput is what tokenizing, batching, the feature
   cache, CRF decoding and span building add above the bare exported forward;
 * with ``--memory``: ``peak_rss_mb``, the peak resident memory of a fresh process that loads the
@@ -118,16 +119,21 @@ def reset_cache(pipe) -> None:
         visual.cache = FeatureCache()
 
 
-def throughput(pipes: dict, examples, repeats: int) -> dict[str, float]:
+def throughput(pipes: dict, examples, repeats: int, calls: dict | None = None) -> dict[str, float]:
     """Tweets per second of each pipeline over ``examples``: the best of ``repeats`` runs, the
-    backends taking turns within each round (a load that changes during the run touches all alike)."""
-    best = {name: float("inf") for name in pipes}
+    backends taking turns within each round (a load that changes during the run touches all alike).
+    ``calls``: an export's recorded session calls (:func:`record_calls`), replayed right after each
+    of its pipeline's runs: its floor, under the same load, as ``"<name>/floor"``."""
+    calls = calls or {}
+    best = {name: float("inf") for name in [*pipes, *(f"{n}/floor" for n in calls)]}
     for _ in range(repeats):
         for name, pipe in pipes.items():
             reset_cache(pipe)
             start = time.perf_counter()
             pipe.predict(examples)
             best[name] = min(best[name], time.perf_counter() - start)
+            if name in calls:
+                best[f"{name}/floor"] = min(best[f"{name}/floor"], replay(_run, calls[name], 1))
     return {name: len(examples) / seconds for name, seconds in best.items()}
 
 
@@ -184,11 +190,8 @@ def replay(run, calls, repeats: int) -> float:
     return best
 
 
-def floor(pipe, examples, repeats: int) -> float:
-    """Tweets per second of an export's ONNX Runtime sessions alone: the calls one ``pipe.predict``
-    run makes of them are recorded, then replayed ``repeats`` times; the best replay counts."""
-    calls = record_calls(pipe, examples)
-    return len(examples) / replay(lambda session, outputs, feed: session.run(outputs, feed), calls, repeats)
+def _run(session, outputs, feed):
+    return session.run(outputs, feed)
 
 
 def openvino_floor(pipe, examples, repeats: int, threads: int) -> dict:
@@ -217,12 +220,27 @@ def openvino_floor(pipe, examples, repeats: int, threads: int) -> dict:
             diff = max(diff, float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max()))
     ort_s, ov_s = [], []
     for _ in range(repeats):  # in turns
-        ort_s.append(replay(lambda session, outputs, feed: session.run(outputs, feed), calls, 1))
+        ort_s.append(replay(_run, calls, 1))
         ov_s.append(replay(run_ov, calls, 1))
     return {"openvino_floor_tweets_per_s": round(len(examples) / min(ov_s), 2),
             "onnxruntime_floor_tweets_per_s": round(len(examples) / min(ort_s), 2),
             "openvino_vs_onnxruntime_floor": round(min(ort_s) / min(ov_s), 3),
             "openvino_max_output_diff": float(f"{diff:.3g}"), "openvino": ov.__version__}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MB): ``VmHWM`` of ``/proc/self/status``, which starts anew
+    at exec (``getrusage``'s ``ru_maxrss`` does not: a child started by a large parent reports the
+    parent's peak); ``ru_maxrss`` where there is no ``/proc``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def peak_memory(args, backend: str) -> float:
@@ -342,19 +360,15 @@ def main(argv=None) -> int:
                           "threads": args.threads, "cpu": cpu_model(), "cores": os.cpu_count(), "openvino": rows}))
         return 0
     if args.memory_child:
-        import resource
-
         build(args.memory_child, checkpoint, args.exports, args.batch_size).predict(speed_set)
-        print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+        print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
         return 0
     latency_set = examples[:args.warmup + args.latency_n]
-    # before this process grows: Linux keeps a process's peak RSS across fork and exec, so a child
-    # started from a large parent would report the parent's
     memory = {backend: peak_memory(args, backend) for backend in args.backends} if args.memory else {}
     pipes = {backend: build(backend, checkpoint, args.exports, args.batch_size) for backend in args.backends}
-    speed = throughput(pipes, speed_set, args.repeats)
-    floors = {backend: floor(pipe, speed_set, args.repeats) for backend, pipe in pipes.items()
-              if backend.startswith("onnx")}
+    calls = {backend: record_calls(pipe, speed_set) for backend, pipe in pipes.items() if backend.startswith("onnx")}
+    speed = throughput(pipes, speed_set, args.repeats, calls)
+    floors = {backend: speed[f"{backend}/floor"] for backend in calls}
     times = latency(pipes, latency_set, args.warmup)
     results: dict[str, dict] = {}
     for backend, pipe in pipes.items():
