@@ -10,7 +10,10 @@ fp32 export's own image transform, as the pipeline does. Speed: one ONNX Runtime
 session; the speed split's first images in batches of ``--batch-size``, each batch run by both
 graphs in turn (the order alternating from round to round, so that a change of load touches both),
 ``--rounds`` rounds after one untimed; the ratio is the median over the timed pairs of fp32 time /
-int8 time (on a loaded machine, compare ratios, not times). Prints one JSON line.
+int8 time (on a loaded machine, compare ratios, not times). ``--torch CHECKPOINT``: the checkpoint's
+own image encoder in PyTorch (one thread, batch norms folded and channels-last, as the pipelines run
+it) takes its turn on each batch too: the median of torch time / fp32 graph time, and the largest
+pooled-feature difference between the two. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -58,7 +61,24 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=4, help="batches timed per round (default 4)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--torch", type=Path, default=None, metavar="CHECKPOINT",
+                        help="also time the checkpoint's PyTorch image encoder (fused, one thread) on the same batches")
     args = parser.parse_args()
+    runners = {}
+    if args.torch is not None:
+        import torch
+
+        from mner.models import load_model
+
+        torch.set_num_threads(1)
+        encoder = load_model(args.torch).image_encoder.eval()
+        encoder.fuse_for_inference(True)
+
+        def run_torch(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return encoder(torch.from_numpy(batch)).pooled.numpy()
+
+        runners["torch"] = run_torch
 
     fp32, int8 = _session(args.fp32 / "image_encoder.onnx"), _session(args.int8 / "image_encoder.onnx")
     features = {}
@@ -86,23 +106,32 @@ def main() -> None:
     batches = [pixels[i:i + args.batch_size] for i in range(0, args.batches * args.batch_size, args.batch_size)]
     if any(len(b) < args.batch_size for b in batches):
         parser.error(f"{args.speed_split}: fewer than {args.batches} x {args.batch_size} images")
-    ratios, times = [], {"fp32": [], "int8": []}
+    runners = {"fp32": lambda b: fp32.run(None, {"pixel_values": b})[1],
+               "int8": lambda b: int8.run(None, {"pixel_values": b})[1], **runners}
+    ratios, torch_ratios, times = [], [], {name: [] for name in runners}
+    torch_diff = 0.0
     for round_ in range(args.rounds + 1):
-        order = (("fp32", fp32), ("int8", int8)) if round_ % 2 == 0 else (("int8", int8), ("fp32", fp32))
+        order = list(runners) if round_ % 2 == 0 else list(runners)[::-1]
         for batch in batches:
-            took = {}
-            for name, session in order:
+            took, pooled = {}, {}
+            for name in order:
                 start = time.perf_counter()
-                session.run(None, {"pixel_values": batch})
+                pooled[name] = runners[name](batch)
                 took[name] = time.perf_counter() - start
-            if round_:  # the first round warms both up
+            if round_:  # the first round warms them up
                 ratios.append(took["fp32"] / took["int8"])
+                if "torch" in took:
+                    torch_ratios.append(took["torch"] / took["fp32"])
+                    torch_diff = max(torch_diff, float(np.abs(pooled["torch"] - pooled["fp32"]).max()))
                 for name in took:
                     times[name].append(took[name])
-    print(json.dumps({"fp32": str(args.fp32), "int8": str(args.int8), "features": features,
-                      "speed": {"split": args.speed_split, "batch_size": args.batch_size, "pairs": len(ratios),
-                                "median_ratio_fp32_over_int8": round(statistics.median(ratios), 3),
-                                "median_batch_s": {k: round(statistics.median(v), 4) for k, v in times.items()}}}))
+    speed = {"split": args.speed_split, "batch_size": args.batch_size, "pairs": len(ratios),
+             "median_ratio_fp32_over_int8": round(statistics.median(ratios), 3),
+             "median_batch_s": {k: round(statistics.median(v), 4) for k, v in times.items()}}
+    if torch_ratios:
+        speed.update(median_ratio_torch_over_fp32_graph=round(statistics.median(torch_ratios), 3),
+                     torch_vs_fp32_graph_max_pooled_diff=float(f"{torch_diff:.3g}"))
+    print(json.dumps({"fp32": str(args.fp32), "int8": str(args.int8), "features": features, "speed": speed}))
 
 
 if __name__ == "__main__":
