@@ -164,8 +164,12 @@ class Versions:
         return a is not None and b is not None and self.canonical(a) == self.canonical(b)
 
     def _add(self, new: str, old: str, cell: str) -> None:
-        self.equivalent[new] = self.canonical(old)
-        self.shown_by[new] = cell
+        """Make ``new`` count as ``old``: their classes merge (a fingerprint shown equal to two others
+        keeps both links), the first re-run that showed it named."""
+        root_new, root_old = self.canonical(new), self.canonical(old)
+        if root_new != root_old:
+            self.equivalent[root_new] = root_old
+        self.shown_by.setdefault(new, cell)
 
     def add_evidence(self, entries: list[dict]) -> None:
         """Re-runs ``{"cell", "old": {...}, "new": {...}}`` whose figures agree make ``new``'s code count

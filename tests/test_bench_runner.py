@@ -100,6 +100,20 @@ def test_staleness_is_code_or_configuration_and_ignores_where_the_cell_ran(tmp_p
     assert versions.shown_by["fp-new"] == "d__m__seed1"
 
 
+def test_a_version_shown_equal_to_two_others_joins_all_three():
+    versions = cells.Versions(SPEC)
+    entry = lambda old, new: {"cell": f"{old}->{new}", "old": {"code_fingerprint": old, "dev_f1": 0.4, "test_f1": 0.5},
+                              "new": {"code_fingerprint": new, "dev_f1": 0.4, "test_f1": 0.5}}
+    versions.add_evidence([entry("fp-a", "fp-b"), entry("fp-c", "fp-b")])
+    # fp-b trains as fp-a and as fp-c: the second link does not undo the first
+    assert versions.same("fp-a", "fp-b") and versions.same("fp-c", "fp-b") and versions.same("fp-a", "fp-c")
+    assert versions.shown_by["fp-b"] == "fp-a->fp-b"
+    # figures that differ show nothing
+    versions.add_evidence([{"cell": "x", "old": {"code_fingerprint": "fp-d", "dev_f1": 0.4, "test_f1": 0.5},
+                            "new": {"code_fingerprint": "fp-e", "dev_f1": 0.4, "test_f1": 0.51}}])
+    assert not versions.same("fp-d", "fp-e") and not versions.same("fp-a", "fp-d")
+
+
 def _plan(results: Path, name: str, f1: float, calls: list, config: dict | None = None, record=None) -> runner.Plan:
     def run():
         calls.append(name)
