@@ -140,7 +140,8 @@ class Versions:
 
     ``equivalent`` maps a fingerprint to the earlier one a same-host re-run showed it trains exactly
     as (every figure of the re-run cell identical); :meth:`canonical` follows the chain. ``shown_by``
-    names, for each such fingerprint, the re-run cell that showed it, and ``evidence`` the entry of
+    names, for each such fingerprint (every key of ``equivalent`` among them), the re-run cell that
+    showed it, and ``evidence`` the entry of
     an evidence file that did (where one did)."""
 
     spec: Fingerprint
@@ -169,6 +170,7 @@ class Versions:
         root_new, root_old = self.canonical(new), self.canonical(old)
         if root_new != root_old:
             self.equivalent[root_new] = root_old
+            self.shown_by.setdefault(root_new, cell)
         self.shown_by.setdefault(new, cell)
 
     def add_evidence(self, entries: list[dict]) -> None:

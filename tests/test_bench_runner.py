@@ -108,6 +108,8 @@ def test_a_version_shown_equal_to_two_others_joins_all_three():
     # fp-b trains as fp-a and as fp-c: the second link does not undo the first
     assert versions.same("fp-a", "fp-b") and versions.same("fp-c", "fp-b") and versions.same("fp-a", "fp-c")
     assert versions.shown_by["fp-b"] == "fp-a->fp-b"
+    # every link names the re-run that made it (the MAF page looks each one up)
+    assert set(versions.equivalent) <= set(versions.shown_by) and versions.shown_by["fp-a"] == "fp-c->fp-b"
     # figures that differ show nothing
     versions.add_evidence([{"cell": "x", "old": {"code_fingerprint": "fp-d", "dev_f1": 0.4, "test_f1": 0.5},
                             "new": {"code_fingerprint": "fp-e", "dev_f1": 0.4, "test_f1": 0.51}}])
