@@ -19,6 +19,7 @@ table can be filled over several runs and machines. The page tests MAF against t
     .venv/bin/python bench/maf_benchmark.py --report                 # only rebuild the page
     .venv/bin/python bench/maf_benchmark.py --add-dev-curves         # curves of older cells, from runs/bench
     .venv/bin/python bench/maf_benchmark.py --add-controls           # controls of older cells, from runs/bench
+    .venv/bin/python bench/maf_benchmark.py --retrain-controls --encoders mpnet   # ... whose model is gone
 
 Each cell records its wall time, the machine, the torch thread count, the git commit, a
 fingerprint of the mner code it ran (:func:`code_fingerprint`) and its dev F1 after each epoch
@@ -374,6 +375,55 @@ def add_controls(cells_dir: Path | None = None, runs_dir: Path | None = None) ->
         path.write_text(json.dumps(cell, indent=2) + "\n")
         added.append(cell["cell"])
     return added, missing
+
+
+# Where the models re-trained only for their controls go (never runs/bench: they did not make a cell).
+CONTROL_RUNS = ROOT / "runs" / "bench-controls"
+
+
+def retrain_controls(names: list[str], cells_dir: Path | None = None, runs_dir: Path | None = None,
+                     fingerprint: str | None = None) -> list[str]:
+    """Controls for stored cells whose model is gone (trained before cells kept their controls, the
+    run folder since deleted): each cell's stored configuration (its ``config``) trained again here,
+    at the code now, into ``runs/bench-controls/<cell>`` (an interrupted run resumes from its last
+    epoch), and the controls of that model stored in the cell, marked ``retrained`` with that
+    model's own dev and test F1, machine, threads and code. A re-run on another host need not give
+    the stored F1 to the last digit (docs/results/maf.md, *Reproducibility*), so the cell's own
+    figures are left as they are and the page shows both. Returns the cells filled."""
+    from mner.experiment import load_experiment, train
+
+    cells_dir = RESULTS if cells_dir is None else cells_dir
+    runs_dir = CONTROL_RUNS if runs_dir is None else runs_dir
+    filled = []
+    for name in names:
+        path = cells_dir / f"{name}.json"
+        cell = json.loads(path.read_text())
+        if cell.get("controls"):
+            continue
+        raw = json.loads(json.dumps(cell["config"]))
+        if not Path(raw["data"]["corpus"]).is_dir() and (DATA / cell["dataset"]).is_dir():
+            raw["data"]["corpus"] = str(DATA / cell["dataset"])
+        run_dir = runs_dir / name
+        raw["training"]["output_dir"] = str(run_dir)
+        print(f"== {name}: re-training its configuration for the controls ({run_dir})", flush=True)
+        t0 = time.perf_counter()
+        summary = train(load_experiment(raw))
+        wall = time.perf_counter() - t0
+        controls = cell_controls(raw, run_dir / "best")
+        controls["retrained"] = {
+            "test_f1": summary["test_f1"], "dev_f1": summary["dev_f1"], "best_epoch": summary["best_epoch"],
+            "epochs_run": summary["epochs_run"], "wall_seconds": wall,
+            "resumed_from_step": summary.get("resumed_from_step"), "machine": machine(),
+            **threads_record(False), "git_commit": git_commit(),
+            "code_fingerprint": fingerprint or code_fingerprint(), "run_dir": str(run_dir.relative_to(ROOT))
+            if run_dir.is_relative_to(ROOT) else str(run_dir)}
+        cell["controls"] = controls
+        path.write_text(json.dumps(cell, indent=2) + "\n")
+        print(f"== {name}: controls from the re-trained model (its test F1 {100 * summary['test_f1']:.2f}, "
+              f"the cell's {100 * cell['test']['f1']:.2f}): real {100 * controls['f1_real']:.2f}, shuffled "
+              f"{100 * controls['f1_shuffled']:.2f}, none {100 * controls['f1_none']:.2f}", flush=True)
+        filled.append(name)
+    return filled
 
 
 def run_cell(dataset: str, variant: str, encoder: str, seed: int, epochs: int, patience: int | None = None,
@@ -904,12 +954,14 @@ def controls_rows(groups: dict[tuple, list[dict]]) -> list[str]:
              "does not tell a tweet's caption from another's; pairs that kept their own caption left out). "
              "The text-only CRF has no visual view: its three F1s are its test F1. `-`: not stored for "
              "this cell (cells store them since the controls exist; `.venv/bin/python bench/maf_benchmark.py "
-             "--add-controls` computes them for stored cells whose run folder `runs/bench/<cell>` is here). "
+             "--add-controls` computes them for stored cells whose run folder `runs/bench/<cell>` is here, "
+             "`--retrain-controls` for those whose run folder is gone). "
              "For any checkpoint: `.venv/bin/mner evaluate CHECKPOINT DATA --split test --controls` "
              "(`mner.controls`).", "",
              "| cell | model | F1 real | F1 shuffled (kept) | F1 none | real - shuffled | CM real | CM shuffled | "
              "CM AUC |",
              "|---|---|---|---|---|---|---|---|---|"]
+    retrained = []
     for (_dataset, _encoder, _schedule, variant), cs in groups.items():
         for c in cs:
             head = f"| {c['cell']} | {VARIANT_NAMES.get(variant, variant)} | "
@@ -925,9 +977,24 @@ def controls_rows(groups: dict[tuple, list[dict]]) -> list[str]:
             cm_real = f"{m['real_mean']:.3f} ({m['real_std']:.3f})" if m else "- (no CM)"
             cm_shuffled = f"{m['shuffled_mean']:.3f} ({m['shuffled_std']:.3f})" if m else "-"
             auc = f"{m['auc']:.3f}" if m and m.get("auc") is not None else "-"
-            lines.append(head + f"{_pct(ctl['f1_real'])} | {_pct(ctl['f1_shuffled'])} ({ctl['kept_own']}) | "
+            mark = "†" if ctl.get("retrained") else ""
+            if mark:
+                retrained.append(c)
+            lines.append(head + f"{_pct(ctl['f1_real'])}{mark} | {_pct(ctl['f1_shuffled'])} ({ctl['kept_own']}) | "
                          f"{_pct(ctl['f1_none'])} | {100 * (ctl['f1_real'] - ctl['f1_shuffled']):+.2f} | "
                          f"{cm_real} | {cm_shuffled} | {auc} |")
+    if retrained:
+        lines += ["", "† The controls of a re-trained model: the cell's own checkpoint was gone (the cell "
+                  "predates stored controls), so its stored configuration was trained again "
+                  "(`.venv/bin/python bench/maf_benchmark.py --retrain-controls` with the cell's options) and the "
+                  "three F1s and CM's figures are that model's. Its test F1 is not the cell's to the last digit "
+                  "(a re-run on another host; *Reproducibility* below):", ""]
+        for c in retrained:
+            r = c["controls"]["retrained"]
+            lines.append(f"- `{c['cell']}`: re-trained test F1 {_pct(r['test_f1'])} (dev {_pct(r['dev_f1'])}, "
+                         f"best epoch {r['best_epoch']}), the cell's {_pct(c['test']['f1'])} (dev "
+                         f"{_pct(c['dev_f1'])}); {r['machine']}, {r['torch_threads']} thread(s), code "
+                         f"`{r['code_fingerprint']}`, commit {r['git_commit']}, {r['wall_seconds'] / 60:.0f} min.")
     return lines
 
 
@@ -1152,6 +1219,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--add-dev-curves", action="store_true",
                     help="give stored cells without a dev F1 per epoch the one of their run folder "
                          "(runs/bench/<cell>, where it is the run that made the cell), then rebuild the page")
+    ap.add_argument("--retrain-controls", action="store_true",
+                    help="for the stored cells selected by --datasets/--variants/--encoders/--seeds (and "
+                         "--patience for the early-stopped ones) that have no controls and no run folder: "
+                         "train each cell's configuration again into runs/bench-controls/<cell> and store "
+                         "the controls of that model, marked as re-trained with its own F1 (the cell's "
+                         "figures are kept)")
     ap.add_argument("--add-controls", action="store_true",
                     help="give stored cells without controls (F1 with real / shuffled / no captions, the matching "
                          "module's AUC) those of the best checkpoint in their run folder (runs/bench/<cell>/best, "
@@ -1168,7 +1241,23 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--threads must be >= 1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ran = []
-    if args.add_controls:
+    if args.retrain_controls:
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        torch.set_num_threads(args.threads)
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        fingerprint = code_fingerprint()
+        wanted = {cell_name(d, v, e, seed, args.patience) for seed in args.seeds for e in args.encoders
+                  for d in args.datasets for v in args.variants}
+        names = [c["cell"] for c in load_cells() if c["cell"] in wanted and c["variant"] != "text-only"
+                 and not c.get("controls")]
+        print(f"== {len(names)} stored cells without controls to re-train: {', '.join(names) or 'none'}")
+        for name in names:
+            retrain_controls([name], fingerprint=fingerprint)
+            write_report()
+    elif args.add_controls:
         import torch
 
         torch.set_num_threads(args.threads)

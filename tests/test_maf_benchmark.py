@@ -113,6 +113,32 @@ def test_add_controls_fills_stored_cells_from_their_run_folder(tiny_cell, tmp_pa
     assert bench.add_controls(cells, runs)[0] == []  # a second pass leaves the filled cell alone
 
 
+def test_retrain_controls_trains_the_stored_configuration_again_and_keeps_the_cells_figures(tiny_cell, tmp_path):
+    tmp, record = tiny_cell
+    cells, runs = tmp_path / "cells", tmp_path / "runs"
+    cells.mkdir()
+    bare = {k: v for k, v in record.items() if k != "controls"}
+    (cells / f"{record['cell']}.json").write_text(json.dumps(bare, indent=2) + "\n")
+    assert bench.retrain_controls([record["cell"]], cells, runs, fingerprint="fp-now") == [record["cell"]]
+    stored = json.loads((cells / f"{record['cell']}.json").read_text())
+    assert {k: v for k, v in stored.items() if k != "controls"} == bare  # the cell's own figures kept
+    ctl, again = stored["controls"], stored["controls"]["retrained"]
+    # the controls are the re-trained model's (its checkpoint, in the controls' own run folder)
+    assert (runs / record["cell"] / "best" / "config.json").is_file()
+    assert ctl["f1_real"] == again["test_f1"] and again["code_fingerprint"] == "fp-now"
+    assert again["torch_threads"] >= 1 and again["machine"] and again["best_epoch"] >= 1
+    # the same configuration on the same machine: this tiny model trains again to the same F1
+    assert again["test_f1"] == record["test"]["f1"] and ctl["f1_shuffled"] == record["controls"]["f1_shuffled"]
+    # a cell that has controls is left alone
+    assert bench.retrain_controls([record["cell"]], cells, runs) == []
+    # the page marks them and shows both F1s
+    page, _ = bench.report([dict(stored, test=dict(stored["test"], f1=0.5))], root=tmp_path)
+    section = page.split("## Controls", 1)[1].split("\n## ", 1)[0]
+    assert f"| {100 * ctl['f1_real']:.2f}† |" in section
+    assert (f"- `{record['cell']}`: re-trained test F1 {100 * again['test_f1']:.2f} (dev "
+            f"{100 * again['dev_f1']:.2f}, best epoch {again['best_epoch']}), the cell's 50.00") in section
+
+
 def _eval(epoch: int, f1: float, seconds: float) -> dict:
     return {"event": "eval", "epoch": epoch, "step": 10 * epoch, "epoch_seconds": seconds, "f1": f1}
 
