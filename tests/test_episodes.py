@@ -105,6 +105,33 @@ def test_round_trip_and_bytes(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temporary file
 
 
+def test_writers_of_the_same_file_at_once_each_use_their_own_temporary_file(tmp_path):
+    """Two benchmark runners that write one protocol's episode files at the same moment: each
+    writes a temporary file of its own and renames it into place, so neither fails and the file
+    holds one whole version (a shared temporary name let one rename the other's half-written file
+    away, and the other then failed with FileNotFoundError)."""
+    import threading
+
+    versions = [[episode()] * 40, [episode(types=("LOC", "PER"))] * 40]
+    path, errors, start = tmp_path / "test-k5.jsonl", [], threading.Barrier(4)
+
+    def writer(eps):
+        start.wait()
+        for _ in range(40):
+            try:
+                write_episodes(eps, path)
+            except Exception as err:  # noqa: BLE001 - the failure this test is about
+                errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(versions[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert read_episodes(path) in versions and not list(tmp_path.glob(".*.tmp"))
+
+
 def test_query_tweets_without_a_mention_round_trip(tmp_path):
     # the poster's protocol draws query tweets at random: some hold no target mention (all O),
     # one query may hold none at all; such an episode is well-formed and reads back as written

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Iterable, Iterator
 
 from mner.data.example import Example
 from mner.errors import MNERError
+from mner.fileio import write_output
 from mner.tagging.schemes import parse_tag, tag_problems
 
 __all__ = [
@@ -187,11 +187,9 @@ def write_episodes(episodes: Iterable[Episode], path: str | Path) -> Path:
         lines.append(json.dumps(episode_to_dict(ep), ensure_ascii=False))
     if not lines:
         raise MNERError(f"{path}: no episodes to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    # a temporary file of its own beside it (mkstemp), so two processes writing the same file at
+    # once do not write into each other's temporary file: the last rename wins, whole
+    write_output(path, "\n".join(lines) + "\n", what="episodes")
     return path
 
 

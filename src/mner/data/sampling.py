@@ -50,6 +50,7 @@ import torch.utils.data
 from mner.data.episodes import Episode, file_sha256, summarize_episodes, write_episodes
 from mner.data.example import Example
 from mner.errors import MNERError
+from mner.fileio import write_output
 from mner.tagging.schemes import convert_tags, parse_tag
 
 __all__ = [
@@ -617,10 +618,7 @@ def write_protocol(
                 log(f"{path}: {format_summary(summarize_episodes(episodes))}")
     manifest = {"dataset": data_dir.name, "type_map": PROTOCOL_TYPE_MAP, "files": files}
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = manifest_path.with_name(".manifest.json.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(manifest_path)
+    write_output(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", what="the manifest")
     return manifest
 
 
