@@ -621,56 +621,102 @@ def _diagnostics_rows(cells: list[dict]) -> list[str]:
 BASELINES = ("protobert", "nnshot", "structshot", "proto-maf")
 
 
-def significance_rows(by: dict, dataset: str, k: int, figures: dict) -> list[str]:
-    """MOUSING against the best baseline of each protocol (the highest average over the six splits):
-    approximate randomization over the test episodes of all six splits, a swap of one episode in
-    every seed at once, on the statistic the table reports (the mean of the per-split F1 over splits
-    and seeds; :func:`mner.tagging.significance.grouped_randomization`)."""
+def _seeds_with_all_splits(by: dict, dataset: str, k: int, model: str) -> list[int]:
+    """The seeds for which ``model`` has a cell on every split."""
+    seeds = [sorted(c["seed"] for c in by.get((dataset, k, model, s), [])) for s in SPLITS]
+    return sorted(set(seeds[0]).intersection(*seeds[1:])) if all(seeds) else []
+
+
+def paired_test(by: dict, dataset: str, k: int, model_a: str, model_b: str, protocol: str):
+    """B against A on the test episodes of all six splits (their seeds in common): approximate
+    randomization that swaps the two models' output on one episode in every seed at once, on the
+    statistic the table reports (the mean of the per-split F1 over splits and seeds;
+    :func:`mner.tagging.significance.grouped_randomization`). ``(result, seeds)``, or None where
+    the two have no seed with all six splits or their cells lack the per-episode counts."""
     from mner.tagging.significance import grouped_randomization
 
+    key = "test" if protocol == "ours" else "test_poster"
+    seeds = sorted(set(_seeds_with_all_splits(by, dataset, k, model_a))
+                   & set(_seeds_with_all_splits(by, dataset, k, model_b)))
+    if not seeds:
+        return None
+
+    def counts(model):
+        out = []
+        for seed in seeds:
+            row = []
+            for s in SPLITS:
+                c = next(c for c in by[(dataset, k, model, s)] if c["seed"] == seed)
+                row += (c.get(key) or {}).get("episode_counts") or []
+            out.append(row)
+        return out
+
+    ca, cb = counts(model_a), counts(model_b)
+    if not ca[0] or len(ca[0]) != len(cb[0]):
+        return None
+    groups = [s for s in SPLITS for _ in range(len(ca[0]) // len(SPLITS))]
+    return grouped_randomization(ca, cb, groups, resamples=10_000, seed=0), seeds
+
+
+def _protocol_name(protocol: str) -> str:
+    return "ours" if protocol == "ours" else "the poster's"
+
+
+def significance_rows(by: dict, dataset: str, k: int, figures: dict) -> list[str]:
+    """MOUSING against the best baseline of each protocol (the highest average over the six splits),
+    by :func:`paired_test`."""
     lines = []
     for protocol in ("ours", "poster"):
         key = "test" if protocol == "ours" else "test_poster"
 
-        def runs(model):
-            seeds = [sorted(c["seed"] for c in by.get((dataset, k, model, s), [])) for s in SPLITS]
-            common = sorted(set(seeds[0]).intersection(*seeds[1:])) if all(seeds) else []
-            return common
-
         def average(model):
-            seeds = runs(model)
+            seeds = _seeds_with_all_splits(by, dataset, k, model)
             vals = [c[key]["f1"] for s in SPLITS for c in by.get((dataset, k, model, s), []) if c["seed"] in seeds]
             return statistics.mean(vals) if seeds else None
 
-        done = {m: average(m) for m in BASELINES if runs(m)}
-        if not runs("mousing") or not done:
+        done = {m: average(m) for m in BASELINES if _seeds_with_all_splits(by, dataset, k, m)}
+        if not _seeds_with_all_splits(by, dataset, k, "mousing") or not done:
             continue
         best = max(done, key=done.get)
-        seeds = sorted(set(runs("mousing")) & set(runs(best)))
-        if not seeds:
+        tested = paired_test(by, dataset, k, best, "mousing", protocol)
+        if tested is None:
             continue
-
-        def counts(model):
-            out = []
-            for seed in seeds:
-                row = []
-                for s in SPLITS:
-                    c = next(c for c in by[(dataset, k, model, s)] if c["seed"] == seed)
-                    row += c[key].get("episode_counts") or []
-                out.append(row)
-            return out
-
-        ca, cb = counts(best), counts("mousing")
-        if not ca[0] or len(ca[0]) != len(cb[0]):
-            continue
-        groups = [s for s in SPLITS for _ in range(len(ca[0]) // len(SPLITS))]
-        res = grouped_randomization(ca, cb, groups, resamples=10_000, seed=0)
+        res, seeds = tested
         figures[f"{dataset}/k{k}/{protocol}/p_mousing_vs_{best}"] = res.p_value
         figures[f"{dataset}/k{k}/{protocol}/gain_mousing_vs_{best}"] = round(100 * res.difference, 2)
-        lines.append(f"| {dataset} | {k} | {'ours' if protocol == 'ours' else 'the poster' + chr(39) + 's'} | "
+        lines.append(f"| {dataset} | {k} | {_protocol_name(protocol)} | "
                      f"{NAMES[best]} | {100 * res.f1_a:.2f} | {100 * res.f1_b:.2f} | {100 * res.difference:+.2f} | "
                      f"{res.p_value:.4f} | {len(seeds)} ({', '.join(map(str, seeds))}) | {res.n_sequences} |")
     return lines
+
+
+def ablation_significance_rows(by: dict, dataset: str, k: int, figures: dict) -> list[str]:
+    """Each ablation against MOUSING, under both protocols, by :func:`paired_test` (the same test
+    episodes, so the comparison is paired): the change the ablation makes and its p-value, beside
+    the change the poster's table reports. Empty until an ablation has all six splits."""
+    rows = []
+    for model in ABLATIONS[:-1]:
+        for protocol in ("ours", "poster"):
+            tested = paired_test(by, dataset, k, "mousing", model, protocol)
+            if tested is None:
+                continue
+            res, seeds = tested
+            figures[f"{dataset}/k{k}/{protocol}/change_{model}_vs_mousing"] = round(100 * res.difference, 2)
+            figures[f"{dataset}/k{k}/{protocol}/p_{model}_vs_mousing"] = res.p_value
+            poster = POSTER_ABLATION[model] - POSTER_ABLATION["mousing"]
+            rows.append(f"| {NAMES[model]} | {_protocol_name(protocol)} | {100 * res.f1_b:.2f} | "
+                        f"{100 * res.f1_a:.2f} | {100 * res.difference:+.2f} | {res.p_value:.4f} | "
+                        f"{len(seeds)} ({', '.join(map(str, seeds))}) | {poster:+.2f} |")
+    if not rows:
+        return []
+    return ["Each ablation against MOUSING on the same test episodes: approximate randomization (10,000 "
+            "resamples, seed 0) over the episodes of the six splits, as for the baselines below; *change*: "
+            "the ablation's average minus MOUSING's; *poster*: the change in the poster's ablation table (one "
+            "dataset, its protocol). The p-value holds each trained model fixed: it says whether the test "
+            "episodes alone could give the change, not whether another training run would (with one seed, the "
+            "training run's own noise is not in it).", "",
+            "| ablation | protocol | its F1 | MOUSING | change | p | seeds | poster |",
+            "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def report(cells: list[dict]) -> tuple[str, dict]:
@@ -720,6 +766,7 @@ def report(cells: list[dict]) -> tuple[str, dict]:
                 lines += [""]
                 lines += _table(by, dataset, k, ABLATIONS, "poster", "dev", figures, poster=False)
                 lines.append("")
+                lines += ablation_significance_rows(by, dataset, k, figures)
     sig = [row for dataset in ("twitter2015", "twitter2017")
            for k in sorted({c["k"] for c in cells if c["dataset"] == dataset}) for row in significance_rows(by, dataset, k, figures)]
     lines += ["## MOUSING against the best baseline: paired significance", "",

@@ -303,3 +303,37 @@ def test_older_fewshot_cells_get_their_predictions_from_their_checkpoint(tiny_fe
         cell = cells.Cell.load(results / f"{name}.json")
         assert cell.predictions.sha256 == sha   # the same predictions as the run that made the cell
     assert fewshot.add_predictions(runs)[0] == []  # filled cells are left alone
+
+
+def _episodes_cells(model, counts, seed=37, splits=None):
+    """Made-up few-shot cells of ``model``: per split, ``counts`` episodes (tp, predicted, gold)."""
+    out = {}
+    for split in (splits or fewshot.SPLITS):
+        tp, pr, gold = (sum(c[i] for c in counts) for i in range(3))
+        f1 = 2 * tp / (pr + gold) if pr + gold else 0.0
+        test = {"f1": f1, "episode_counts": [list(c) for c in counts]}
+        out[("twitter2017", 5, model, split)] = [{"seed": seed, "test": test, "test_poster": dict(test)}]
+    return out
+
+
+def test_each_ablation_is_tested_against_mousing_on_the_same_episodes():
+    same = [(3, 5, 6), (2, 4, 4), (5, 6, 7), (1, 3, 2)] * 10
+    worse = [(2, 5, 6), (1, 4, 4), (4, 6, 7), (0, 3, 2)] * 10
+    by = {**_episodes_cells("mousing", same), **_episodes_cells("mousing-no-image", same),
+          **_episodes_cells("mousing-no-mcis", worse),
+          # an ablation without all six splits gets no row
+          **_episodes_cells("mousing-random", worse, splits=list(fewshot.SPLITS)[:5])}
+    figures = {}
+    lines = fewshot.ablation_significance_rows(by, "twitter2017", 5, figures)
+    rows = [line for line in lines if line.startswith("| w/")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| w/o Image", "ours"], ["| w/o Image", "the poster's"],
+                                                  ["| w/o MCIS", "ours"], ["| w/o MCIS", "the poster's"]]
+    # the same output as MOUSING on every episode: no change, p = 1
+    assert figures["twitter2017/k5/ours/change_mousing-no-image_vs_mousing"] == 0.0
+    assert figures["twitter2017/k5/ours/p_mousing-no-image_vs_mousing"] == 1.0
+    # one fewer true positive on every episode: a loss the episodes show (p at its floor)
+    assert figures["twitter2017/k5/ours/change_mousing-no-mcis_vs_mousing"] < 0
+    assert figures["twitter2017/k5/ours/p_mousing-no-mcis_vs_mousing"] < 0.001
+    # beside it, the change the poster's table reports
+    assert rows[2].endswith(f"| {fewshot.POSTER_ABLATION['mousing-no-mcis'] - fewshot.POSTER_ABLATION['mousing']:+.2f} |")
+    assert fewshot.ablation_significance_rows({}, "twitter2017", 5, {}) == []
