@@ -43,7 +43,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import psutil
@@ -153,10 +155,24 @@ def load(base: str, bodies: list[bytes], clients: int, stop_at: float) -> tuple[
     return latencies, errors
 
 
+@dataclass
+class Server:
+    """A running ``mner serve``: its process and base URL."""
+
+    process: subprocess.Popen
+    base: str
+
+
+def request_bodies(items) -> list[bytes]:
+    """The ``/predict`` JSON body of each (text, image bytes or None)."""
+    return [json.dumps({"text": t, "image": None if r is None else base64.b64encode(r).decode()}).encode()
+            for t, r in items]
+
+
 @contextlib.contextmanager
-def serving(checkpoint: Path, args, env: dict, warm_items) -> str:
+def serving(checkpoint: Path, args, env: dict, warm_items) -> Iterator[Server]:
     """``mner serve checkpoint`` on a free loopback port, ready and warmed up with ``warm_items``;
-    yields its base URL; stopped on exit (also on failure or Ctrl-C)."""
+    yields it (:class:`Server`); stopped on exit (also on failure or Ctrl-C)."""
     port = free_port()
     cmd = [sys.executable, "-m", "mner", "serve", str(checkpoint), "--host", "127.0.0.1", "--port", str(port),
            "--threads", str(args.threads), "--device", "cpu", "--max-batch-size", str(args.max_batch_size),
@@ -178,10 +194,9 @@ def serving(checkpoint: Path, args, env: dict, warm_items) -> str:
                 if time.time() > deadline:
                     sys.exit("serve_load: the server was not ready within 120 s")
                 time.sleep(0.2)
-            for text, raw in warm_items:  # warm-up, as the bare side had
-                c.post("/predict", json={"text": text, "image": None if raw is None else base64.b64encode(raw).decode()})
-        server.base = base
-        yield server
+            for body in request_bodies(warm_items):  # warm-up, as the bare side had
+                c.post("/predict", content=body, headers={"content-type": "application/json"})
+        yield Server(server, base)
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -192,8 +207,7 @@ def serving(checkpoint: Path, args, env: dict, warm_items) -> str:
 
 def latency_pair(args, items, env) -> dict:
     """Single-request latency of two servers, requests alternating between them (``--latency-vs``)."""
-    bodies = [json.dumps({"text": t, "image": None if r is None else base64.b64encode(r).decode()}).encode()
-              for t, r in items]
+    bodies = request_bodies(items)
     names = {"checkpoint": args.checkpoint, "other": args.latency_vs}
     times: dict[str, list[float]] = {name: [] for name in names}
     answers: dict[str, list] = {name: [] for name in names}
@@ -257,9 +271,8 @@ def main(argv=None) -> int:
 
     with serving(args.checkpoint, args, env, items[:args.max_batch_size]) as server:
         base = server.base
-        proc = psutil.Process(server.pid)
-        bodies = [json.dumps({"text": t, "image": None if r is None else base64.b64encode(r).decode()}).encode()
-                  for t, r in items]
+        proc = psutil.Process(server.process.pid)
+        bodies = request_bodies(items)
         # warm-up under the same load (allocator pools, every batch size), not counted
         warm = min(len(bodies), args.warmup)
         log(f"warm-up: {warm} requests from {args.clients} clients")
