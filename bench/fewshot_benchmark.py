@@ -719,6 +719,50 @@ def ablation_significance_rows(by: dict, dataset: str, k: int, figures: dict) ->
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
+#: the rows of bench/user_types.py (docs/results/user-types.md), summarised on this page
+USER_TYPES = ROOT / "bench" / "results" / "user-types.json"
+
+
+def user_types_rows(path: Path, figures: dict) -> list[str]:
+    """The page's summary of the user-defined types (``bench/user_types.py``'s stored rows): per model
+    and decoding, the mean and spread over the checkpoints scored of micro P, R and F1 and of the
+    false positives on person, place and company names. Empty where none is stored."""
+    if not path.is_file():
+        return []
+    result = json.loads(path.read_text(encoding="utf-8"))
+    by: dict[str, list[dict]] = {}
+    for r in result["rows"]:
+        by.setdefault(r["model"], []).append(r)
+    if not by:
+        return []
+
+    def ms(values):
+        m = statistics.mean(values)
+        return f"{m:.1f}" if len(values) == 1 else f"{m:.1f} ± {statistics.stdev(values):.1f}"
+
+    data = result["data"]
+    lines = ["## User-defined types (PRODUCT, EVENT, WORK)", "",
+             f"Every Twitter-2017 checkpoint above run as a user runs it on types it never saw: `mner fewshot "
+             f"predict CKPT --support support.jsonl --input input.jsonl` with the {data['support_tweets']} support "
+             f"tweets and {data['query_tweets']} query tweets ({data['query_mentions']} mentions) of "
+             "`bench/data/user-types/` (written for mner; one 3-way episode). Mean ± std over the checkpoints "
+             "scored (one per split); per type and per checkpoint: `docs/results/user-types.md` "
+             f"(`{result['command']}`, commit {result['git_commit']}).", "",
+             "| model | checkpoints | P | R | F1 | predicted / gold | false positives on other names |",
+             "|---|---|---|---|---|---|---|"]
+    order = [m for m in ("protobert", "nnshot", "structshot", "proto-maf", "mousing") if m in by]
+    for model in order + sorted(set(by) - set(order)):
+        rows = by[model]
+        micro = [r["micro"] for r in rows]
+        f1 = [100 * m["f1"] for m in micro]
+        figures[f"user-types/{model}/f1"] = round(statistics.mean(f1), 2)
+        lines.append(f"| {NAMES.get(model, model)} | {len(rows)} | {ms([100 * m['precision'] for m in micro])} | "
+                     f"{ms([100 * m['recall'] for m in micro])} | {ms(f1)} | "
+                     f"{ms([m['predicted'] for m in micro])} / {micro[0]['support']} | "
+                     f"{ms([r['false_positives']['on_other_names'] for r in rows])} |")
+    return lines + [""]
+
+
 def report(cells: list[dict]) -> tuple[str, dict]:
     by: dict[tuple, list[dict]] = {}
     for c in cells:
@@ -788,6 +832,9 @@ def report(cells: list[dict]) -> tuple[str, dict]:
               "alone; F1 with the real captions, with the captions shuffled among the test tweets (seeded), and "
               "with none.", ""]
     lines += _diagnostics_rows(cells)
+    user_types = user_types_rows(USER_TYPES, figures)
+    if user_types:
+        lines += [""] + user_types[:-1]
     lines += ["", "## How each cell was run", ""] + _version_lines(cells) + ["",
               "| cell | command | best epoch | dev F1 | test F1 (ours) | test F1 (poster's) | selected on source: epoch, test F1 (ours) | train episodes/s | train + dev s | wall | machine | commit | test episodes sha256 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -24,7 +24,8 @@ decoded as StructShot (its cell's tau) and a prototype checkpoint with its dev-c
     .venv/bin/python bench/user_types.py --runs /work/bench-wt --threads 1
     .venv/bin/python bench/user_types.py runs/my-mousing/best --out /tmp/user-types.md
 
-Writes ``docs/results/user-types.md`` (``--out``); the output ends with one JSON line of the figures.
+Writes ``docs/results/user-types.md`` (``--out``) and its rows as data, ``bench/results/user-types.json``
+(``--json``: the few-shot results page summarises them); the output ends with one JSON line of the figures.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from fewshot_benchmark import NAMES, ORDER, RESULTS, SPLITS, git_commit, machine
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data" / "user-types"
 PAGE = ROOT / "docs" / "results" / "user-types.md"
+#: the rows of the page as data, beside it (the few-shot results page summarises them)
+RESULT = ROOT / "bench" / "results" / "user-types.json"
 CELLS = "twitter2017__*__k5__seed37"
 TYPES = ("PRODUCT", "EVENT", "WORK")
 
@@ -295,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--support", type=Path, default=DATA / "support.jsonl")
     ap.add_argument("--query", type=Path, default=DATA / "query.jsonl")
     ap.add_argument("--out", type=Path, default=PAGE, help="the results page (default docs/results/user-types.md)")
-    ap.add_argument("--no-page", action="store_true", help="print only, write no page")
+    ap.add_argument("--json", type=Path, default=RESULT,
+                    help="the rows as data, written with the page (default bench/results/user-types.json)")
+    ap.add_argument("--no-page", action="store_true", help="print only, write no page (nor --json)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--predictions", type=Path, default=None, metavar="DIR",
                     help="keep each row's predict output here (<model>__<cell or folder>.jsonl)")
@@ -365,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(page(result, command) + "\n", encoding="utf-8")
         print(f"results page: {args.out}")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**result, "command": command}, indent=1) + "\n", encoding="utf-8")
     figures = {"data_sha256": {"support": result["data"]["support_sha256"], "query": result["data"]["query_sha256"]},
                "rows": [{"model": r["model"], "checkpoint": r["checkpoint"], "decoding": r["decoding"],
                          "micro": {k: round(r["micro"][k], 4) for k in ("precision", "recall", "f1")},

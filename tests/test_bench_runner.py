@@ -337,3 +337,26 @@ def test_each_ablation_is_tested_against_mousing_on_the_same_episodes():
     # beside it, the change the poster's table reports
     assert rows[2].endswith(f"| {fewshot.POSTER_ABLATION['mousing-no-mcis'] - fewshot.POSTER_ABLATION['mousing']:+.2f} |")
     assert fewshot.ablation_significance_rows({}, "twitter2017", 5, {}) == []
+
+
+def test_the_fewshot_page_summarises_the_user_defined_types(tmp_path):
+    def row(model, p, r, f1, predicted, fp_names):
+        return {"model": model, "micro": {"precision": p, "recall": r, "f1": f1, "predicted": predicted, "support": 96},
+                "false_positives": {"total": 0, "on_other_names": fp_names, "in_tweets_without_names": 0,
+                                    "wrong_type": 0}}
+
+    stored = {"rows": [row("mousing", 0.3, 0.5, 0.375, 150, 30), row("mousing", 0.4, 0.5, 0.444, 120, 20),
+                       row("structshot", 0.5, 0.4, 0.444, 80, 10)],
+              "data": {"support_tweets": 18, "query_tweets": 136, "query_mentions": 96},
+              "command": ".venv/bin/python bench/user_types.py a b c", "git_commit": "abc1234"}
+    path = tmp_path / "user-types.json"
+    assert fewshot.user_types_rows(path, {}) == []  # nothing stored: no section
+    path.write_text(json.dumps(stored))
+    figures = {}
+    lines = fewshot.user_types_rows(path, figures)
+    assert lines[0] == "## User-defined types (PRODUCT, EVENT, WORK)" and "bench/user_types.py a b c" in lines[2]
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| model")]
+    # the table's model order (StructShot before MOUSING); mean ± std over a model's checkpoints
+    assert rows[0] == "| StructShot | 1 | 50.0 | 40.0 | 44.4 | 80.0 / 96 | 10.0 |"
+    assert rows[1] == "| MOUSING | 2 | 35.0 ± 7.1 | 50.0 ± 0.0 | 41.0 ± 4.9 | 135.0 ± 21.2 / 96 | 25.0 ± 7.1 |"
+    assert figures == {"user-types/structshot/f1": 44.4, "user-types/mousing/f1": 40.95}

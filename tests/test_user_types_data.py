@@ -211,7 +211,7 @@ def test_script_end_to_end(tiny_checkpoints, tmp_path, capsys):
     support = DATA / "support.jsonl"
     # the support tweets as queries: an untrained NNShot tags them back exactly, three types in one episode
     assert user_types.main([str(tiny_checkpoints["nnshot"]), str(tiny_checkpoints["mousing"]),
-                            "--query", str(support), "--out", str(page)]) == 0
+                            "--query", str(support), "--out", str(page), "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     figures = json.loads(out[-1])
     by = {r["model"]: r for r in figures["rows"]}
@@ -223,6 +223,10 @@ def test_script_end_to_end(tiny_checkpoints, tmp_path, capsys):
     text = page.read_text(encoding="utf-8")
     assert "| NNShot |" in text and "| MOUSING |" in text and figures["data_sha256"]["support"] in text
     assert "fewshot predict" in text and "--support" in text
+    # the rows as data beside the page, for the few-shot results page
+    stored = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["model"] for r in stored["rows"]] == ["nnshot", "mousing"] and stored["types"] == list(stored["types"])
+    assert stored["rows"][0]["micro"]["f1"] == 1.0 and stored["command"].startswith(".venv/bin/python bench/user_types.py")
     # the real query file: every gold mention counted, false positives split
     assert user_types.main([str(tiny_checkpoints["nnshot"]), "--no-page"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"][0]
