@@ -746,8 +746,9 @@ def user_types_rows(path: Path, figures: dict) -> list[str]:
              f"predict CKPT --support support.jsonl --input input.jsonl` with the {data['support_tweets']} support "
              f"tweets and {data['query_tweets']} query tweets ({data['query_mentions']} mentions) of "
              "`bench/data/user-types/` (written for mner; one 3-way episode). Mean ± std over the checkpoints "
-             "scored (one per split); per type and per checkpoint: `docs/results/user-types.md` "
-             f"(`{result['command']}`, commit {result['git_commit']}).", "",
+             "scored (one per split); per type and per checkpoint, and the command: "
+             f"`docs/results/user-types.md` (`bench/user_types.py`, {len(result['rows'])} rows, commit "
+             f"{result['git_commit']}).", "",
              "| model | checkpoints | P | R | F1 | predicted / gold | false positives on other names |",
              "|---|---|---|---|---|---|---|"]
     order = [m for m in ("protobert", "nnshot", "structshot", "proto-maf", "mousing") if m in by]

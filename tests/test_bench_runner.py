@@ -354,7 +354,7 @@ def test_the_fewshot_page_summarises_the_user_defined_types(tmp_path):
     path.write_text(json.dumps(stored))
     figures = {}
     lines = fewshot.user_types_rows(path, figures)
-    assert lines[0] == "## User-defined types (PRODUCT, EVENT, WORK)" and "bench/user_types.py a b c" in lines[2]
+    assert lines[0] == "## User-defined types (PRODUCT, EVENT, WORK)" and "`bench/user_types.py`, 3 rows, commit abc1234" in lines[2]
     rows = [line for line in lines if line.startswith("| ") and not line.startswith("| model")]
     # the table's model order (StructShot before MOUSING); mean ± std over a model's checkpoints
     assert rows[0] == "| StructShot | 1 | 50.0 | 40.0 | 44.4 | 80.0 / 96 | 10.0 |"
