@@ -761,7 +761,7 @@ def user_types_rows(path: Path, figures: dict) -> list[str]:
                      f"{ms([100 * m['recall'] for m in micro])} | {ms(f1)} | "
                      f"{ms([m['predicted'] for m in micro])} / {micro[0]['support']} | "
                      f"{ms([r['false_positives']['on_other_names'] for r in rows])} |")
-    return lines + [""]
+    return lines
 
 
 def report(cells: list[dict]) -> tuple[str, dict]:
@@ -835,7 +835,7 @@ def report(cells: list[dict]) -> tuple[str, dict]:
     lines += _diagnostics_rows(cells)
     user_types = user_types_rows(USER_TYPES, figures)
     if user_types:
-        lines += [""] + user_types[:-1]
+        lines += [""] + user_types
     lines += ["", "## How each cell was run", ""] + _version_lines(cells) + ["",
               "| cell | command | best epoch | dev F1 | test F1 (ours) | test F1 (poster's) | selected on source: epoch, test F1 (ours) | train episodes/s | train + dev s | wall | machine | commit | test episodes sha256 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -347,6 +347,15 @@ def cell_controls(raw: dict, checkpoint: Path) -> dict:
             "computed": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def stored_experiment(cell: dict) -> dict:
+    """A copy of a stored cell's experiment, its data folder read from :data:`DATA` where the one it
+    recorded (another machine's) is not here."""
+    raw = json.loads(json.dumps(cell["config"]))
+    if not Path(raw["data"]["corpus"]).is_dir() and (DATA / cell["dataset"]).is_dir():
+        raw["data"]["corpus"] = str(DATA / cell["dataset"])
+    return raw
+
+
 def add_controls(cells_dir: Path | None = None, runs_dir: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """Give stored cells without controls theirs, from the best checkpoint of their run folder
     (``runs/bench/<cell>/best``) where it is still here and is the model that made the cell: its
@@ -363,9 +372,7 @@ def add_controls(cells_dir: Path | None = None, runs_dir: Path | None = None) ->
         if not (checkpoint / "config.json").is_file():
             missing[cell["cell"]] = f"no checkpoint {checkpoint}"
             continue
-        raw = json.loads(json.dumps(cell["config"]))
-        if not Path(raw["data"]["corpus"]).is_dir() and (DATA / cell["dataset"]).is_dir():
-            raw["data"]["corpus"] = str(DATA / cell["dataset"])
+        raw = stored_experiment(cell)
         controls = cell_controls(raw, checkpoint)
         if controls["f1_real"] != cell["test"]["f1"]:
             missing[cell["cell"]] = (f"{checkpoint} scores {100 * controls['f1_real']:.2f} on test, the cell says "
@@ -400,9 +407,7 @@ def retrain_controls(names: list[str], cells_dir: Path | None = None, runs_dir: 
         cell = json.loads(path.read_text())
         if cell.get("controls"):
             continue
-        raw = json.loads(json.dumps(cell["config"]))
-        if not Path(raw["data"]["corpus"]).is_dir() and (DATA / cell["dataset"]).is_dir():
-            raw["data"]["corpus"] = str(DATA / cell["dataset"])
+        raw = stored_experiment(cell)
         run_dir = runs_dir / name
         raw["training"]["output_dir"] = str(run_dir)
         print(f"== {name}: re-training its configuration for the controls ({run_dir})", flush=True)
