@@ -85,18 +85,24 @@ MODELS = {
 # prototype model decoded with an O bias chosen on dev (``o_bias``: a prototype decoder trained on the
 # source types over-predicts entities of unseen ones; the bias trades recall for precision)
 CALIBRATED = {"protobert-cal": "protobert", "proto-maf-cal": "proto-maf", "mousing-cal": "mousing"}
+#: MOUSING's checkpoint decoded as new checkpoints decode: the O column scored against the 2 nearest O
+#: support words (``docs/results/mousing-precision.md``: chosen on the dev episodes of all six
+#: Twitter-2017 splits). The MOUSING row keeps the prototype O it was trained and selected with (one
+#: decoder per row), so every MOUSING cell also stores this decoding of the same checkpoints.
+NEAREST_O = {"o_distance": "nearest", "o_neighbours": 2}
+DECODED = {"mousing-nearest-o": ("mousing", NEAREST_O)}
 MOUSING_FAMILY = {"mousing", "mousing-no-image", "mousing-no-intervention", "mousing-no-multiview", "mousing-no-mcis",
                   "mousing-random", "mousing-gaussian"}
-DERIVED = {"structshot": "nnshot", **CALIBRATED}
+DERIVED = {"structshot": "nnshot", **CALIBRATED, **{name: base for name, (base, _) in DECODED.items()}}
 NAMES = {"protobert": "ProtoBERT", "nnshot": "NNShot", "structshot": "StructShot",
          "proto-maf": "ProtoMAF (multimodal prototypes)", "mousing": "MOUSING",
          "mousing-no-image": "w/o Image", "mousing-no-intervention": "w/o Intervention",
          "mousing-no-multiview": "w/o Multi-view", "mousing-no-mcis": "w/o MCIS",
          "mousing-random": "w/ Random Intervention", "mousing-gaussian": "w/ Gaussian Intervention",
          "protobert-cal": "ProtoBERT + O bias (dev)", "proto-maf-cal": "ProtoMAF + O bias (dev)",
-         "mousing-cal": "MOUSING + O bias (dev)"}
-ORDER = ["protobert", "nnshot", "structshot", "proto-maf", "mousing", "protobert-cal", "proto-maf-cal",
-         "mousing-cal"]
+         "mousing-cal": "MOUSING + O bias (dev)", "mousing-nearest-o": "MOUSING, nearest-O decoder"}
+ORDER = ["protobert", "nnshot", "structshot", "proto-maf", "mousing", "mousing-nearest-o", "protobert-cal",
+         "proto-maf-cal", "mousing-cal"]
 ABLATIONS = ["mousing-no-image", "mousing-no-intervention", "mousing-no-multiview", "mousing-no-mcis",
              "mousing-random", "mousing-gaussian", "mousing"]
 # The poster's F1 (its protocol details, K among them, are unknown).
@@ -392,6 +398,43 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     return out
 
 
+def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) -> dict:
+    """The base cell's checkpoints decoded with the options of :data:`DECODED` ``[name]`` (no choice
+    made: the options are fixed): test F1 on both protocols with its predictions, dev F1, and the
+    checkpoint selected on source-type dev episodes decoded alike. The epoch is the base cell's (chosen
+    with the decoding it was trained with)."""
+    from mner.data.episodes import read_episodes
+    from mner.models import load_model
+
+    _, options = DECODED[name]
+    cfg = base["config"]
+    t0 = time.perf_counter()
+
+    def load(folder: Path):
+        model = load_model(folder)
+        for key, value in options.items():
+            setattr(model.config, key, value)
+        return model
+
+    model = load(run_dir / "best")
+    dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8)[0]["f1"]
+    tags: dict = {}
+    tests = _tests(model, cfg, tags=tags)
+    target = base["cell"].replace(f"__{base['model']}__", f"__{name}__")
+    out = {k: v for k, v in base.items() if k != "diagnostics"}   # the diagnostics are the base decoding's
+    out.update({"cell": target, "model": name, "decoding": dict(options), "dev_f1": dev_f1,
+                "test": tests["ours"], "test_poster": tests["poster"],
+                "test_episodes_per_second": tests["ours"]["episodes_per_second"],
+                "command": base["command"] + f"  (the {base['model']} cell stores this one)"})
+    out["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{target}.jsonl.gz")
+    sel = base.get("selected_on_source")
+    if sel is not None:
+        stests = tests if sel["epoch"] == base["best_epoch"] else _tests(load(run_dir / "best-source_f1"), cfg)
+        out["selected_on_source"] = {**sel, "test": stests["ours"], "test_poster": stests["poster"]}
+    out["wall_seconds"] = base["wall_seconds"] + time.perf_counter() - t0
+    return out
+
+
 def _current(path: Path) -> bool:
     """A stored O-bias cell chosen over today's grid (an older grid is chosen again)."""
     return path.is_file() and json.loads(path.read_text()).get("o_bias_grid") == list(O_BIASES)
@@ -446,35 +489,57 @@ def add_predictions(runs_dir: Path | None = None, datasets: list[str] | None = N
     return added, missing
 
 
-def derive_missing(models: list[str], datasets: list[str], train: dict) -> list[dict]:
-    """The derived cells of stored cells that lack them (cells stored before the derivation existed).
+def _derived_name(base: dict, name: str) -> str:
+    return base["cell"].replace(f"__{base['model']}__", f"__{name}__")
 
-    The stored cell's checkpoint is read from ``runs/bench-fewshot/<cell>/best`` when it is still on
-    this machine; otherwise the cell is retrained with its own command (same seed) into that folder
-    first, and the retrained test F1 is recorded beside the stored one (a reproducibility check)."""
+
+def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir: Path | None = None) -> list[dict]:
+    """The derived cells of stored cells that lack them (cells stored before the derivation existed):
+    the O-bias cells (:data:`CALIBRATED`, chosen again over a changed grid) and the other decodings
+    (:data:`DECODED`).
+
+    The stored cell's checkpoint is read from ``<runs_dir>/<cell>/best`` (default
+    ``runs/bench-fewshot``) when it is still on this machine; otherwise the cell is retrained with its
+    own command (same seed) into ``runs/bench-fewshot/<cell>`` first, and the retrained test F1 is
+    recorded beside the stored one (a reproducibility check)."""
+    runs_dir = ROOT / "runs" / "bench-fewshot" if runs_dir is None else runs_dir
     made = []
     for base in load_cells():
-        name = base["model"] + "-cal"
-        target = base["cell"].replace(f"__{base['model']}__", f"__{name}__")
-        if (base["model"] not in models or name not in CALIBRATED or base["dataset"] not in datasets
-                or _current(RESULTS / f"{target}.json")):
+        if base["model"] not in models or base["dataset"] not in datasets:
             continue
-        run_dir = ROOT / "runs" / "bench-fewshot" / base["cell"]
+        wanted = [n for n, src in CALIBRATED.items()
+                  if src == base["model"] and not _current(RESULTS / f"{_derived_name(base, n)}.json")]
+        wanted += [n for n, (src, _) in DECODED.items()
+                   if src == base["model"] and not (RESULTS / f"{_derived_name(base, n)}.json").is_file()]
+        if not wanted:
+            continue
+        run_dir = runs_dir / base["cell"]
         retrained = None
         if not (run_dir / "best").is_dir():
             print(f"== {base['cell']}: checkpoint not on this machine, retraining it", flush=True)
             again = run_cell(base["dataset"], base["split"], base["model"], base["k"], base["seed"], train,
                              derive=False)[0]
+            run_dir = Path(again["config"]["training"]["output_dir"])
             retrained = {"test_f1": again["test"]["f1"], "git_commit": again["git_commit"],
                          "identical": again["test"]["f1"] == base["test"]["f1"]}
-        cell = calibrated_cell(base, run_dir)
-        if retrained is not None:
-            cell["retrained"] = retrained
-        (RESULTS / f"{cell['cell']}.json").write_text(json.dumps(cell, indent=2) + "\n")
-        print(f"== {cell['cell']}: o_bias {cell['o_bias']}, test F1 {100 * cell['test']['f1']:.2f}"
-              + (f" (retrained base F1 {100 * retrained['test_f1']:.2f} vs stored {100 * base['test']['f1']:.2f})"
-                 if retrained else ""), flush=True)
-        made.append(cell)
+        for name in wanted:
+            path = RESULTS / f"{_derived_name(base, name)}.json"
+            if name in CALIBRATED:
+                cell = calibrated_cell(base, run_dir)
+                what = f"o_bias {cell['o_bias']}"
+            else:
+                cell = decoded_cell(base, run_dir, name)
+                what = ", ".join(f"{k} {v}" for k, v in cell["decoding"].items())
+            if retrained is not None:
+                cell["retrained"] = retrained
+            if name in CALIBRATED:
+                path.write_text(json.dumps(cell, indent=2) + "\n")
+            else:
+                cellmeta.Cell.from_dict(cell, str(path)).store(path)
+            print(f"== {cell['cell']}: {what}, test F1 {100 * cell['test']['f1']:.2f}"
+                  + (f" (retrained base F1 {100 * retrained['test_f1']:.2f} vs stored {100 * base['test']['f1']:.2f})"
+                     if retrained else ""), flush=True)
+            made.append(cell)
         write_report()
     return made
 
@@ -541,6 +606,8 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
     cells = [cell]
     if derive and model == "nnshot":
         cells.append(structshot_cell(cell, run_dir, results))
+    if derive:
+        cells += [decoded_cell(cell, run_dir, name, results) for name, (src, _) in DECODED.items() if src == model]
     if derive and calibrate and f"{model}-cal" in CALIBRATED:
         cells.append(calibrated_cell(cell, run_dir))
     return cells
@@ -568,6 +635,16 @@ def _f1(c: dict, protocol: str = "ours", selection: str = "dev") -> float | None
     return None if t is None else t["f1"]
 
 
+def _seed_averages(by: dict, dataset: str, k: int, model: str, protocol: str, selection: str) -> dict[int, float]:
+    """Per seed, the model's average F1 over the six splits, where every split has a cell of the same
+    seeds (and none of another); empty otherwise."""
+    per_split = [{c["seed"]: _f1(c, protocol, selection) for c in by.get((dataset, k, model, s), [])} for s in SPLITS]
+    seeds = set(per_split[0])
+    if not seeds or any(set(p) != seeds or None in p.values() for p in per_split):
+        return {}
+    return {seed: statistics.mean(p[seed] for p in per_split) for seed in sorted(seeds)}
+
+
 def _table(by: dict, dataset: str, k: int, models: list[str], protocol: str, selection: str,
            figures: dict, poster: bool = True) -> list[str]:
     lines = ["| model | " + " | ".join(SPLITS) + " | Avg. |" + (" poster Avg. |" if poster else ""),
@@ -584,6 +661,10 @@ def _table(by: dict, dataset: str, k: int, models: list[str], protocol: str, sel
         elif len(means) == len(SPLITS):
             avg = f"{100 * statistics.mean(means):.2f}"
             figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}"] = round(100 * statistics.mean(means), 2)
+            per_seed = _seed_averages(by, dataset, k, model, protocol, selection)
+            if len(per_seed) > 1:   # every split has the same seeds: the spread of the average over them
+                avg += f" ± {100 * statistics.stdev(per_seed.values()):.2f}"
+                figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}/std"] = round(100 * statistics.stdev(per_seed.values()), 2)
         else:
             avg = f"({100 * statistics.mean(means):.2f} over {len(means)})"
         ref = POSTER.get(dataset, {}).get(model)
@@ -675,18 +756,21 @@ def significance_rows(by: dict, dataset: str, k: int, figures: dict) -> list[str
             return statistics.mean(vals) if seeds else None
 
         done = {m: average(m) for m in BASELINES if _seeds_with_all_splits(by, dataset, k, m)}
-        if not _seeds_with_all_splits(by, dataset, k, "mousing") or not done:
+        if not done:
             continue
         best = max(done, key=done.get)
-        tested = paired_test(by, dataset, k, best, "mousing", protocol)
-        if tested is None:
-            continue
-        res, seeds = tested
-        figures[f"{dataset}/k{k}/{protocol}/p_mousing_vs_{best}"] = res.p_value
-        figures[f"{dataset}/k{k}/{protocol}/gain_mousing_vs_{best}"] = round(100 * res.difference, 2)
-        lines.append(f"| {dataset} | {k} | {_protocol_name(protocol)} | "
-                     f"{NAMES[best]} | {100 * res.f1_a:.2f} | {100 * res.f1_b:.2f} | {100 * res.difference:+.2f} | "
-                     f"{res.p_value:.4f} | {len(seeds)} ({', '.join(map(str, seeds))}) | {res.n_sequences} |")
+        for model in ("mousing", *DECODED):
+            if not _seeds_with_all_splits(by, dataset, k, model):
+                continue
+            tested = paired_test(by, dataset, k, best, model, protocol)
+            if tested is None:
+                continue
+            res, seeds = tested
+            figures[f"{dataset}/k{k}/{protocol}/p_{model}_vs_{best}"] = res.p_value
+            figures[f"{dataset}/k{k}/{protocol}/gain_{model}_vs_{best}"] = round(100 * res.difference, 2)
+            lines.append(f"| {dataset} | {k} | {_protocol_name(protocol)} | {NAMES[model]} | "
+                         f"{NAMES[best]} | {100 * res.f1_a:.2f} | {100 * res.f1_b:.2f} | {100 * res.difference:+.2f} | "
+                         f"{res.p_value:.4f} | {len(seeds)} ({', '.join(map(str, seeds))}) | {res.n_sequences} |")
     return lines
 
 
@@ -778,7 +862,11 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         "all query tweets (conlleval mode). Offline MiniLM-L6 text encoder, caption view (BLIP-2 captions; the "
         "tweet images are not on this machine). The baselines tag IO, as in Few-NERD; StructShot's tau is a "
         "power of its transition rows, as in its reference, chosen on dev. Mean ± std over seeds where there "
-        "are several. `-`: not run yet.",
+        "are several; the average is the mean of the six splits' means, with the std over seeds of the per-seed "
+        "averages once every split has the same seeds. *MOUSING, nearest-O decoder*: the MOUSING row's own "
+        "checkpoints decoded as new `mner fewshot train` checkpoints decode (the O column against the 2 nearest O "
+        "support words, `docs/results/mousing-precision.md`), stored by every MOUSING cell run since. "
+        "`-`: not run yet.",
         "",
         "Two test protocols, the same trained checkpoints and the same supports: **ours** (the query set drawn "
         "greedily N-way K~2K, so every query tweet holds a target mention) and **the poster's** (10 query tweets "
@@ -820,9 +908,9 @@ def report(cells: list[dict]) -> tuple[str, dict]:
               "seed at once; the statistic is the table's: the mean over splits and seeds of the per-split micro "
               "F1 difference. The best baseline is the one with the highest average under that protocol. Shown "
               "when both have all six splits.", "",
-              "| dataset | K | protocol | best baseline | its F1 | MOUSING | gain | p | seeds | episodes |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += sig or ["| - | - | - | - | - | - | - | - | - | - |"]
+              "| dataset | K | protocol | MOUSING decoded | best baseline | its F1 | MOUSING | gain | p | seeds | episodes |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += sig or ["| - | - | - | - | - | - | - | - | - | - | - |"]
     lines.append("")
     lines += ["Poster ablation (one dataset, F1): " + ", ".join(f"{NAMES[m]} {v}" for m, v in POSTER_ABLATION.items()),
               "", "## Does MOUSING act? Diagnostics of every MOUSING cell (500 test episodes, our protocol)", "",
@@ -915,7 +1003,8 @@ def plans(args: argparse.Namespace, train: dict, current: str) -> list[runner.Pl
                         files = {key: Path(key) for key in ("dev", "dev_source", "test", "test_poster")}
 
                         def run(dataset=dataset, split=split, model=model, k=k, seed=seed) -> list[dict]:
-                            return run_cell(dataset, split, model, k, seed, train, fingerprint=current)
+                            return run_cell(dataset, split, model, k, seed, train, fingerprint=current,
+                                            calibrate=True)
 
                         out.append(runner.Plan(
                             name=name, path=RESULTS / f"{name}.json", run=run,
@@ -942,8 +1031,9 @@ def main(argv: list[str] | None = None) -> int:
                          "benchmark's now (the old result is kept in the new cell's 'previous')")
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
     ap.add_argument("--derive", action="store_true",
-                    help="only add the O-bias cells (" + ", ".join(CALIBRATED) + ") of stored cells of --models "
-                         "that lack them (retraining a checkpoint no longer on this machine)")
+                    help="only add the derived cells (O bias: " + ", ".join(CALIBRATED) + "; decodings: "
+                         + ", ".join(DECODED) + ") of stored cells of --models that lack them, from the "
+                         "checkpoints in --runs (retraining a checkpoint no longer on this machine)")
     ap.add_argument("--add-predictions", action="store_true",
                     help="give stored cells of --datasets / --models without stored predictions those of the best "
                          "checkpoint in their run folder (--runs/<cell>/best), where it scores the cell's F1 exactly")
@@ -969,7 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        ran = [c["cell"] for c in derive_missing(args.models, args.datasets, train)]
+        ran = [c["cell"] for c in derive_missing(args.models, args.datasets, train, args.runs)]
     elif not args.report:
         if not (DATA / "twitter2015").is_dir():
             raise SystemExit(f"benchmark data not found at {DATA} (set MNER_DATA)")

@@ -219,9 +219,9 @@ def _episodes(corpus: Path, captions: Path, split: str, types: str, n: int, seed
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_fewshot_cell(tiny_bert, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fewshot_cell")
+def _tiny_cell(tmp: Path, tiny_bert, model_type: str, model: dict | None = None) -> tuple[list[dict], Path]:
+    """A tiny few-shot cell of ``model_type`` run by the benchmark's :func:`run_cell`: its records and
+    the folder of its episode files."""
     corpus = write_tiny_corpus(tmp / "corpus")
     ids = [line[6:].strip() for split in ("train", "valid", "test")
            for line in (corpus / f"{split}.txt").read_text().splitlines() if line.startswith("IMGID:")]
@@ -233,16 +233,23 @@ def tiny_fewshot_cell(tiny_bert, tmp_path_factory):
              "dev_source": _episodes(corpus, captions, "valid", "LOC,ORG", 3, 1, eps / "dev-source-k1.jsonl"),
              "test": _episodes(corpus, captions, "test", "PER,OTHER", 4, 1, eps / "test-k1.jsonl")}
     _episodes(corpus, captions, "test", "PER,OTHER", 3, 2, eps / "test-poster-k1.jsonl")
-    raw = {"model_type": "nnshot",
-           "model": {"text_encoder": {"name": str(tiny_bert), "casing_dim": 4}, "caption_encoder": {"name": str(tiny_bert)}},
+    raw = {"model_type": model_type,
+           "model": {"text_encoder": {"name": str(tiny_bert), "casing_dim": 4}, "caption_encoder": {"name": str(tiny_bert)},
+                     **(model or {})},
            "data": {"corpus": str(corpus), "captions": str(captions), "feature_cache": None},
            "episodes": {"target_types": ["PER", "OTHER"], "k": 1, "train_episodes": 4,
                         **{k: str(v) for k, v in files.items()}},
            "training": {"output_dir": str(tmp / "run"), "epochs": 2, "batch_size": 2, "eval_batch_size": 2,
                         "learning_rate": 1e-3, "seed": 3, "progress": False, "tensorboard": False, "cpu": True,
                         "log_every": 1}}
-    records = fewshot.run_cell("tiny", "Per+Others", "nnshot", 1, 3, fewshot.TRAIN, raw=raw, results=tmp / "results")
+    records = fewshot.run_cell("tiny", "Per+Others", model_type, 1, 3, fewshot.TRAIN, raw=raw, results=tmp / "results",
+                               calibrate=True)
     return records, eps
+
+
+@pytest.fixture(scope="module")
+def tiny_fewshot_cell(tiny_bert, tmp_path_factory):
+    return _tiny_cell(tmp_path_factory.mktemp("fewshot_cell"), tiny_bert, "nnshot")
 
 
 def test_a_fewshot_cell_stores_its_predictions_and_they_score_back(tiny_fewshot_cell, tmp_path):
@@ -303,6 +310,35 @@ def test_older_fewshot_cells_get_their_predictions_from_their_checkpoint(tiny_fe
         cell = cells.Cell.load(results / f"{name}.json")
         assert cell.predictions.sha256 == sha   # the same predictions as the run that made the cell
     assert fewshot.add_predictions(runs)[0] == []  # filled cells are left alone
+
+
+def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, tmp_path):
+    """Every MOUSING cell also stores its checkpoints decoded with the nearest-O decoder (the default of
+    new checkpoints) as its own row, and the O-bias decoding chosen on dev."""
+    records, eps = _tiny_cell(tmp_path, tiny_bert, "mousing",
+                              {"hidden_dim": 16, **{k: v for k, v in fewshot.MOUSING.items() if k != "graph"}})
+    assert [r["model"] for r in records] == ["mousing", "mousing-nearest-o", "mousing-cal"]
+    base, near, cal = records
+    assert base["config"]["model"]["o_distance"] == "prototype" and near["decoding"] == fewshot.NEAREST_O
+    assert near["cell"] == "tiny__Per+Others__mousing-nearest-o__k1__seed3" and "diagnostics" not in near
+    assert "o_bias" in cal and set(cal["dev_f1_by_o_bias"]) == {str(b) for b in fewshot.O_BIASES}
+    cells.Cell.from_dict(near), cells.Cell.from_dict(cal)   # the runner stores both through the schema
+    # the stored tags are the checkpoint's under the nearest-O decoder, not under the prototype O it was
+    # trained with: re-decoding the same checkpoint each way and replaying the tags tells them apart
+    from mner.data.episodes import read_episodes
+    from mner.models import load_model
+
+    tags = fewshot.stored_predictions(near)
+    assert isinstance(tags, dict), tags
+    test = read_episodes(eps / "test-k1.jsonl")
+    model = load_model(Path(base["config"]["training"]["output_dir"]) / "best")
+    assert model.config.o_distance == "prototype"
+    proto = fewshot._score(model, test, 2)[0]["episode_counts"]
+    for key, value in fewshot.NEAREST_O.items():
+        setattr(model.config, key, value)
+    assert fewshot._score(model, test, 2)[0]["episode_counts"] == near["test"]["episode_counts"]
+    assert proto == base["test"]["episode_counts"]
+    assert proto != near["test"]["episode_counts"]   # the two decoders tag these episodes differently
 
 
 def _episodes_cells(model, counts, seed=37, splits=None):
