@@ -493,7 +493,9 @@ def _derived_name(base: dict, name: str) -> str:
     return base["cell"].replace(f"__{base['model']}__", f"__{name}__")
 
 
-def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir: Path | None = None) -> list[dict]:
+def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir: Path | None = None,
+                   splits: list[str] | None = None, ks: list[int] | None = None,
+                   seeds: list[int] | None = None) -> list[dict]:
     """The derived cells of stored cells that lack them (cells stored before the derivation existed):
     the O-bias cells (:data:`CALIBRATED`, chosen again over a changed grid) and the other decodings
     (:data:`DECODED`).
@@ -501,11 +503,13 @@ def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir
     The stored cell's checkpoint is read from ``<runs_dir>/<cell>/best`` (default
     ``runs/bench-fewshot``) when it is still on this machine; otherwise the cell is retrained with its
     own command (same seed) into ``runs/bench-fewshot/<cell>`` first, and the retrained test F1 is
-    recorded beside the stored one (a reproducibility check)."""
+    recorded beside the stored one (a reproducibility check). ``splits``, ``ks``, ``seeds``: only the
+    stored cells of these (default: all)."""
     runs_dir = ROOT / "runs" / "bench-fewshot" if runs_dir is None else runs_dir
     made = []
     for base in load_cells():
-        if base["model"] not in models or base["dataset"] not in datasets:
+        if (base["model"] not in models or base["dataset"] not in datasets or (splits and base["split"] not in splits)
+                or (ks and base["k"] not in ks) or (seeds and base["seed"] not in seeds)):
             continue
         wanted = [n for n, src in CALIBRATED.items()
                   if src == base["model"] and not _current(RESULTS / f"{_derived_name(base, n)}.json")]
@@ -528,7 +532,7 @@ def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir
                 cell = calibrated_cell(base, run_dir)
                 what = f"o_bias {cell['o_bias']}"
             else:
-                cell = decoded_cell(base, run_dir, name)
+                cell = decoded_cell(base, run_dir, name, RESULTS)
                 what = ", ".join(f"{k} {v}" for k, v in cell["decoding"].items())
             if retrained is not None:
                 cell["retrained"] = retrained
@@ -636,12 +640,10 @@ def _f1(c: dict, protocol: str = "ours", selection: str = "dev") -> float | None
 
 
 def _seed_averages(by: dict, dataset: str, k: int, model: str, protocol: str, selection: str) -> dict[int, float]:
-    """Per seed, the model's average F1 over the six splits, where every split has a cell of the same
-    seeds (and none of another); empty otherwise."""
+    """Per seed that has a cell (with this figure) on each of the six splits, the model's average F1
+    over the six; the seeds of fewer splits are left out."""
     per_split = [{c["seed"]: _f1(c, protocol, selection) for c in by.get((dataset, k, model, s), [])} for s in SPLITS]
-    seeds = set(per_split[0])
-    if not seeds or any(set(p) != seeds or None in p.values() for p in per_split):
-        return {}
+    seeds = set.intersection(*({seed for seed, f in p.items() if f is not None} for p in per_split))
     return {seed: statistics.mean(p[seed] for p in per_split) for seed in sorted(seeds)}
 
 
@@ -656,15 +658,19 @@ def _table(by: dict, dataset: str, k: int, models: list[str], protocol: str, sel
             row.append(_ms(f))
             if f:
                 means.append(statistics.mean(f))
-        if not means:
+        per_seed = _seed_averages(by, dataset, k, model, protocol, selection)
+        if per_seed:   # over the seeds with all six splits: the statistic the significance test reports
+            mean = 100 * statistics.mean(per_seed.values())
+            avg = f"{mean:.2f}"
+            figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}"] = round(mean, 2)
+            if len(per_seed) > 1:
+                std = 100 * statistics.stdev(per_seed.values())
+                avg += f" ± {std:.2f}"
+                figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}/std"] = round(std, 2)
+            if any(len(by.get((dataset, k, model, s), [])) > len(per_seed) for s in SPLITS):
+                avg += " (seed" + ("s " if len(per_seed) > 1 else " ") + ", ".join(map(str, per_seed)) + ")"
+        elif not means:
             avg = "-"
-        elif len(means) == len(SPLITS):
-            avg = f"{100 * statistics.mean(means):.2f}"
-            figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}"] = round(100 * statistics.mean(means), 2)
-            per_seed = _seed_averages(by, dataset, k, model, protocol, selection)
-            if len(per_seed) > 1:   # every split has the same seeds: the spread of the average over them
-                avg += f" ± {100 * statistics.stdev(per_seed.values()):.2f}"
-                figures[f"{dataset}/k{k}/{protocol}/{selection}/{model}/std"] = round(100 * statistics.stdev(per_seed.values()), 2)
         else:
             avg = f"({100 * statistics.mean(means):.2f} over {len(means)})"
         ref = POSTER.get(dataset, {}).get(model)
@@ -862,8 +868,8 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         "all query tweets (conlleval mode). Offline MiniLM-L6 text encoder, caption view (BLIP-2 captions; the "
         "tweet images are not on this machine). The baselines tag IO, as in Few-NERD; StructShot's tau is a "
         "power of its transition rows, as in its reference, chosen on dev. Mean ± std over seeds where there "
-        "are several; the average is the mean of the six splits' means, with the std over seeds of the per-seed "
-        "averages once every split has the same seeds. *MOUSING, nearest-O decoder*: the MOUSING row's own "
+        "are several; the average is over the seeds that have all six splits (mean ± std of their per-seed "
+        "averages; the seeds are named where a split has more), as the significance test below takes them. *MOUSING, nearest-O decoder*: the MOUSING row's own "
         "checkpoints decoded as new `mner fewshot train` checkpoints decode (the O column against the 2 nearest O "
         "support words, `docs/results/mousing-precision.md`), stored by every MOUSING cell run since. "
         "`-`: not run yet.",
@@ -952,17 +958,25 @@ def readme_block(cells: list[dict], figures: dict) -> str:
     MOUSING against the best baseline with its p-value (from :func:`report`'s ``figures``)."""
     def avg(dataset: str, protocol: str, model: str) -> str:
         v = figures.get(f"{dataset}/k5/{protocol}/dev/{model}")
-        return "-" if v is None else f"{v:.2f}"
+        std = figures.get(f"{dataset}/k5/{protocol}/dev/{model}/std")
+        return "-" if v is None else f"{v:.2f}" + ("" if std is None else f" ± {std:.2f}")
+
+    by: dict[tuple, list[dict]] = {}
+    for c in cells:
+        by.setdefault((c["dataset"], c["k"], c["model"], c["split"]), []).append(c)
 
     def seeds(model: str) -> str:
-        found = sorted({c["seed"] for c in cells if c["model"] == model and c["k"] == 5})
-        return ", ".join(map(str, found)) or "-"
+        """The seeds of the averages (those with all six splits), per dataset where they differ."""
+        found = [", ".join(map(str, _seed_averages(by, d, 5, model, "ours", "dev"))) or "-"
+                 for d in ("twitter2015", "twitter2017")]
+        return found[0] if found[0] == found[1] else f"{found[0]} / {found[1]}"
 
     lines = [README_START,
              "| model (average over the six splits) | Twitter-2015: ours | the poster's protocol | poster's numbers "
              "| Twitter-2017: ours | the poster's protocol | poster's numbers | seeds |",
              "|---|---|---|---|---|---|---|---|"]
-    for model in BASELINES + ("mousing",):
+    shown = [m for m in DECODED if any(f"{d}/k5/ours/dev/{m}" in figures for d in ("twitter2015", "twitter2017"))]
+    for model in BASELINES + ("mousing", *shown):
         paper = [POSTER.get(d, {}).get(model) for d in ("twitter2015", "twitter2017")]
         lines.append(f"| {NAMES[model]} | {avg('twitter2015', 'ours', model)} | {avg('twitter2015', 'poster', model)} | "
                      f"{paper[0][-1] if paper[0] else '-'} | {avg('twitter2017', 'ours', model)} | "
@@ -1032,8 +1046,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only rebuild the results page")
     ap.add_argument("--derive", action="store_true",
                     help="only add the derived cells (O bias: " + ", ".join(CALIBRATED) + "; decodings: "
-                         + ", ".join(DECODED) + ") of stored cells of --models that lack them, from the "
-                         "checkpoints in --runs (retraining a checkpoint no longer on this machine)")
+                         + ", ".join(DECODED) + ") of the stored cells of --datasets, --splits, --models, --k and --seeds that "
+                         "lack them, from the checkpoints in --runs (retraining a checkpoint no longer on this machine)")
     ap.add_argument("--add-predictions", action="store_true",
                     help="give stored cells of --datasets / --models without stored predictions those of the best "
                          "checkpoint in their run folder (--runs/<cell>/best), where it scores the cell's F1 exactly")
@@ -1059,7 +1073,8 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        ran = [c["cell"] for c in derive_missing(args.models, args.datasets, train, args.runs)]
+        ran = [c["cell"] for c in derive_missing(args.models, args.datasets, train, args.runs, args.splits, args.k,
+                                                 args.seeds)]
     elif not args.report:
         if not (DATA / "twitter2015").is_dir():
             raise SystemExit(f"benchmark data not found at {DATA} (set MNER_DATA)")

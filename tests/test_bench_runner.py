@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import gzip
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -312,9 +313,10 @@ def test_older_fewshot_cells_get_their_predictions_from_their_checkpoint(tiny_fe
     assert fewshot.add_predictions(runs)[0] == []  # filled cells are left alone
 
 
-def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, tmp_path):
+def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, tmp_path, monkeypatch):
     """Every MOUSING cell also stores its checkpoints decoded with the nearest-O decoder (the default of
-    new checkpoints) as its own row, and the O-bias decoding chosen on dev."""
+    new checkpoints) as its own row, and the O-bias decoding chosen on dev; ``--derive`` makes both for
+    a stored cell that lacks them, from its checkpoint, and only for the cells asked."""
     records, eps = _tiny_cell(tmp_path, tiny_bert, "mousing",
                               {"hidden_dim": 16, **{k: v for k, v in fewshot.MOUSING.items() if k != "graph"}})
     assert [r["model"] for r in records] == ["mousing", "mousing-nearest-o", "mousing-cal"]
@@ -339,6 +341,21 @@ def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, 
     assert fewshot._score(model, test, 2)[0]["episode_counts"] == near["test"]["episode_counts"]
     assert proto == base["test"]["episode_counts"]
     assert proto != near["test"]["episode_counts"]   # the two decoders tag these episodes differently
+
+    # --derive: the stored base cell alone gets both again, from the checkpoint in --runs
+    results, runs = tmp_path / "stored", tmp_path / "runs"
+    results.mkdir(), runs.mkdir()
+    (runs / base["cell"]).symlink_to(Path(base["config"]["training"]["output_dir"]))
+    cells.Cell.from_dict(base).store(results / f"{base['cell']}.json")
+    monkeypatch.setattr(fewshot, "RESULTS", results)
+    monkeypatch.setattr(fewshot, "write_report", lambda: {})
+    assert fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs, seeds=[4]) == []   # not asked
+    made = fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs, seeds=[3], ks=[1])
+    assert [c["model"] for c in made] == ["mousing-cal", "mousing-nearest-o"] and "retrained" not in made[1]
+    assert (results / "predictions" / f"{near['cell']}.jsonl.gz").is_file()   # beside the cells asked for
+    again = cells.Cell.load(results / f"{near['cell']}.json").to_dict()
+    assert again["test"]["episode_counts"] == near["test"]["episode_counts"] and again["dev_f1"] == near["dev_f1"]
+    assert fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs) == []   # nothing left to make
 
 
 def _episodes_cells(model, counts, seed=37, splits=None):
@@ -396,3 +413,26 @@ def test_the_fewshot_page_summarises_the_user_defined_types(tmp_path):
     assert rows[0] == "| StructShot | 1 | 50.0 | 40.0 | 44.4 | 80.0 / 96 | 10.0 |"
     assert rows[1] == "| MOUSING | 2 | 35.0 ± 7.1 | 50.0 ± 0.0 | 41.0 ± 4.9 | 135.0 ± 21.2 / 96 | 25.0 ± 7.1 |"
     assert figures == {"user-types/structshot/f1": 44.4, "user-types/mousing/f1": 40.95}
+
+
+def test_the_average_is_over_the_seeds_with_all_six_splits():
+    """The table's average (and the README's) is taken over the seeds that have every split, as the
+    significance test takes them: a seed with fewer splits shows in its splits only, and the spread
+    over seeds is given once two seeds are complete."""
+    def row(by):
+        figures = {}
+        line = fewshot._table(by, "twitter2017", 5, ["mousing"], "ours", "dev", figures, poster=False)[-1]
+        return line, figures
+
+    s37 = _episodes_cells("mousing", [(3, 5, 6)] * 4)                                  # F1 6/11 on every split
+    s38 = _episodes_cells("mousing", [(1, 5, 6)] * 4, seed=38, splits=list(fewshot.SPLITS)[:3])   # F1 2/11
+    by = {key: s37[key] + s38.get(key, []) for key in s37}
+    line, figures = row(by)
+    assert line.endswith(f"| **{600 / 11:.2f} (seed 37)** |")           # seed 38 lacks three splits: left out
+    assert f"| {100 * 4 / 11:.2f} ± " in line                           # ... but shown in its splits
+    assert figures["twitter2017/k5/ours/dev/mousing"] == round(600 / 11, 2)
+    s38 = _episodes_cells("mousing", [(1, 5, 6)] * 4, seed=38)
+    by = {key: s37[key] + s38[key] for key in s37}
+    line, figures = row(by)
+    assert line.endswith(f"| **{400 / 11:.2f} ± {100 * statistics.stdev([6 / 11, 2 / 11]):.2f}** |")
+    assert figures["twitter2017/k5/ours/dev/mousing/std"] == round(100 * statistics.stdev([6 / 11, 2 / 11]), 2)
