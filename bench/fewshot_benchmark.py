@@ -809,6 +809,34 @@ def ablation_significance_rows(by: dict, dataset: str, k: int, figures: dict) ->
             "|---|---|---|---|---|---|---|---|", *rows, ""]
 
 
+def decoder_rows(by: dict, dataset: str, k: int) -> list[str]:
+    """Precision and recall per split of MOUSING under its two decoders (the prototype O it was trained
+    with, the nearest-O decoder of new checkpoints) beside StructShot's, on the seeds where the split has
+    a nearest-O cell (the same checkpoints: the comparison is paired). Empty where none has."""
+    name = "mousing-nearest-o"
+    seeds = {s: {c["seed"] for c in by.get((dataset, k, name, s), [])} for s in SPLITS}
+    if not any(seeds.values()):
+        return []
+
+    def pr(model: str, split: str, key: str) -> str:
+        cs = [c for c in by.get((dataset, k, model, split), []) if c["seed"] in seeds[split] and c.get(key)]
+        if not seeds[split] or len(cs) != len(seeds[split]):
+            return "-"
+        return (f"{100 * statistics.mean(c[key]['precision'] for c in cs):.1f} / "
+                f"{100 * statistics.mean(c[key]['recall'] for c in cs):.1f}")
+
+    lines = [f"### {dataset}, K = {k}: precision / recall of the two MOUSING decoders", "",
+             "MOUSING's checkpoints decoded with the prototype O they were trained with and with the nearest-O "
+             "decoder, beside StructShot, on the seeds where a split has a nearest-O cell (per split: "
+             + "; ".join(f"{s} {', '.join(map(str, sorted(v)))}" for s, v in seeds.items() if v)
+             + "); P / R, mean over those seeds.", "",
+             "| model | protocol | " + " | ".join(SPLITS) + " |", "|---|---|" + "---|" * len(SPLITS)]
+    for model in ("structshot", "mousing", name):
+        for key, protocol in (("test", "ours"), ("test_poster", "the poster's")):
+            lines.append(f"| {NAMES[model]} | {protocol} | " + " | ".join(pr(model, s, key) for s in SPLITS) + " |")
+    return lines + [""]
+
+
 #: the rows of bench/user_types.py (docs/results/user-types.md), summarised on this page
 USER_TYPES = ROOT / "bench" / "results" / "user-types.json"
 
@@ -907,6 +935,9 @@ def report(cells: list[dict]) -> tuple[str, dict]:
                 lines += _table(by, dataset, k, ABLATIONS, "poster", "dev", figures, poster=False)
                 lines.append("")
                 lines += ablation_significance_rows(by, dataset, k, figures)
+    for dataset in ("twitter2015", "twitter2017"):
+        for k in sorted({c["k"] for c in cells if c["dataset"] == dataset}):
+            lines += decoder_rows(by, dataset, k)
     sig = [row for dataset in ("twitter2015", "twitter2017")
            for k in sorted({c["k"] for c in cells if c["dataset"] == dataset}) for row in significance_rows(by, dataset, k, figures)]
     lines += ["## MOUSING against the best baseline: paired significance", "",

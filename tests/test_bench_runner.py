@@ -436,3 +436,21 @@ def test_the_average_is_over_the_seeds_with_all_six_splits():
     line, figures = row(by)
     assert line.endswith(f"| **{400 / 11:.2f} ± {100 * statistics.stdev([6 / 11, 2 / 11]):.2f}** |")
     assert figures["twitter2017/k5/ours/dev/mousing/std"] == round(100 * statistics.stdev([6 / 11, 2 / 11]), 2)
+
+
+def test_the_two_mousing_decoders_are_compared_on_the_same_checkpoints():
+    """P / R of MOUSING under both decoders beside StructShot, on the seeds where a split has a
+    nearest-O cell only (the same checkpoints), and no section before there is one."""
+    def cell(seed, p, r):
+        t = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r)}
+        return {"seed": seed, "test": t, "test_poster": dict(t)}
+
+    by = {("twitter2017", 5, "mousing", "Per+Loc"): [cell(37, 0.30, 0.50), cell(38, 0.40, 0.50)],
+          ("twitter2017", 5, "structshot", "Per+Loc"): [cell(37, 0.45, 0.40), cell(38, 0.55, 0.40)]}
+    assert fewshot.decoder_rows(by, "twitter2017", 5) == []
+    by[("twitter2017", 5, "mousing-nearest-o", "Per+Loc")] = [cell(38, 0.50, 0.48)]
+    rows = {tuple(line.split(" | ")[:2]): line.split(" | ")[2] for line in fewshot.decoder_rows(by, "twitter2017", 5)
+            if line.startswith("| ") and " ours " in f" {line} "}
+    assert rows[("| MOUSING", "ours")] == "40.0 / 50.0"                  # seed 38 only: 37 has no nearest-O cell
+    assert rows[("| MOUSING, nearest-O decoder", "ours")] == "50.0 / 48.0"
+    assert rows[("| StructShot", "ours")] == "55.0 / 40.0"
