@@ -493,6 +493,23 @@ def _derived_name(base: dict, name: str) -> str:
     return base["cell"].replace(f"__{base['model']}__", f"__{name}__")
 
 
+def _episodes_here(base: dict) -> dict:
+    """``base`` with its episode files where they are on this machine: the paths it names, or else the
+    protocol's files under :data:`EPISODES` (written if missing: the same seed gives the same bytes),
+    which must be the test file it was scored on (sha256)."""
+    cfg = json.loads(json.dumps(base["config"]))
+    files = None
+    for key in ("dev", "test", "dev_source"):
+        if key in cfg["episodes"] and not Path(cfg["episodes"][key]).is_file():
+            files = files or episode_files(base["dataset"], base["split"], base["k"])
+            cfg["episodes"][key] = str(files[key])
+    test = Path(cfg["episodes"]["test"])
+    if sha256(test) != base["episodes"]["test_sha256"]:
+        raise SystemExit(f"{base['cell']}: {test} is not the test episode file the cell was scored on (sha256); "
+                         "write the protocol's files with the seed the cell used (mner fewshot protocol)")
+    return {**base, "config": cfg}
+
+
 def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir: Path | None = None,
                    splits: list[str] | None = None, ks: list[int] | None = None,
                    seeds: list[int] | None = None) -> list[dict]:
@@ -526,6 +543,7 @@ def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir
             run_dir = Path(again["config"]["training"]["output_dir"])
             retrained = {"test_f1": again["test"]["f1"], "git_commit": again["git_commit"],
                          "identical": again["test"]["f1"] == base["test"]["f1"]}
+        base = _episodes_here(base)
         for name in wanted:
             path = RESULTS / f"{_derived_name(base, name)}.json"
             if name in CALIBRATED:

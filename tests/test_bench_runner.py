@@ -342,12 +342,19 @@ def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, 
     assert proto == base["test"]["episode_counts"]
     assert proto != near["test"]["episode_counts"]   # the two decoders tag these episodes differently
 
-    # --derive: the stored base cell alone gets both again, from the checkpoint in --runs
-    results, runs = tmp_path / "stored", tmp_path / "runs"
-    results.mkdir(), runs.mkdir()
+    # --derive: the stored base cell alone gets both again, from the checkpoint in --runs; the cell
+    # names episode files of the checkout it ran in, found here under the protocol's folder
+    results, runs, protocol = tmp_path / "stored", tmp_path / "runs", tmp_path / "protocol"
+    results.mkdir(), runs.mkdir(), (protocol / "tiny" / "Per+Others").mkdir(parents=True)
+    for f in eps.glob("*.jsonl"):
+        (protocol / "tiny" / "Per+Others" / f.name).write_bytes(f.read_bytes())
     (runs / base["cell"]).symlink_to(Path(base["config"]["training"]["output_dir"]))
-    cells.Cell.from_dict(base).store(results / f"{base['cell']}.json")
+    elsewhere = copy.deepcopy(base)
+    for key in ("dev", "test", "dev_source"):
+        elsewhere["config"]["episodes"][key] = f"/another/checkout/{Path(base['config']['episodes'][key]).name}"
+    cells.Cell.from_dict(elsewhere).store(results / f"{base['cell']}.json")
     monkeypatch.setattr(fewshot, "RESULTS", results)
+    monkeypatch.setattr(fewshot, "EPISODES", protocol)
     monkeypatch.setattr(fewshot, "write_report", lambda: {})
     assert fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs, seeds=[4]) == []   # not asked
     made = fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs, seeds=[3], ks=[1])
@@ -356,6 +363,11 @@ def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, 
     again = cells.Cell.load(results / f"{near['cell']}.json").to_dict()
     assert again["test"]["episode_counts"] == near["test"]["episode_counts"] and again["dev_f1"] == near["dev_f1"]
     assert fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs) == []   # nothing left to make
+    # a test file other than the one the cell was scored on is refused, naming it
+    (results / f"{near['cell']}.json").unlink()
+    (protocol / "tiny" / "Per+Others" / "test-k1.jsonl").write_text((eps / "dev-k1.jsonl").read_text())
+    with pytest.raises(SystemExit, match="not the test episode file the cell was scored on"):
+        fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs)
 
 
 def _episodes_cells(model, counts, seed=37, splits=None):
