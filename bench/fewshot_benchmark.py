@@ -672,8 +672,10 @@ def _table(by: dict, dataset: str, k: int, models: list[str], protocol: str, sel
     for model in models:
         row, means = [], []
         for split in SPLITS:
-            f = [v for v in (_f1(c, protocol, selection) for c in by.get((dataset, k, model, split), [])) if v is not None]
-            row.append(_ms(f))
+            group = by.get((dataset, k, model, split), [])
+            f = [v for v in (_f1(c, protocol, selection) for c in group) if v is not None]
+            # derived from a re-training of a checkpoint that is gone, which did not give the cell's F1
+            row.append(_ms(f) + ("†" if any((c.get("retrained") or {}).get("identical") is False for c in group) else ""))
             if f:
                 means.append(statistics.mean(f))
         per_seed = _seed_averages(by, dataset, k, model, protocol, selection)
@@ -841,7 +843,8 @@ def decoder_rows(by: dict, dataset: str, k: int) -> list[str]:
         if not seeds[split] or len(cs) != len(seeds[split]):
             return "-"
         return (f"{100 * statistics.mean(c[key]['precision'] for c in cs):.1f} / "
-                f"{100 * statistics.mean(c[key]['recall'] for c in cs):.1f}")
+                f"{100 * statistics.mean(c[key]['recall'] for c in cs):.1f}"
+                + ("†" if any((c.get("retrained") or {}).get("identical") is False for c in cs) else ""))
 
     lines = [f"### {dataset}, K = {k}: precision / recall of the two MOUSING decoders", "",
              "MOUSING's checkpoints decoded with the prototype O they were trained with and with the nearest-O "
@@ -917,7 +920,9 @@ def report(cells: list[dict]) -> tuple[str, dict]:
         "are several; the average is over the seeds that have all six splits (mean ± std of their per-seed "
         "averages; the seeds are named where a split has more), as the significance test below takes them. *MOUSING, nearest-O decoder*: the MOUSING row's own "
         "checkpoints decoded as new `mner fewshot train` checkpoints decode (the O column against the 2 nearest O "
-        "support words, `docs/results/mousing-precision.md`), stored by every MOUSING cell run since. "
+        "support words, `docs/results/mousing-precision.md`), stored by every MOUSING cell run since; †: "
+        "decoded from a re-training of a cell whose checkpoint was gone that did not give the cell's test F1 "
+        "to the last digit (the cell's `retrained` says by how much). "
         "`-`: not run yet.",
         "",
         "Two test protocols, the same trained checkpoints and the same supports: **ours** (the query set drawn "
