@@ -376,7 +376,7 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     from mner.models import load_model
 
     cfg = base["config"]
-    dev, test = read_episodes(cfg["episodes"]["dev"]), read_episodes(cfg["episodes"]["test"])
+    dev = read_episodes(cfg["episodes"]["dev"])
     model = load_model(run_dir / "best")
     t0 = time.perf_counter()
     tuning = {}
@@ -385,12 +385,16 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
         tuning[str(bias)] = _score(model, dev, 8)[0]["f1"]
     bias = max(O_BIASES, key=lambda b: (tuning[str(b)], -abs(b)))
     model.config.o_bias = bias
-    scores, eps = _score(model, test, 8)
+    tests = _tests(model, cfg)
+    scores, eps = tests["ours"], tests["ours"]["episodes_per_second"]
     name = base["model"] + "-cal"
     out = dict(base)
-    out.pop("predictions", None)  # the base model's, not this decoding's (this cell keeps its counts only)
+    # the base model's predictions, diagnostics and source-selected checkpoint, not this decoding's
+    for key in ("predictions", "diagnostics", "selected_on_source"):
+        out.pop(key, None)
     out.update({"cell": base["cell"].replace(f"__{base['model']}__", f"__{name}__"), "model": name,
-                "test": scores, "dev_f1": tuning[str(bias)], "o_bias": bias, "dev_f1_by_o_bias": tuning,
+                "test": scores, "test_poster": tests["poster"], "poster_scored": True,
+                "dev_f1": tuning[str(bias)], "o_bias": bias, "dev_f1_by_o_bias": tuning,
                 "o_bias_grid": list(O_BIASES),
                 "test_episodes_per_second": eps, "wall_seconds": base["wall_seconds"] + time.perf_counter() - t0,
                 "calibrated_at": git_commit(),

@@ -324,6 +324,10 @@ def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, 
     assert base["config"]["model"]["o_distance"] == "prototype" and near["decoding"] == fewshot.NEAREST_O
     assert near["cell"] == "tiny__Per+Others__mousing-nearest-o__k1__seed3" and "diagnostics" not in near
     assert "o_bias" in cal and set(cal["dev_f1_by_o_bias"]) == {str(b) for b in fewshot.O_BIASES}
+    # the O-bias cell scores both protocols itself (not the base model's poster figure copied) and
+    # keeps none of the base decoding's predictions, diagnostics or source-selected checkpoint
+    assert cal["poster_scored"] and cal["test_poster"]["sha256"] == base["test_poster"]["sha256"]
+    assert not {"predictions", "diagnostics", "selected_on_source"} & set(cal)
     cells.Cell.from_dict(near), cells.Cell.from_dict(cal)   # the runner stores both through the schema
     # the stored tags are the checkpoint's under the nearest-O decoder, not under the prototype O it was
     # trained with: re-decoding the same checkpoint each way and replaying the tags tells them apart
