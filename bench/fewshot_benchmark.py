@@ -392,7 +392,7 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     # the base model's predictions, diagnostics and source-selected checkpoint, not this decoding's
     for key in ("predictions", "diagnostics", "selected_on_source"):
         out.pop(key, None)
-    out.update({"cell": base["cell"].replace(f"__{base['model']}__", f"__{name}__"), "model": name,
+    out.update({"cell": _derived_name(base, name), "model": name,
                 "test": scores, "test_poster": tests["poster"], "poster_scored": True,
                 "dev_f1": tuning[str(bias)], "o_bias": bias, "dev_f1_by_o_bias": tuning,
                 "o_bias_grid": list(O_BIASES),
@@ -424,7 +424,7 @@ def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) 
     dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8)[0]["f1"]
     tags: dict = {}
     tests = _tests(model, cfg, tags=tags)
-    target = base["cell"].replace(f"__{base['model']}__", f"__{name}__")
+    target = _derived_name(base, name)
     out = {k: v for k, v in base.items() if k != "diagnostics"}   # the diagnostics are the base decoding's
     out.update({"cell": target, "model": name, "decoding": dict(options), "dev_f1": dev_f1,
                 "test": tests["ours"], "test_poster": tests["poster"],
@@ -558,10 +558,7 @@ def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir
                 what = ", ".join(f"{k} {v}" for k, v in cell["decoding"].items())
             if retrained is not None:
                 cell["retrained"] = retrained
-            if name in CALIBRATED:
-                path.write_text(json.dumps(cell, indent=2) + "\n")
-            else:
-                cellmeta.Cell.from_dict(cell, str(path)).store(path)
+            cellmeta.Cell.from_dict(cell, str(path)).store(path)
             print(f"== {cell['cell']}: {what}, test F1 {100 * cell['test']['f1']:.2f}"
                   + (f" (retrained base F1 {100 * retrained['test_f1']:.2f} vs stored {100 * base['test']['f1']:.2f})"
                      if retrained else ""), flush=True)
@@ -661,6 +658,11 @@ def _f1(c: dict, protocol: str = "ours", selection: str = "dev") -> float | None
     return None if t is None else t["f1"]
 
 
+def _rerun_differs(cells: list[dict]) -> bool:
+    """Whether one of ``cells`` was derived from a re-training that did not give its base cell's F1."""
+    return any((c.get("retrained") or {}).get("identical") is False for c in cells)
+
+
 def _seed_averages(by: dict, dataset: str, k: int, model: str, protocol: str, selection: str) -> dict[int, float]:
     """Per seed that has a cell (with this figure) on each of the six splits, the model's average F1
     over the six; the seeds of fewer splits are left out."""
@@ -679,7 +681,7 @@ def _table(by: dict, dataset: str, k: int, models: list[str], protocol: str, sel
             group = by.get((dataset, k, model, split), [])
             f = [v for v in (_f1(c, protocol, selection) for c in group) if v is not None]
             # derived from a re-training of a checkpoint that is gone, which did not give the cell's F1
-            row.append(_ms(f) + ("†" if any((c.get("retrained") or {}).get("identical") is False for c in group) else ""))
+            row.append(_ms(f) + ("†" if _rerun_differs(group) else ""))
             if f:
                 means.append(statistics.mean(f))
         per_seed = _seed_averages(by, dataset, k, model, protocol, selection)
@@ -848,7 +850,7 @@ def decoder_rows(by: dict, dataset: str, k: int) -> list[str]:
             return "-"
         return (f"{100 * statistics.mean(c[key]['precision'] for c in cs):.1f} / "
                 f"{100 * statistics.mean(c[key]['recall'] for c in cs):.1f}"
-                + ("†" if any((c.get("retrained") or {}).get("identical") is False for c in cs) else ""))
+                + ("†" if _rerun_differs(cs) else ""))
 
     lines = [f"### {dataset}, K = {k}: precision / recall of the two MOUSING decoders", "",
              "MOUSING's checkpoints decoded with the prototype O they were trained with and with the nearest-O "
@@ -907,10 +909,16 @@ def user_types_rows(path: Path, figures: dict) -> list[str]:
     return lines
 
 
-def report(cells: list[dict]) -> tuple[str, dict]:
+def _by_key(cells: list[dict]) -> dict[tuple, list[dict]]:
+    """The cells grouped by (dataset, K, model, split), the key every table reads."""
     by: dict[tuple, list[dict]] = {}
     for c in cells:
         by.setdefault((c["dataset"], c["k"], c["model"], c["split"]), []).append(c)
+    return by
+
+
+def report(cells: list[dict]) -> tuple[str, dict]:
+    by = _by_key(cells)
     lines = [
         "# MOUSING and the few-shot baselines on Twitter-2015 and Twitter-2017",
         "",
@@ -1020,9 +1028,7 @@ def readme_block(cells: list[dict], figures: dict) -> str:
         std = figures.get(f"{dataset}/k5/{protocol}/dev/{model}/std")
         return "-" if v is None else f"{v:.2f}" + ("" if std is None else f" ± {std:.2f}")
 
-    by: dict[tuple, list[dict]] = {}
-    for c in cells:
-        by.setdefault((c["dataset"], c["k"], c["model"], c["split"]), []).append(c)
+    by = _by_key(cells)
 
     def seeds(model: str) -> str:
         """The seeds of the averages (those with all six splits), per dataset where they differ."""
