@@ -389,3 +389,56 @@ def test_mpnet_assembles_and_loads(tmp_path, monkeypatch, request):
     start = time.perf_counter()
     assert offline.mpnet_path() == path
     assert time.perf_counter() - start < 1.0  # reused, not assembled again
+
+
+# ------------------------------------------------------------------------------------- a second segment
+def _mpnet_style(bert16):
+    """The tiny vocabulary with MPNet's (RoBERTa's) pair template, ``<s> A </s></s> B </s>``: two
+    separators between the segments, not BERT's one."""
+    import copy
+
+    from tokenizers import processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    bert = AutoTokenizer.from_pretrained(str(bert16))
+    backend = copy.deepcopy(bert.backend_tokenizer)
+    cls, sep = bert.cls_token_id, bert.sep_token_id
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, cls_token="[CLS]", sep_token="[SEP]",
+                                   unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]")
+
+
+@pytest.mark.parametrize("name", ["tiny", "minilm", "mpnet-style"])
+def test_a_second_segment_keeps_every_word_where_it_was(bert16, name):
+    """The caption read as segment B: the words' sub-tokens and positions are those of the tweet
+    alone, B follows in the tokenizer's own pair template, a long B is cut and counted."""
+    if name == "mpnet-style":
+        tokenizer = WordTokenizer(_mpnet_style(bert16))
+    else:
+        tokenizer = WordTokenizer.from_pretrained(str(bert16) if name == "tiny" else str(minilm_path()))
+    hf = tokenizer.tokenizer
+    tweets = [["RT", "Obama", "in", "Paris", "\ufe0f", "🇫🇷"], ["Zoë", "à", "東京"], ["nothing"]]
+    captions = ["a man standing in front of a tower", None, ""]
+    alone = tokenizer(tweets)
+    pair = tokenizer(tweets, captions, context_max_tokens=64)
+    assert (pair.num_context, pair.num_context_cut) == (1, 0)
+    for name_ in ("word_starts", "word_ends", "word_mask", "casing", "replaced"):
+        assert torch.equal(getattr(pair, name_), getattr(alone, name_)), name_
+    n0 = int(alone.attention_mask[0].sum())
+    caption_ids = hf("a man standing in front of a tower", add_special_tokens=False)["input_ids"]
+    content = alone.input_ids[0, tokenizer.num_prefix: n0 - tokenizer.num_suffix].tolist()
+    separators = 2 if name == "mpnet-style" else 1
+    want = [hf.cls_token_id] + content + [hf.sep_token_id] * separators + caption_ids + [hf.sep_token_id]
+    assert pair.input_ids[0, : int(pair.attention_mask[0].sum())].tolist() == want
+    assert pair.input_ids[0, :n0 - tokenizer.num_suffix].tolist() == alone.input_ids[0, :n0 - tokenizer.num_suffix].tolist()
+    for i in (1, 2):  # no caption, an empty one: the tweet alone
+        n = int(alone.attention_mask[i].sum())
+        assert int(pair.attention_mask[i].sum()) == n
+        assert pair.input_ids[i, :n].tolist() == alone.input_ids[i, :n].tolist()
+    cut = tokenizer([tweets[0]], ["word " * 200], context_max_tokens=5)
+    assert (cut.num_context, cut.num_context_cut) == (1, 1)
+    assert int(cut.attention_mask[0].sum()) == n0 + 5 + len(want) - n0 - len(caption_ids)
+    with pytest.raises(ValueError, match="2 context segments for 3 tweets"):
+        tokenizer(tweets, captions[:2])

@@ -254,3 +254,47 @@ def test_evaluate_controls_of_a_text_only_checkpoint_and_a_clear_error(saved):
     assert code == 2 and "Traceback" not in err
     assert last == ("mner: error: no tweet has an image: the controls compare the real view with a shuffled one; "
                     "give the images (--images DIR)")
+
+
+# ================================================================================ the caption as a segment
+def test_the_caption_segment_variant_reads_the_caption_as_text_and_the_controls_move_it(encoders, tweets, tmp_path):
+    """``caption_segment``: the tweet's caption enters the text encoder after the words (so the
+    shuffled control changes the text input too), nothing else of the batch changes, and the
+    variant saves, loads and decodes as it was; without the caption view it is a clear error."""
+    from mner.config import ConfigError
+    from mner.models import load_model
+
+    torch.manual_seed(0)
+    plain = MAFModel(maf_config(encoders, view="caption")).eval()
+    torch.manual_seed(0)
+    model = MAFModel(maf_config(encoders, view="caption", caption_segment=9)).eval()
+    assert model.config.variant == "MAF, caption as a second segment"
+    a, b = plain.processor()(tweets), model.processor()(tweets)
+    assert torch.equal(a.words.word_starts, b.words.word_starts) and torch.equal(a.tags, b.tags)
+    # the fourth tweet has no caption; the tiny vocabulary spells "a photo number 0" in 9 pieces
+    assert b.words.num_context == 9 and b.words.num_context_cut == 0
+    longer = b.words.attention_mask.sum(1) - a.words.attention_mask.sum(1)
+    assert longer[3] == 0 and bool((longer[[i for i in range(10) if i != 3]] == 9 + 1).all())  # 9 pieces + [SEP]
+    # the caption's words are in the text input: another caption, other ids
+    shuffled, _, _ = shuffle_views(tweets, ("caption",), seed=5)
+    c = model.processor()(shuffled)
+    moved = [i for i in range(10) if shuffled[i].caption != tweets[i].caption]
+    assert moved and all(not torch.equal(b.words.input_ids[i], c.words.input_ids[i]) for i in moved)
+    # the same weights read other inputs: other emissions than the paper's model
+    with torch.no_grad():
+        assert not torch.allclose(plain(a).emissions, model(b).emissions)
+    ctl = visual_controls(model, tweets, batch_size=4)
+    assert ctl.views == ("caption",) and ctl.shuffled_tweets == 9
+    folder = model.save_pretrained(tmp_path / "segment")
+    loaded = load_model(folder).eval()
+    assert loaded.config.caption_segment == 9
+    with torch.no_grad():
+        assert loaded.decode(loaded.processor()(tweets)) == model.decode(model.processor()(tweets))
+    for bad in ({"view": "pixels"}, {"view": "caption", "no_image": True}):
+        with pytest.raises(ConfigError, match="caption_segment reads the tweet's caption"):
+            maf_config(encoders, caption_segment=8, **bad)
+    assert MAFModel(maf_config(encoders, view="caption", caption_segment=4)).processor()(tweets).words.num_context_cut == 9
+    with pytest.raises(ConfigError, match="choose one of the two variants"):
+        maf_config(encoders, view="caption", caption_segment=9, matching_score="similarity")
+    with pytest.raises(ConfigError, match="caption_segment must be >= 0"):
+        maf_config(encoders, view="caption", caption_segment=-1)

@@ -38,6 +38,8 @@ KINDS = {
     "text": dict(no_image=True, text="bert16"),
     "caption": dict(view="caption"),
     "pixels": dict(view="pixels"),
+    # the caption also read as a second text segment: the exported text encoder takes the pair as it comes
+    "segment": dict(view="caption", caption_segment=8),
 }
 
 
@@ -93,7 +95,7 @@ def test_export_folder_records_backend_quantization_opset_and_fingerprint(checkp
         assert config["backend"] == "onnxruntime" and config["quantization"] is None
         assert config["opset"] == 18 and config["model_type"] == "maf"
         assert config["source"]["weights_sha256"] == hashlib.sha256(weights).hexdigest()
-        expected = {"text_encoder", "head"} | ({"caption_encoder"} if kind == "caption" else set()) | (
+        expected = {"text_encoder", "head"} | ({"caption_encoder"} if kind in ("caption", "segment") else set()) | (
             {"image_encoder"} if kind == "pixels" else set())
         assert set(config["graphs"]) == expected
         for info in config["graphs"].values():

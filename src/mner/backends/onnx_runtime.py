@@ -262,7 +262,8 @@ class OnnxTagger(_Exported):
         """The torch backend's processor, with the exported encoders (see the module docstring)."""
         from mner.processing.tagging import TaggingProcessor
 
-        return TaggingProcessor(self.tokenizer, self.label_set, self._visual_processor(image_store, cache, seed))
+        return TaggingProcessor(self.tokenizer, self.label_set, self._visual_processor(image_store, cache, seed),
+                                getattr(self.config, "caption_segment", 0))
 
     # ------------------------------------------------------------------------------ model
     def forward(self, batch) -> TaggerOutput:

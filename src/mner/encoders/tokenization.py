@@ -5,8 +5,15 @@ Alignment goes through the fast tokenizer's ``word_ids()``. Some words produce n
 tokenizer's normaliser deletes them). Such a word would vanish and shift every label after it, so
 it is encoded as the tokenizer's unknown token instead and counted (``WordBatch.num_replaced``).
 
-Nothing is truncated: a sequence may be longer than the model's limit (the text encoder splits it
-into overlapping windows).
+Nothing of the tweet is truncated: a sequence may be longer than the model's limit (the text encoder
+splits it into overlapping windows).
+
+A second text segment (``context``: a caption read as text, the tweet being segment A) is placed
+after the tweet's words with the tokenizer's own pair template (``[CLS] A [SEP] B [SEP]`` for BERT,
+``<s> A </s></s> B </s>`` for MPNet), so every word keeps its sub-token positions. It carries no
+word and no tag, and is cut to ``context_max_tokens`` sub-tokens (counted in
+``WordBatch.num_context_cut``). Segment ids are not passed (every sub-token gets type 0), as for the
+single-segment input.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ class WordBatch:
         replaced: ``(B, W)`` bool, True for a word that produced no sub-token and was encoded as
             the unknown token.
         num_replaced: how many words of the batch were so replaced.
+        num_context: how many tweets of the batch got a second segment (``context``).
+        num_context_cut: how many of those segments were cut to ``context_max_tokens``.
         token_states: ``(B, S, H)`` the transformer's states of ``input_ids`` when they were computed
             outside the encoder (an exported backbone run by ONNX Runtime, :mod:`mner.backends`); the
             text encoder then only pools them into words. None (the tokenizer's output): the encoder
@@ -85,6 +94,8 @@ class WordBatch:
     replaced: torch.Tensor
     num_replaced: int = 0
     token_states: torch.Tensor | None = None
+    num_context: int = 0
+    num_context_cut: int = 0
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -144,15 +155,21 @@ class WordTokenizer:
             padding=False, return_attention_mask=False, return_token_type_ids=False, verbose=False,
         )
 
-    def __call__(self, words: Sequence[Sequence[str]]) -> WordBatch:
-        """Tokenize a batch of tweets, each a sequence of words."""
+    def __call__(self, words: Sequence[Sequence[str]], context: Sequence[str | None] | None = None,
+                 context_max_tokens: int | None = None) -> WordBatch:
+        """Tokenize a batch of tweets, each a sequence of words; ``context``: per tweet a text read as
+        a second segment after the words (None or empty: none), cut to ``context_max_tokens``
+        sub-tokens (None: not cut)."""
         sentences = [[str(w) for w in ws] for ws in words]
         if not sentences:
             raise ValueError("WordTokenizer: empty batch")
+        if context is not None and len(context) != len(sentences):
+            raise ValueError(f"WordTokenizer: {len(context)} context segments for {len(sentences)} tweets")
         encoded = self._encode(sentences)
         all_ids: list[list[int]] = []
         all_spans: list[list[tuple[int, int]]] = []
         all_replaced: list[list[bool]] = []
+        num_context = num_cut = 0
         for i, ws in enumerate(sentences):
             ids, spans = encoded["input_ids"][i], _word_spans(encoded.word_ids(i), len(ws))
             replaced = [s is None for s in spans]
@@ -167,7 +184,12 @@ class WordTokenizer:
                 if any(s is None for s in spans):
                     raise ValueError(f"batch item {i}: the unk token {self.unk_token!r} produced no sub-token "
                                      f"for the words {[ws[j] for j, s in enumerate(spans) if s is None]!r}")
-            all_ids.append(list(ids))
+            ids = list(ids)
+            if context is not None and context[i]:
+                ids, cut = self._with_context(ids, context[i], context_max_tokens)
+                num_context += 1
+                num_cut += cut
+            all_ids.append(ids)
             all_spans.append(spans)  # type: ignore[arg-type]
             all_replaced.append(replaced)
 
@@ -192,7 +214,40 @@ class WordTokenizer:
                 casing[i, :n] = torch.tensor([int(casing_class(w)) for w in ws], dtype=torch.long)
                 replaced_t[i, :n] = torch.tensor(replaced, dtype=torch.bool)
         return WordBatch(input_ids, attention_mask, starts, ends, word_mask, casing, replaced_t,
-                         num_replaced=int(replaced_t.sum()))
+                         num_replaced=int(replaced_t.sum()), num_context=num_context, num_context_cut=num_cut)
+
+    def _with_context(self, ids: list[int], text: str, max_tokens: int | None) -> tuple[list[int], bool]:
+        """``ids`` (one tweet's words with their special tokens) with ``text`` as the second segment
+        of the tokenizer's pair template; whether ``text`` was cut to ``max_tokens`` sub-tokens."""
+        extra = self.tokenizer(text, add_special_tokens=False, truncation=False, return_attention_mask=False,
+                               return_token_type_ids=False, verbose=False)["input_ids"]
+        cut = max_tokens is not None and len(extra) > max_tokens
+        if cut:
+            extra = extra[:max_tokens]
+        before, between, after = self._pair_template()
+        content = ids[self.num_prefix: len(ids) - self.num_suffix]
+        return ids[: self.num_prefix] + content + between + extra + after, cut
+
+    def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
+        """The special tokens of the tokenizer's pair template: before segment A, between A and B,
+        after B (``[CLS]``, ``[SEP]``, ``[SEP]`` for BERT; ``<s>``, ``</s></s>``, ``</s>`` for MPNet),
+        read from the tokenizer itself once."""
+        if getattr(self, "_template", None) is None:
+            probe = self.tokenizer("a", "b", add_special_tokens=True, return_attention_mask=False,
+                                   return_token_type_ids=False)
+            groups: list[list[int]] = [[], [], []]
+            place = 0
+            for tok, seq in zip(probe["input_ids"], probe.sequence_ids()):
+                if seq is None:
+                    groups[place].append(tok)
+                else:
+                    place = seq + 1
+            if len(groups[0]) != self.num_prefix:  # the words must keep their positions
+                raise ValueError(f"the tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} puts "
+                                 f"{len(groups[0])} special tokens before a pair's first segment and "
+                                 f"{self.num_prefix} before a single one: a second segment cannot be read with it")
+            self._template = (groups[0], groups[1], groups[2])
+        return self._template
 
 
 def _word_spans(word_ids: list[int | None], num_words: int) -> list[tuple[int, int] | None]:

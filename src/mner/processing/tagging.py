@@ -3,7 +3,8 @@ model), in the spirit of transformers' ``processing_*.py``: examples in, tensors
 
 :class:`TaggingProcessor` tokenizes the words (:class:`~mner.encoders.tokenization.WordTokenizer`),
 encodes the gold tags with a :class:`~mner.tagging.labels.LabelSet` (the processor's own, or one
-given per call: a few-shot episode brings its labels) and asks its
+given per call: a few-shot episode brings its labels), adds the caption as a second text segment
+where the model reads it so (``caption_segment``), and asks its
 :class:`~mner.processing.visual.VisualProcessor` (if any) for the visual side: file I/O, image
 transforms, the feature cache and the frozen encoders all run here, never in a model.
 
@@ -88,13 +89,17 @@ class TaggingProcessor:
         labels: the default label set of the gold tags (None: a model whose labels come with each
             call, e.g. per episode).
         visual: the visual processor (None: text only).
+        caption_segment: read each tweet's caption (``Example.caption``) as a second text segment
+            of at most this many sub-tokens after the words (0: no second segment; a tweet without
+            a caption gets none).
     """
 
     def __init__(self, tokenizer: WordTokenizer, labels: LabelSet | None = None,
-                 visual: VisualProcessor | None = None):
+                 visual: VisualProcessor | None = None, caption_segment: int = 0):
         self.tokenizer = tokenizer
         self.labels = labels
         self.visual = visual
+        self.caption_segment = caption_segment
 
     @property
     def views(self) -> tuple[str, ...]:
@@ -118,7 +123,11 @@ class TaggingProcessor:
             if not ex.tokens:
                 raise MNERError(f"{ex.where}: a tweet without tokens cannot be tagged; remove it "
                                 "(mner data validate lists such tweets)")
-        words = self.tokenizer([list(ex.tokens) for ex in examples])
+        if self.caption_segment:
+            words = self.tokenizer([list(ex.tokens) for ex in examples], [ex.caption for ex in examples],
+                                   self.caption_segment)
+        else:
+            words = self.tokenizer([list(ex.tokens) for ex in examples])
         labels = labels if labels is not None else self.labels
         tags = encode_tags(examples, labels, tuple(words.word_mask.shape)) if labels is not None else None
         visual = self.visual(examples, train=train, images=images) if self.visual is not None else None

@@ -56,6 +56,10 @@ class MAFConfig:
         alpha, beta: weights of L_ca and L_cm; L_mner gets ``1 - alpha - beta``. Default: the
             ratio of the authors' code (see the module docstring).
         no_alignment, no_matching, no_image: the ablations.
+        caption_segment: a variant (issue 22): the text encoder also reads the tweet's caption as a
+            second text segment of at most this many sub-tokens after the words (``[CLS] tweet
+            [SEP] caption [SEP]``), as caption-based MNER models feed it to BERT; 0 (the paper):
+            the caption reaches the model through the caption view only. Needs the caption view.
         crf_constraints: ``iob2`` forbids O -> I-x and B-x/I-x -> I-y in the CRF; None allows all.
     """
 
@@ -83,6 +87,7 @@ class MAFConfig:
     no_matching: bool = False
     no_image: bool = False
     crf_constraints: str | None = "iob2"
+    caption_segment: int = 0
 
     def __post_init__(self) -> None:
         if self.visual_view not in VIEWS:
@@ -95,6 +100,14 @@ class MAFConfig:
             raise ConfigError(f"negative_fraction must be in [0, 1), got {self.negative_fraction}")
         if self.alpha < 0 or self.beta < 0 or self.alpha + self.beta >= 1:
             raise ConfigError(f"alpha {self.alpha} and beta {self.beta} must be >= 0 with alpha + beta < 1")
+        if self.caption_segment < 0:
+            raise ConfigError(f"caption_segment must be >= 0 (sub-tokens of the caption; 0: off), got {self.caption_segment}")
+        if self.caption_segment and "caption" not in self.views:
+            raise ConfigError("caption_segment reads the tweet's caption: it needs the caption view "
+                              "(visual_view: caption or both, without no_image)")
+        if self.caption_segment and self.matching_score == "similarity":
+            raise ConfigError("caption_segment with matching_score similarity: that CM pools the text encoder's "
+                              "sub-tokens, which would hold the caption itself; choose one of the two variants")
         if isinstance(self.labels, tuple):
             self.labels = list(self.labels)
 
@@ -106,6 +119,10 @@ class MAFConfig:
     @property
     def variant(self) -> str:
         """The paper's name of this configuration."""
+        name = self._variant()
+        return name + ", caption as a second segment" if self.caption_segment else name
+
+    def _variant(self) -> str:
         if self.no_image:
             return "text-only CRF"
         if self.no_alignment and self.no_matching:

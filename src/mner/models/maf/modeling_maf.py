@@ -16,6 +16,8 @@
 9. ``L = alpha L_ca + beta L_cm + (1 - alpha - beta) L_mner``.
 
 With ``no_image`` steps 2-5 and 8 vanish: ``H = T`` and the model is the text-only CRF tagger.
+The ``caption_segment`` variant changes step 1 only: the processor appends the caption as a second
+text segment, which the text encoder reads beside the words.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class MAFModel(EncoderStack, CRFTagger):
                   seed: int = 0) -> TaggingProcessor:
         """Words, gold tags (this model's label set) and the visual view(s) of a list of examples."""
         return TaggingProcessor(self.text_encoder.tokenizer, self.label_set,
-                                self.visual_processor(image_store, cache, seed))
+                                self.visual_processor(image_store, cache, seed), self.config.caption_segment)
 
     # ------------------------------------------------------------------------------ model
     def _visual(self, visual: VisualInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple]:
