@@ -440,8 +440,12 @@ def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) 
 
 
 def _current(path: Path) -> bool:
-    """A stored O-bias cell chosen over today's grid (an older grid is chosen again)."""
-    return path.is_file() and json.loads(path.read_text()).get("o_bias_grid") == list(O_BIASES)
+    """A stored O-bias cell chosen over today's grid and scored on both protocols (one chosen over an
+    older grid, or stored before the O-bias cells were scored on the poster's protocol, is made again)."""
+    if not path.is_file():
+        return False
+    cell = json.loads(path.read_text())
+    return cell.get("o_bias_grid") == list(O_BIASES) and cell.get("test_poster") is not None
 
 
 def add_predictions(runs_dir: Path | None = None, datasets: list[str] | None = None,

@@ -367,6 +367,13 @@ def test_a_mousing_cell_stores_its_nearest_o_decoding_and_its_o_bias(tiny_bert, 
     again = cells.Cell.load(results / f"{near['cell']}.json").to_dict()
     assert again["test"]["episode_counts"] == near["test"]["episode_counts"] and again["dev_f1"] == near["dev_f1"]
     assert fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs) == []   # nothing left to make
+    # an O-bias cell stored before O-bias cells were scored on the poster's protocol is made again
+    cal_path = results / f"{cal['cell']}.json"
+    old_cal = json.loads(cal_path.read_text())
+    old_cal["test_poster"] = None
+    cal_path.write_text(json.dumps(old_cal))
+    remade = fewshot.derive_missing(["mousing"], ["tiny"], fewshot.TRAIN, runs)
+    assert [c["model"] for c in remade] == ["mousing-cal"] and remade[0]["test_poster"] is not None
     # a test file other than the one the cell was scored on is refused, naming it
     (results / f"{near['cell']}.json").unlink()
     (protocol / "tiny" / "Per+Others" / "test-k1.jsonl").write_text((eps / "dev-k1.jsonl").read_text())
