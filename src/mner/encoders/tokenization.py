@@ -128,6 +128,7 @@ class WordTokenizer:
         last = max(i for i, w in enumerate(word_ids) if w is not None)
         self.num_prefix = first                         #: special tokens before the words ([CLS])
         self.num_suffix = len(word_ids) - last - 1      #: special tokens after the words ([SEP])
+        self._pair = _pair_template(tokenizer)           #: specials before A, between A and B, after B
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> "WordTokenizer":
@@ -166,10 +167,11 @@ class WordTokenizer:
         if context is not None and len(context) != len(sentences):
             raise ValueError(f"WordTokenizer: {len(context)} context segments for {len(sentences)} tweets")
         encoded = self._encode(sentences)
+        extras = self._context_ids(context) if context is not None else {}
         all_ids: list[list[int]] = []
         all_spans: list[list[tuple[int, int]]] = []
         all_replaced: list[list[bool]] = []
-        num_context = num_cut = 0
+        num_cut = 0
         for i, ws in enumerate(sentences):
             ids, spans = encoded["input_ids"][i], _word_spans(encoded.word_ids(i), len(ws))
             replaced = [s is None for s in spans]
@@ -185,10 +187,13 @@ class WordTokenizer:
                     raise ValueError(f"batch item {i}: the unk token {self.unk_token!r} produced no sub-token "
                                      f"for the words {[ws[j] for j, s in enumerate(spans) if s is None]!r}")
             ids = list(ids)
-            if context is not None and context[i]:
-                ids, cut = self._with_context(ids, context[i], context_max_tokens)
-                num_context += 1
-                num_cut += cut
+            if i in extras:
+                extra = extras[i]
+                if context_max_tokens is not None and len(extra) > context_max_tokens:
+                    extra = extra[:context_max_tokens]
+                    num_cut += 1
+                _, between, after = self._pair
+                ids = ids[: len(ids) - self.num_suffix] + between + extra + after
             all_ids.append(ids)
             all_spans.append(spans)  # type: ignore[arg-type]
             all_replaced.append(replaced)
@@ -214,40 +219,36 @@ class WordTokenizer:
                 casing[i, :n] = torch.tensor([int(casing_class(w)) for w in ws], dtype=torch.long)
                 replaced_t[i, :n] = torch.tensor(replaced, dtype=torch.bool)
         return WordBatch(input_ids, attention_mask, starts, ends, word_mask, casing, replaced_t,
-                         num_replaced=int(replaced_t.sum()), num_context=num_context, num_context_cut=num_cut)
+                         num_replaced=int(replaced_t.sum()), num_context=len(extras), num_context_cut=num_cut)
 
-    def _with_context(self, ids: list[int], text: str, max_tokens: int | None) -> tuple[list[int], bool]:
-        """``ids`` (one tweet's words with their special tokens) with ``text`` as the second segment
-        of the tokenizer's pair template; whether ``text`` was cut to ``max_tokens`` sub-tokens."""
-        extra = self.tokenizer(text, add_special_tokens=False, truncation=False, return_attention_mask=False,
-                               return_token_type_ids=False, verbose=False)["input_ids"]
-        cut = max_tokens is not None and len(extra) > max_tokens
-        if cut:
-            extra = extra[:max_tokens]
-        before, between, after = self._pair_template()
-        content = ids[self.num_prefix: len(ids) - self.num_suffix]
-        return ids[: self.num_prefix] + content + between + extra + after, cut
+    def _context_ids(self, context: Sequence[str | None]) -> dict[int, list[int]]:
+        """The sub-token ids of each non-empty ``context`` text by its tweet's index, tokenized in one
+        call; checks that the words keep their positions under the pair template."""
+        texts = {i: text for i, text in enumerate(context) if text}
+        if not texts:
+            return {}
+        if len(self._pair[0]) != self.num_prefix:
+            raise ValueError(f"the tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} puts "
+                             f"{len(self._pair[0])} special tokens before a pair's first segment and "
+                             f"{self.num_prefix} before a single one: a second segment cannot be read with it")
+        ids = self.tokenizer(list(texts.values()), add_special_tokens=False, truncation=False,
+                             return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+        return dict(zip(texts, ids))
 
-    def _pair_template(self) -> tuple[list[int], list[int], list[int]]:
-        """The special tokens of the tokenizer's pair template: before segment A, between A and B,
-        after B (``[CLS]``, ``[SEP]``, ``[SEP]`` for BERT; ``<s>``, ``</s></s>``, ``</s>`` for MPNet),
-        read from the tokenizer itself once."""
-        if getattr(self, "_template", None) is None:
-            probe = self.tokenizer("a", "b", add_special_tokens=True, return_attention_mask=False,
-                                   return_token_type_ids=False)
-            groups: list[list[int]] = [[], [], []]
-            place = 0
-            for tok, seq in zip(probe["input_ids"], probe.sequence_ids()):
-                if seq is None:
-                    groups[place].append(tok)
-                else:
-                    place = seq + 1
-            if len(groups[0]) != self.num_prefix:  # the words must keep their positions
-                raise ValueError(f"the tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} puts "
-                                 f"{len(groups[0])} special tokens before a pair's first segment and "
-                                 f"{self.num_prefix} before a single one: a second segment cannot be read with it")
-            self._template = (groups[0], groups[1], groups[2])
-        return self._template
+
+def _pair_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """The special tokens of ``tokenizer``'s pair template: before segment A, between A and B, after B
+    (``[CLS]``, ``[SEP]``, ``[SEP]`` for BERT; ``<s>``, ``</s></s>``, ``</s>`` for MPNet), read from
+    the tokenizer itself."""
+    probe = tokenizer("a", "b", add_special_tokens=True, return_attention_mask=False, return_token_type_ids=False)
+    groups: list[list[int]] = [[], [], []]
+    place = 0
+    for tok, seq in zip(probe["input_ids"], probe.sequence_ids()):
+        if seq is None:
+            groups[place].append(tok)
+        else:
+            place = seq + 1
+    return groups[0], groups[1], groups[2]
 
 
 def _word_spans(word_ids: list[int | None], num_words: int) -> list[tuple[int, int] | None]:

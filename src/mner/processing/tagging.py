@@ -123,11 +123,9 @@ class TaggingProcessor:
             if not ex.tokens:
                 raise MNERError(f"{ex.where}: a tweet without tokens cannot be tagged; remove it "
                                 "(mner data validate lists such tweets)")
-        if self.caption_segment:
-            words = self.tokenizer([list(ex.tokens) for ex in examples], [ex.caption for ex in examples],
-                                   self.caption_segment)
-        else:
-            words = self.tokenizer([list(ex.tokens) for ex in examples])
+        words = self.tokenizer([list(ex.tokens) for ex in examples],
+                               [ex.caption for ex in examples] if self.caption_segment else None,
+                               self.caption_segment or None)
         labels = labels if labels is not None else self.labels
         tags = encode_tags(examples, labels, tuple(words.word_mask.shape)) if labels is not None else None
         visual = self.visual(examples, train=train, images=images) if self.visual is not None else None
