@@ -810,12 +810,24 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
             e = EQUIVALENCE_RUNS[new]
             if not any(canonical(c.get("code_fingerprint")) == old for c in cells):
                 continue  # evidence about code versions none of these cells ran
+            if e.get("rerun_of_stored"):   # a --rerun-stale re-run whose cell a later re-run replaced
+                lines += [f"Code `{new}` counts as `{old}`: re-running `{evidence}` on it (commit "
+                          f"{e['new']['git_commit']}) gave exactly the dev F1 ({100 * e['new']['dev_f1']:.4f}) and "
+                          f"test F1 ({100 * e['new']['test_f1']:.4f}) of the cell stored then (commit "
+                          f"{e['old']['git_commit']}, code `{e['old']['code_fingerprint']}`), so the changes between "
+                          f"them did not change what MAF trains ({e.get('note', '')}; "
+                          "`bench/results/maf-equivalence.json`).", ""]
+                continue
+            stored = next((c for c in cells if c["cell"] == e["cell"]), None)
+            # the stored cell gives the re-runs' figures (it ran on this host) or not (another host's)
+            same = stored is not None and (stored["dev_f1"], stored["test"]["f1"]) == (e["new"]["dev_f1"],
+                                                                                      e["new"]["test_f1"])
+            why = "" if same else "the stored cell itself, from another host, does not reproduce exactly there: "
             lines += [f"Code `{new}` counts as `{old}`: `{evidence}` re-run on one machine ({e['machine']}) at "
                       f"commit {e['old']['git_commit']} (code `{e['old']['code_fingerprint']}`) and at commit "
                       f"{e['new']['git_commit']} gave the same dev F1 ({100 * e['new']['dev_f1']:.4f}) and test F1 "
                       f"({100 * e['new']['test_f1']:.4f}) to the last bit, so the changes between them did not "
-                      "change what MAF trains (the stored cell itself, from another host, does not reproduce "
-                      f"exactly there: {e.get('note', '')}; `bench/results/maf-equivalence.json`).", ""]
+                      f"change what MAF trains ({why}{e.get('note', '')}; `bench/results/maf-equivalence.json`).", ""]
             continue
         cell = next(c for c in cells if c["cell"] == evidence)
         lines += [f"Code `{new}` counts as `{old}`: re-running `{evidence}` on it (commit {cell['git_commit']}) gave "
@@ -1074,7 +1086,7 @@ def cell_minutes(cell: dict) -> float:
 def recipe_duration(cells: list[dict]) -> str:
     """What training a recipe took, from its stored cells: ``24 to 26 min`` (`` (7 to 10 epochs)``
     for early stopping, whose length varies by seed), as measured here: 2 CPU cores, one thread
-    per run, a second run beside it."""
+    per run, one to three other runs beside it (so a range, not a speed)."""
     def span(values: list[int], unit: str) -> str:
         lo, hi = min(values), max(values)
         return f"{lo} {unit}" if lo == hi else f"{lo} to {hi} {unit}"
@@ -1082,7 +1094,7 @@ def recipe_duration(cells: list[dict]) -> str:
     text = span([round(cell_minutes(c)) for c in cells], "min")
     if any(c.get("early_stopping") for c in cells):
         text += f" ({span([c['epochs_run'] for c in cells], 'epochs')})"
-    return f"{text} measured on 2 CPU cores beside a second training run"
+    return f"{text} measured on 2 CPU cores, one thread, beside one to three other training runs"
 
 
 def _schedule_of(cell: dict) -> tuple[int, int | None]:

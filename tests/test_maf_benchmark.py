@@ -549,7 +549,7 @@ def test_the_readme_block_shows_early_stopped_mpnet_rows_and_recipes_of_any_sche
     # the recipe quotes its own schedule's cells (here only of another configuration: an older version)
     line = next(line for line in block.splitlines() if "configs/x.yaml" in line)
     assert (f"expect {100 * cells[1]['test']['f1']:.2f} (seed 37, of an older code version; 10 min (10 epochs) "
-            "measured on 2 CPU cores beside a second training run)") in line
+            "measured on 2 CPU cores, one thread, beside one to three other training runs)") in line
 
 
 def test_a_recipe_quotes_the_training_time_its_cells_measured():
@@ -562,7 +562,7 @@ def test_a_recipe_quotes_the_training_time_its_cells_measured():
 
     assert bench.cell_minutes(cell(110.4, 10)) == pytest.approx(110.4)
     assert bench.cell_minutes(cell(110.4, 10, resumed=212)) == pytest.approx(55.2)  # its epochs only
-    tail = " measured on 2 CPU cores beside a second training run"
+    tail = " measured on 2 CPU cores, one thread, beside one to three other training runs"
     assert bench.recipe_duration([cell(110.4, 10), cell(122, 7, resumed=212)]) == "61 to 110 min (7 to 10 epochs)" + tail
     assert bench.recipe_duration([cell(24.4, 10, early=False), cell(25.6, 10, early=False)]) == "24 to 26 min" + tail
     assert bench.recipe_duration([cell(24.4, 10, early=False)]) == "24 min" + tail
