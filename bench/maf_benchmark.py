@@ -261,6 +261,23 @@ def register_equivalents(cells: list[dict], evidence: list[dict] | None = None) 
     return dict(EQUIVALENT)
 
 
+def _rerun_sentence(new: str, old: str, cell: str, commit: str, dev_f1: float, test_f1: float,
+                    stored: dict | None = None, note: str = "") -> str:
+    """The page's sentence for a re-run of a stored cell on code ``new`` that gave exactly the stored
+    dev and test F1, so ``new`` counts as ``old``: the cell's own re-run (``stored`` None: the cell
+    now holds the re-run), or an evidence entry whose stored run (``stored``: its commit and code)
+    a later re-run replaced."""
+    figures = f"dev F1 ({100 * dev_f1:.4f}) and test F1 ({100 * test_f1:.4f})"
+    if stored is None:
+        gave, source = f"exactly its stored {figures}", ""
+    else:
+        gave = (f"exactly the {figures} of the cell stored then (commit {stored['git_commit']}, "
+                f"code `{stored['code_fingerprint']}`)")
+        source = f" ({note}; `bench/results/maf-equivalence.json`)"
+    return (f"Code `{new}` counts as `{old}`: re-running `{cell}` on it (commit {commit}) gave {gave}, "
+            f"so the changes between them did not change what MAF trains{source}.")
+
+
 def canonical(fingerprint: str | None) -> str | None:
     """The fingerprint a code version stands for (itself, unless shown equivalent to an earlier one)."""
     return VERSIONS.canonical(fingerprint) if fingerprint else fingerprint
@@ -811,12 +828,8 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
             if not any(canonical(c.get("code_fingerprint")) == old for c in cells):
                 continue  # evidence about code versions none of these cells ran
             if e.get("rerun_of_stored"):   # a --rerun-stale re-run whose cell a later re-run replaced
-                lines += [f"Code `{new}` counts as `{old}`: re-running `{evidence}` on it (commit "
-                          f"{e['new']['git_commit']}) gave exactly the dev F1 ({100 * e['new']['dev_f1']:.4f}) and "
-                          f"test F1 ({100 * e['new']['test_f1']:.4f}) of the cell stored then (commit "
-                          f"{e['old']['git_commit']}, code `{e['old']['code_fingerprint']}`), so the changes between "
-                          f"them did not change what MAF trains ({e.get('note', '')}; "
-                          "`bench/results/maf-equivalence.json`).", ""]
+                lines += [_rerun_sentence(new, old, evidence, e["new"]["git_commit"], e["new"]["dev_f1"],
+                                          e["new"]["test_f1"], stored=e["old"], note=e.get("note", "")), ""]
                 continue
             stored = next((c for c in cells if c["cell"] == e["cell"]), None)
             # the stored cell gives the re-runs' figures (it ran on this host) or not (another host's)
@@ -830,9 +843,7 @@ def report(cells: list[dict], root: Path | None = None, tested: dict | None = No
                       f"change what MAF trains ({why}{e.get('note', '')}; `bench/results/maf-equivalence.json`).", ""]
             continue
         cell = next(c for c in cells if c["cell"] == evidence)
-        lines += [f"Code `{new}` counts as `{old}`: re-running `{evidence}` on it (commit {cell['git_commit']}) gave "
-                  f"exactly its stored dev F1 ({100 * cell['dev_f1']:.4f}) and test F1 ({100 * cell['test']['f1']:.4f}), "
-                  "so the changes between them did not change what MAF trains.", ""]
+        lines += [_rerun_sentence(new, old, evidence, cell["git_commit"], cell["dev_f1"], cell["test"]["f1"]), ""]
     if len(versions) == 1:
         (version, names), = versions.items()
         commits = sorted({c["git_commit"] for c in cells})

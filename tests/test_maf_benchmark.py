@@ -606,3 +606,26 @@ def test_two_same_machine_reruns_that_agree_make_the_new_code_the_same_version(t
     moved = [dict(evidence[0], new=dict(evidence[0]["new"], test_f1=run["test_f1"] + 1e-12))]
     assert bench.register_equivalents(old, moved) == {} and not bench.same_code("new222", "old111")
     bench.register_equivalents([], [])  # no state left for the next test
+
+
+def test_an_evidence_rerun_of_a_replaced_cell_is_worded_as_the_cells_own_rerun(tmp_path, monkeypatch):
+    """A re-run of a stored cell kept as evidence (``rerun_of_stored``: a later re-run replaced the
+    cell) reads as the cell's own re-run does, naming the run stored then."""
+    gold, system = _systems(40)
+    old = [_cell(tmp_path, "twitter2017", v, 37, gold, system(r, 0), fingerprint="old111")
+           for v, r in (("text-only", 0.6), ("maf", 0.9))]
+    run = {"dev_f1": 0.854017351942663, "test_f1": 0.8348794063079776}
+    evidence = [{"cell": "twitter2017__maf__minilm__seed37", "rerun_of_stored": True, "note": "before the tokenizer change",
+                 "old": {"code_fingerprint": "old111", "git_commit": "778e3e7", **run},
+                 "new": {"code_fingerprint": "new222", "git_commit": "beef123", **run}}]
+    monkeypatch.setattr(bench, "EQUIVALENCE_FILE", tmp_path / "maf-equivalence.json")
+    bench.EQUIVALENCE_FILE.write_text(json.dumps(evidence))
+    page, _ = bench.report(old, root=tmp_path)
+    assert ("Code `new222` counts as `old111`: re-running `twitter2017__maf__minilm__seed37` on it (commit beef123) "
+            "gave exactly the dev F1 (85.4017) and test F1 (83.4879) of the cell stored then (commit 778e3e7, code "
+            "`old111`), so the changes between them did not change what MAF trains (before the tokenizer change; "
+            "`bench/results/maf-equivalence.json`).") in page
+    assert bench._rerun_sentence("n", "o", "c", "abc", 0.5, 0.25) == (
+        "Code `n` counts as `o`: re-running `c` on it (commit abc) gave exactly its stored dev F1 (50.0000) and "
+        "test F1 (25.0000), so the changes between them did not change what MAF trains.")
+    bench.register_equivalents([], [])  # no state left for the next test
