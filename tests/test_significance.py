@@ -307,3 +307,29 @@ def test_grouped_randomization_tests_the_mean_of_per_group_f1():
     assert grouped_randomization(worse, perfect, groups, resamples=2000, seed=1).p_value < 0.01
     with pytest.raises(ValueError, match="groups"):
         grouped_randomization(a, b, groups[:5])
+
+
+def test_grouped_randomization_over_runs_and_groups_matches_every_swap_enumerated():
+    """Several runs and groups: the resampled p-value is the exact one (all 2^n swap patterns, each
+    scored as the mean over runs and groups of the per-group micro F1 difference)."""
+    rng = np.random.default_rng(11)
+    n, runs = 10, 2
+    groups = np.array([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    gold = rng.integers(0, 4, size=(runs, n))
+    a_pred, b_pred = rng.integers(0, 4, size=(runs, n)), rng.integers(0, 5, size=(runs, n))
+    a = np.stack([np.minimum(a_pred, gold), a_pred, gold], axis=2)
+    b = np.stack([np.minimum(b_pred, gold), b_pred, gold], axis=2)
+
+    def stat(x, y):
+        return np.mean([micro_f1(*y[s][groups == g].sum(0)) - micro_f1(*x[s][groups == g].sum(0))
+                        for s in range(runs) for g in range(3)])
+
+    observed = stat(a, b)
+    hits = 0
+    for swaps in itertools.product((False, True), repeat=n):
+        m = np.array(swaps)[None, :, None]
+        hits += abs(stat(np.where(m, b, a), np.where(m, a, b))) >= abs(observed) - 1e-12
+    exact = hits / 2 ** n
+    result = grouped_randomization(a, b, groups, resamples=20_000, seed=4)
+    assert result.difference == pytest.approx(observed) and result.n_runs == runs
+    assert 0.05 < exact < 0.95 and abs(result.p_value - exact) < 0.015, (result.p_value, exact)
