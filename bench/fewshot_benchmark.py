@@ -235,11 +235,27 @@ def experiment(dataset: str, split: str, model: str, k: int, seed: int, run_dir:
     }
 
 
-def _score(model, episodes, batch_size: int, keep: list | None = None) -> tuple[dict, float]:
-    """The model's scores on ``episodes`` and its episodes per second; ``keep`` receives the tags."""
+#: per checkpoint folder (and the size and time of its files), the rows of the distinct-tweet chunks
+#: its model has encoded (``predict_episodes(encoded=...)``): a cell decodes one checkpoint many ways on
+#: the same episode files (the tau and O-bias grids, nearest-O, diagnostics, both protocols), and each
+#: chunk is encoded once; the predictions are those of encoding it every time (a test checks it)
+_ENCODED: dict[tuple, dict] = {}
+
+
+def _encoded(folder: Path) -> dict:
+    """The chunk rows of the checkpoint in ``folder`` (see :data:`_ENCODED`)."""
+    folder = Path(folder).resolve()
+    stamp = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(folder.iterdir()) if f.is_file())
+    return _ENCODED.setdefault((str(folder), stamp), {})
+
+
+def _score(model, episodes, batch_size: int, keep: list | None = None,
+           encoded: dict | None = None) -> tuple[dict, float]:
+    """The model's scores on ``episodes`` and its episodes per second; ``keep`` receives the tags;
+    ``encoded``: the rows its checkpoint has encoded so far (:func:`_encoded`)."""
     from mner.fewshot.evaluation import predict_episodes, score_episodes
 
-    preds = predict_episodes(model, episodes, model.processor(), batch_size)
+    preds = predict_episodes(model, episodes, model.processor(), batch_size, encoded=encoded)
     rep = score_episodes(episodes, preds)
     if keep is not None:
         keep.extend(preds.tags)
@@ -267,15 +283,15 @@ def _test_files(cfg: dict) -> dict[str, Path]:
     return {"ours": test, "poster": test.with_name(test.name.replace("test-k", "test-poster-k"))}
 
 
-def _tests(model, cfg: dict, batch_size: int = 8, tags: dict | None = None) -> dict:
+def _tests(model, cfg: dict, batch_size: int = 8, tags: dict | None = None, encoded: dict | None = None) -> dict:
     """The model scored on both protocols' test files of its cell; ``tags`` receives each protocol's
-    predicted tags (per episode, per query tweet)."""
+    predicted tags (per episode, per query tweet); ``encoded``: as for :func:`_score`."""
     from mner.data.episodes import read_episodes
 
     out = {}
     for name, path in _test_files(cfg).items():
         keep: list = []
-        scores, eps = _score(model, read_episodes(path), batch_size, keep)
+        scores, eps = _score(model, read_episodes(path), batch_size, keep, encoded)
         out[name] = {**scores, "episodes_per_second": eps, "sha256": sha256(path)}
         if tags is not None:
             tags[name] = keep
@@ -343,14 +359,14 @@ def structshot_cell(base: dict, run_dir: Path, results: Path = RESULTS) -> dict:
         tuning = {}
         for tau in TEMPERATURES:
             model.config.temperature = tau
-            tuning[str(tau)] = _score(model, episodes, 8)[0]["f1"]
+            tuning[str(tau)] = _score(model, episodes, 8, encoded=_encoded(folder))[0]["f1"]
         tau = max(TEMPERATURES, key=lambda t: (tuning[str(t)], -abs(math.log(t))))
         model.config.temperature = tau
         return model, tau, tuning
 
     model, tau, tuning = choose(run_dir / "best", dev)
     tags: dict = {}
-    tests = _tests(model, cfg, tags=tags)
+    tests = _tests(model, cfg, tags=tags, encoded=_encoded(run_dir / "best"))
     out = dict(base)
     name = base["cell"].replace("__nnshot__", "__structshot__")
     out.update({"cell": name, "model": "structshot",
@@ -362,7 +378,8 @@ def structshot_cell(base: dict, run_dir: Path, results: Path = RESULTS) -> dict:
     sel = base.get("selected_on_source")
     if sel is not None:
         smodel, stau, stuning = choose(run_dir / "best-source_f1", read_episodes(cfg["episodes"]["dev_source"]))
-        stests = _tests(smodel, cfg) if sel["epoch"] != base["best_epoch"] or stau != tau else tests
+        stests = (_tests(smodel, cfg, encoded=_encoded(run_dir / "best-source_f1"))
+                  if sel["epoch"] != base["best_epoch"] or stau != tau else tests)
         out["selected_on_source"] = {**sel, "temperature": stau, "dev_source_f1_by_temperature": stuning,
                                      "test": stests["ours"], "test_poster": stests["poster"]}
     out["wall_seconds"] = base["wall_seconds"] + time.perf_counter() - t0
@@ -382,10 +399,10 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     tuning = {}
     for bias in O_BIASES:
         model.config.o_bias = bias
-        tuning[str(bias)] = _score(model, dev, 8)[0]["f1"]
+        tuning[str(bias)] = _score(model, dev, 8, encoded=_encoded(run_dir / "best"))[0]["f1"]
     bias = max(O_BIASES, key=lambda b: (tuning[str(b)], -abs(b)))
     model.config.o_bias = bias
-    tests = _tests(model, cfg)
+    tests = _tests(model, cfg, encoded=_encoded(run_dir / "best"))
     scores, eps = tests["ours"], tests["ours"]["episodes_per_second"]
     name = base["model"] + "-cal"
     out = dict(base)
@@ -421,9 +438,9 @@ def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) 
         return model
 
     model = load(run_dir / "best")
-    dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8)[0]["f1"]
+    dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8, encoded=_encoded(run_dir / "best"))[0]["f1"]
     tags: dict = {}
-    tests = _tests(model, cfg, tags=tags)
+    tests = _tests(model, cfg, tags=tags, encoded=_encoded(run_dir / "best"))
     target = _derived_name(base, name)
     out = {k: v for k, v in base.items() if k != "diagnostics"}   # the diagnostics are the base decoding's
     out.update({"cell": target, "model": name, "decoding": dict(options), "dev_f1": dev_f1,
@@ -433,7 +450,8 @@ def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) 
     out["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{target}.jsonl.gz")
     sel = base.get("selected_on_source")
     if sel is not None:
-        stests = tests if sel["epoch"] == base["best_epoch"] else _tests(load(run_dir / "best-source_f1"), cfg)
+        stests = tests if sel["epoch"] == base["best_epoch"] else _tests(
+            load(run_dir / "best-source_f1"), cfg, encoded=_encoded(run_dir / "best-source_f1"))
         out["selected_on_source"] = {**sel, "test": stests["ours"], "test_poster": stests["poster"]}
     out["wall_seconds"] = base["wall_seconds"] + time.perf_counter() - t0
     return out
@@ -542,6 +560,7 @@ def derive_missing(models: list[str], datasets: list[str], train: dict, runs_dir
                    if src == base["model"] and not (RESULTS / f"{_derived_name(base, n)}.json").is_file()]
         if not wanted:
             continue
+        _ENCODED.clear()
         run_dir = runs_dir / base["cell"]
         retrained = None
         if not (run_dir / "best").is_dir():
@@ -614,20 +633,22 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
     from mner.models import load_model
 
     best = load_model(run_dir / "best")
+    _ENCODED.clear()
     tags: dict = {}
-    tests = _tests(best, raw, tags=tags)
+    tests = _tests(best, raw, tags=tags, encoded=_encoded(run_dir / "best"))
     cell["test"], cell["test_poster"] = tests["ours"], tests["poster"]
     cell["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{name}.jsonl.gz")
     cell["test_f1_at_training"] = summary["test_f1"]   # the same model and file; caption features recomputed
     source = json.loads((run_dir / "best-source_f1" / "config.json").read_text()).get("trained", {})
     sel = {"epoch": source.get("epoch"), "dev_source_f1": (source.get("dev") or {}).get("source_f1")}
-    stests = tests if sel["epoch"] == cell["best_epoch"] else _tests(load_model(run_dir / "best-source_f1"), raw)
+    stests = tests if sel["epoch"] == cell["best_epoch"] else _tests(
+        load_model(run_dir / "best-source_f1"), raw, encoded=_encoded(run_dir / "best-source_f1"))
     cell["selected_on_source"] = {**sel, "test": stests["ours"], "test_poster": stests["poster"]}
     if model in MOUSING_FAMILY:
         from mner.fewshot.diagnose import diagnose
 
         t1 = time.perf_counter()
-        cell["diagnostics"] = diagnose(best, test_eps, best.processor())
+        cell["diagnostics"] = diagnose(best, test_eps, best.processor(), encoded=_encoded(run_dir / "best"))
         cell["diagnostics"]["seconds"] = time.perf_counter() - t1
     cell["wall_seconds"] = time.perf_counter() - t0
     cells = [cell]
@@ -637,6 +658,7 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
         cells += [decoded_cell(cell, run_dir, name, results) for name, (src, _) in DECODED.items() if src == model]
     if derive and calibrate and f"{model}-cal" in CALIBRATED:
         cells.append(calibrated_cell(cell, run_dir))
+    _ENCODED.clear()
     return cells
 
 

@@ -303,6 +303,46 @@ def test_cached_episode_evaluation_equals_the_whole_model_per_episode(tiny_bert,
     assert [len(t) for t in cached.tags] == [len(e.query) for e in episodes]
 
 
+@pytest.mark.parametrize("variant", ["nnshot", "mousing"])
+def test_a_checkpoint_decoded_again_reuses_its_encoded_chunks_and_predicts_the_same(tiny_bert, variant):
+    """``encoded=``: one model decoded several ways on the same episodes (a grid of decoding options,
+    diagnostics) encodes each chunk of distinct tweets once; every decoding predicts what it predicts
+    without the dict, and other episodes are still encoded."""
+    from mner.fewshot.diagnose import diagnose
+    from mner.fewshot.evaluation import predict_episodes
+
+    torch.manual_seed(0)
+    model = fewshot_model(tiny_bert, variant)
+    if variant == "nnshot":
+        model.fit_transitions([e.tags for ep in episode_pair() for e in ep.support])
+    ep1, ep2 = episode_pair()
+    episodes = [ep1, ep2, ep1]
+    calls = []
+    encode = model.encode
+    model.encode = lambda part, train=False: calls.append(part) or encode(part, train)
+    proc = model.processor()
+    encoded: dict = {}
+    options = ([("decoder", "nnshot"), ("decoder", "structshot"), ("temperature", 0.05)] if variant == "nnshot"
+               else [("o_bias", 0.0), ("o_bias", 1.5), ("o_distance", "nearest")])
+    for i, (key, value) in enumerate(options):
+        setattr(model.config, key, value)
+        before = len(calls)
+        reused = predict_episodes(model, episodes, proc, batch_size=2, encode_batch_size=2, encoded=encoded)
+        encodes = len(calls) - before
+        fresh = predict_episodes(model, episodes, proc, batch_size=2, encode_batch_size=2)
+        assert reused.tags == fresh.tags, (key, value)
+        assert encodes == (len(encoded) if i == 0 else 0)   # the first call encodes every chunk, no later one
+    assert len(encoded) >= 2
+    # other episodes (another chunking of the tweets) are encoded, and their rows added
+    n = len(encoded)
+    swapped = [Episode(ep2.types, ep2.query, ep2.support)]
+    other = predict_episodes(model, swapped, proc, batch_size=2, encode_batch_size=3, encoded=encoded)
+    assert other.tags == predict_episodes(model, swapped, proc, batch_size=2, encode_batch_size=3).tags
+    assert len(encoded) > n
+    if variant == "mousing":
+        assert diagnose(model, episodes, proc, encoded=encoded) == diagnose(model, episodes, proc)
+
+
 @pytest.mark.parametrize("variant", ["protobert", "protobert-bio", "mousing"])
 def test_o_bias_shifts_only_the_o_emission_at_decoding_and_never_the_loss(tiny_bert, variant):
     torch.manual_seed(0)

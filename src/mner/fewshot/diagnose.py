@@ -166,12 +166,15 @@ def _agreement(a: list, b: list) -> float:
 
 
 def diagnose(model, episodes: Sequence[Episode], processor=None, batch_size: int = 8, seed: int = 0,
-             captions: bool = True) -> dict[str, Any]:
-    """Every figure of the module docstring for ``model`` on ``episodes`` (a dict, JSON-ready)."""
+             captions: bool = True, encoded: dict | None = None) -> dict[str, Any]:
+    """Every figure of the module docstring for ``model`` on ``episodes`` (a dict, JSON-ready).
+    ``encoded``: the rows of this model's earlier decodings of the same episodes
+    (:func:`~mner.fewshot.evaluation.predict_episodes`), reused by the decodings of the real
+    episodes (not by those with their captions shuffled or removed)."""
     processor = processor or model.processor()
     out: dict[str, Any] = {"episodes": len(episodes), "model_type": model.model_type,
                            "variant": getattr(model.config, "variant", model.model_type)}
-    preds = predict_episodes(model, episodes, processor, batch_size)
+    preds = predict_episodes(model, episodes, processor, batch_size, encoded=encoded)
     real = score_episodes(episodes, preds)
     out["f1"] = real.micro.f1
     if hasattr(model, "graph_views"):
@@ -180,8 +183,8 @@ def diagnose(model, episodes: Sequence[Episode], processor=None, batch_size: int
         train = _graph_stats(model, tweets, processor, 32, train_mode=True, seed=seed)
         out["train_masks"] = {k: v for k, v in train.items() if "mask" in k}
         if not model.one_view:
-            v1 = predict_episodes(model, episodes, processor, batch_size, head=_view_head(model, 0))
-            v2 = predict_episodes(model, episodes, processor, batch_size, head=_view_head(model, 1))
+            v1 = predict_episodes(model, episodes, processor, batch_size, head=_view_head(model, 0), encoded=encoded)
+            v2 = predict_episodes(model, episodes, processor, batch_size, head=_view_head(model, 1), encoded=encoded)
             out["views"] = {"g1_vs_g2": _agreement(v1.tags, v2.tags), "g1_vs_decoded": _agreement(v1.tags, preds.tags),
                             "g2_vs_decoded": _agreement(v2.tags, preds.tags),
                             "f1_g1": score_episodes(episodes, v1).micro.f1,

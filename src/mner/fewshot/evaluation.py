@@ -56,7 +56,7 @@ def _pad_rows(rows: list[tuple], width: int) -> tuple:
 @torch.no_grad()
 def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProcessor, batch_size: int = 4,
                      accelerator=None, progress: bool = False, encode_batch_size: int = 32,
-                     cache: bool = True, head=None) -> EpisodePredictions:
+                     cache: bool = True, head=None, encoded: dict | None = None) -> EpisodePredictions:
     """Decode the query set of every episode (given its support set).
 
     A tweet's representation does not depend on the episode it is in (``model.encode``, eval
@@ -65,7 +65,15 @@ def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProce
     result is the same as running the whole model on each episode (a test checks it), at a
     fraction of the cost, since the benchmark's 500 episodes reuse a few hundred tweets.
     ``cache=False`` runs the whole model on every episode batch instead. ``head(batch, support,
-    query) -> TaggerOutput`` replaces ``model.head`` (diagnostics decode one view of a model)."""
+    query) -> TaggerOutput`` replaces ``model.head`` (diagnostics decode one view of a model).
+
+    ``encoded``: a dict the caller keeps across calls with *the same weights* (one checkpoint decoded
+    several ways: a grid of decoding options, other decoders, diagnostics), which holds the rows of
+    each chunk of distinct tweets encoded so far. A chunk met again (the same tweets in the same
+    order: the same episode file) is not encoded again; its rows are those that encoding it again
+    gives, bit for bit (the same inputs in the same batch, eval mode), so the predictions are those of
+    a call without it. Only chunks, not single tweets, are reused: a tweet padded in another batch can
+    differ in the last bits. Drop the dict when the weights change."""
     from tqdm.auto import tqdm
 
     unwrapped = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -84,9 +92,15 @@ def predict_episodes(model, episodes: Sequence[Episode], processor: EpisodeProce
             todo = list(distinct.values())
             for start in range(0, len(todo), encode_batch_size):
                 chunk = todo[start:start + encode_batch_size]
-                enc = unwrapped.encode(processor.tagging(chunk).to(device), False)
-                for i, ex in enumerate(chunk):
-                    reps[_key(ex)] = tuple(t[i, : len(ex.tokens)] if t is not None else None for t in enc)
+                keys = tuple(_key(ex) for ex in chunk)
+                rows = encoded.get(keys) if encoded is not None else None
+                if rows is None:
+                    enc = unwrapped.encode(processor.tagging(chunk).to(device), False)
+                    rows = [tuple(t[i, : len(ex.tokens)] if t is not None else None for t in enc)
+                            for i, ex in enumerate(chunk)]
+                    if encoded is not None:
+                        encoded[keys] = rows
+                reps.update(zip(keys, rows))
         loader = DataLoader(list(episodes), batch_size=batch_size, shuffle=False, collate_fn=processor.collate(train=False))
         for batch in tqdm(loader, disable=not progress, desc="episodes", unit="batch"):
             batch = batch.without_tags().to(device)
