@@ -117,6 +117,27 @@ def test_a_version_shown_equal_to_two_others_joins_all_three():
     assert not versions.same("fp-d", "fp-e") and not versions.same("fp-a", "fp-d")
 
 
+def test_the_fewshot_page_names_what_an_equivalence_rerun_did_not_reproduce(tmp_path, monkeypatch):
+    """An equivalence entry whose F1s match links the two code versions; where it says which other
+    figures moved (``except``), the page says so instead of "every figure"."""
+    def side(fp, commit):
+        return {"code_fingerprint": fp, "git_commit": commit, "dev_f1": 0.4, "test_f1": 0.5}
+
+    evidence = [{"cell": "c1", "machine": "host", "old": side("fp-old", "aaa1111"), "new": side("fp-new", "bbb2222")},
+                {"cell": "c2", "machine": "host", "old": side("fp-old", "aaa1111"), "new": side("fp-x", "ccc3333"),
+                 "except": "two graph statistics (after the eighth digit)"}]
+    monkeypatch.setattr(fewshot, "ROOT", tmp_path)
+    monkeypatch.setattr(fewshot, "EQUIVALENCE_FILE", tmp_path / "fewshot-equivalence.json")
+    fewshot.EQUIVALENCE_FILE.write_text(json.dumps(evidence))
+    monkeypatch.setattr(fewshot.cellmeta, "code_fingerprint", lambda spec, src=None: "fp-new")
+    text = "\n".join(fewshot._version_lines([dict(_cell("c0"), code_fingerprint="fp-old", git_commit="aaa1111")]))
+    assert "(counts as the code here now)" in text
+    plain = next(line for line in text.splitlines() if line.startswith("Code `fp-new`"))
+    moved = next(line for line in text.splitlines() if line.startswith("Code `fp-x`"))
+    assert "to the last digit (" in plain and "except" not in plain
+    assert "to the last digit except two graph statistics (after the eighth digit) (" in moved
+
+
 def _plan(results: Path, name: str, f1: float, calls: list, config: dict | None = None, record=None) -> runner.Plan:
     def run():
         calls.append(name)
