@@ -361,9 +361,10 @@ def structshot_cell(base: dict, run_dir: Path, results: Path = RESULTS) -> dict:
         model = load_model(folder)
         model.config.decoder = "structshot"
         tuning = {}
+        encoded = _encoded(folder)
         for tau in TEMPERATURES:
             model.config.temperature = tau
-            tuning[str(tau)] = _score(model, episodes, 8, encoded=_encoded(folder))[0]["f1"]
+            tuning[str(tau)] = _score(model, episodes, 8, encoded=encoded)[0]["f1"]
         tau = max(TEMPERATURES, key=lambda t: (tuning[str(t)], -abs(math.log(t))))
         model.config.temperature = tau
         return model, tau, tuning
@@ -401,12 +402,13 @@ def calibrated_cell(base: dict, run_dir: Path) -> dict:
     model = load_model(run_dir / "best")
     t0 = time.perf_counter()
     tuning = {}
+    encoded = _encoded(run_dir / "best")
     for bias in O_BIASES:
         model.config.o_bias = bias
-        tuning[str(bias)] = _score(model, dev, 8, encoded=_encoded(run_dir / "best"))[0]["f1"]
+        tuning[str(bias)] = _score(model, dev, 8, encoded=encoded)[0]["f1"]
     bias = max(O_BIASES, key=lambda b: (tuning[str(b)], -abs(b)))
     model.config.o_bias = bias
-    tests = _tests(model, cfg, encoded=_encoded(run_dir / "best"))
+    tests = _tests(model, cfg, encoded=encoded)
     scores, eps = tests["ours"], tests["ours"]["episodes_per_second"]
     name = base["model"] + "-cal"
     out = dict(base)
@@ -441,10 +443,10 @@ def decoded_cell(base: dict, run_dir: Path, name: str, results: Path = RESULTS) 
             setattr(model.config, key, value)
         return model
 
-    model = load(run_dir / "best")
-    dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8, encoded=_encoded(run_dir / "best"))[0]["f1"]
+    model, encoded = load(run_dir / "best"), _encoded(run_dir / "best")
+    dev_f1 = _score(model, read_episodes(cfg["episodes"]["dev"]), 8, encoded=encoded)[0]["f1"]
     tags: dict = {}
-    tests = _tests(model, cfg, tags=tags, encoded=_encoded(run_dir / "best"))
+    tests = _tests(model, cfg, tags=tags, encoded=encoded)
     target = _derived_name(base, name)
     out = {k: v for k, v in base.items() if k != "diagnostics"}   # the diagnostics are the base decoding's
     out.update({"cell": target, "model": name, "decoding": dict(options), "dev_f1": dev_f1,
@@ -638,8 +640,9 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
 
     best = load_model(run_dir / "best")
     _ENCODED.clear()
+    encoded = _encoded(run_dir / "best")
     tags: dict = {}
-    tests = _tests(best, raw, tags=tags, encoded=_encoded(run_dir / "best"))
+    tests = _tests(best, raw, tags=tags, encoded=encoded)
     cell["test"], cell["test_poster"] = tests["ours"], tests["poster"]
     cell["predictions"] = store_predictions(tags, results / PREDICTIONS / f"{name}.jsonl.gz")
     cell["test_f1_at_training"] = summary["test_f1"]   # the same model and file; caption features recomputed
@@ -652,7 +655,7 @@ def run_cell(dataset: str, split: str, model: str, k: int, seed: int, train: dic
         from mner.fewshot.diagnose import diagnose
 
         t1 = time.perf_counter()
-        cell["diagnostics"] = diagnose(best, test_eps, best.processor(), encoded=_encoded(run_dir / "best"))
+        cell["diagnostics"] = diagnose(best, test_eps, best.processor(), encoded=encoded)
         cell["diagnostics"]["seconds"] = time.perf_counter() - t1
     cell["wall_seconds"] = time.perf_counter() - t0
     cells = [cell]
